@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs every test tier of Bulkhead on a fresh Debian bookworm machine (as root for bpf/netns):
+# installs dependencies, builds once, runs the ctest tiers, the unit tests again under
+# ASan+UBSan, the parser fuzzer for a bounded time, and the lint checks.
+# Usage: scripts/test.sh [--quick]   (--quick: release build tiers only)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+JOBS=${JOBS:-$(nproc)}
+export CCACHE_DIR=${CCACHE_DIR:-/var/cache/bulkhead-ccache}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+mkdir -p "$CCACHE_DIR" 2>/dev/null || export CCACHE_DIR="$HOME/.cache/bulkhead-ccache"
+
+step() { printf '\n==== %s (%s)\n' "$1" "$(date +%T)"; }
+PASSED=0
+FAILED=0
+SKIPPED=0
+FAILED_STEPS=()
+
+# Runs ctest in a build dir with a label regex and adds its counts to the totals.
+run_ctest() {
+  local dir=$1 labels=$2 name=$3 log
+  log=$(mktemp)
+  ctest --test-dir "$dir" -L "$labels" --output-on-failure -j "$JOBS" --timeout 1800 2>&1 | tee "$log"
+  local total failed skipped
+  total=$(sed -nE 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\2/p' "$log" | tail -1)
+  failed=$(sed -nE 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\1/p' "$log" | tail -1)
+  skipped=$(grep -cE '\*\*\*Skipped|Not Run' "$log" || true)
+  if [ -z "$total" ]; then
+    echo "ctest ($name) ran no test or crashed"
+    FAILED=$((FAILED + 1)); FAILED_STEPS+=("$name")
+  else
+    PASSED=$((PASSED + total - failed - skipped)); FAILED=$((FAILED + failed)); SKIPPED=$((SKIPPED + skipped))
+    [ "$failed" -eq 0 ] || FAILED_STEPS+=("$name")
+  fi
+  rm -f "$log"
+}
+
+step "dependencies"
+bash scripts/install-deps.sh || { echo "dependency installation failed"; exit 1; }
+
+step "build (release)"
+if ! cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || ! ninja -C build -j "$JOBS"; then
+  echo "release build failed"; echo "total: 0 passed, 1 failed"; exit 1
+fi
+
+step "tests: unit, conformance"
+run_ctest build 'unit|conformance' release
+
+if [ "$QUICK" -eq 0 ]; then
+  step "build (ASan+UBSan)"
+  if cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBULKHEAD_SANITIZE=ON -DBULKHEAD_BENCH=OFF >/dev/null &&
+     ninja -C build-asan -j "$JOBS"; then
+    step "tests: unit under ASan+UBSan"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      run_ctest build-asan 'unit' asan
+  else
+    echo "ASan build failed"; FAILED=$((FAILED + 1)); FAILED_STEPS+=("asan-build")
+  fi
+
+  step "build (libFuzzer, clang)"
+  if CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+       -DBULKHEAD_FUZZ=ON -DBULKHEAD_BENCH=OFF >/dev/null &&
+     ninja -C build-fuzz -j "$JOBS" fuzz_targets; then
+    step "tests: fuzz (bounded)"
+    run_ctest build-fuzz 'fuzz' fuzz
+  else
+    echo "fuzz build failed"; FAILED=$((FAILED + 1)); FAILED_STEPS+=("fuzz-build")
+  fi
+
+  step "lint: clang-format, clang-tidy"
+  if bash scripts/lint.sh build; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); FAILED_STEPS+=("lint"); fi
+fi
+
+step "summary"
+[ "${#FAILED_STEPS[@]}" -eq 0 ] || echo "failed steps: ${FAILED_STEPS[*]}"
+echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" -eq 0 ]
