@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,8 +33,8 @@ struct Flow {
   FlowEndpoint src;
   FlowEndpoint dst;
   Protocol protocol = Protocol::kTCP;
-  uint16_t port = 0;         // destination port; 0 for ICMP
-  std::string src_process;   // optional: executable name of the source process
+  uint16_t port = 0;        // destination port; 0 for ICMP
+  std::string src_process;  // optional: executable name of the source process
 };
 
 // What decided one direction.
@@ -44,24 +45,25 @@ enum class Reason {
   kDefaultDeny,   // zero-trust DefaultDeny selects the workload
   kExternal,      // this end is outside the cluster: nothing to enforce here
 };
-const char* ReasonName(Reason r);  // "rule", "isolated", "default-allow", "default-deny", "external"
+const char* ReasonName(
+    Reason r);  // "rule", "isolated", "default-allow", "default-deny", "external"
 
 // The nearest rule that did not match an implicitly denied flow, and what differed.
 struct NearMiss {
-  std::string policy;     // Policy::Id()
-  int rule_index = -1;    // index in the policy's rules of this direction
+  std::string policy;   // Policy::Id()
+  int rule_index = -1;  // index in the policy's rules of this direction
   std::string rule_name;
-  std::string differed;   // "port", "peer", "protocol"
-  std::string detail;     // e.g. "rule allows TCP/443, flow is TCP/80"
+  std::string differed;  // "port", "peer", "protocol"
+  std::string detail;    // e.g. "rule allows TCP/443, flow is TCP/80"
 };
 
 struct DirectionVerdict {
   Direction direction = Direction::kEgress;
-  bool allowed = true;     // what happens to the traffic in this direction
+  bool allowed = true;  // what happens to the traffic in this direction
   Reason reason = Reason::kDefaultAllow;
   policy::Tier tier = policy::Tier::kDefault;
   // The deciding policy and rule (Reason kRule; kDefaultDeny names the DefaultDeny policy).
-  std::string policy;      // Policy::Id(), empty when none
+  std::string policy;  // Policy::Id(), empty when none
   std::string policy_kind;
   std::string policy_namespace;
   std::string policy_name;
@@ -76,8 +78,8 @@ struct DirectionVerdict {
   // Mode of the workload for this direction, and the verdict enforcement would give when
   // mode or an audit-mode policy let traffic pass that enforcement would drop.
   policy::Mode mode = policy::Mode::kEnforce;
-  bool would_deny = false;      // audit/learn: enforcement would drop this flow
-  std::string audit_policy;     // the audit-mode policy that would deny, if any
+  bool would_deny = false;   // audit/learn: enforcement would drop this flow
+  std::string audit_policy;  // the audit-mode policy that would deny, if any
 
   std::string Explain() const;  // one line for people
 };
@@ -88,8 +90,14 @@ struct Verdict {
   DirectionVerdict ingress;
 };
 
-// Pure evaluation over a validated cluster. Cheap to construct; Evaluate is const and
-// thread-safe.
+namespace internal {
+struct EvalIndex;  // per-cluster lookups, built by the Evaluator constructor (evaluator.cc)
+}  // namespace internal
+
+// Pure evaluation over a validated cluster. Construction precomputes which policies select
+// which workload (linear in workloads x policies); Evaluate is const and thread-safe. The
+// cluster must outlive the Evaluator and must not change under it: after editing the
+// cluster, construct a new Evaluator.
 class Evaluator {
  public:
   explicit Evaluator(const policy::Cluster& cluster);
@@ -98,6 +106,7 @@ class Evaluator {
 
  private:
   const policy::Cluster& cluster_;
+  std::shared_ptr<const internal::EvalIndex> index_;
 };
 
 // Resolves "ns/name" or an IP address to a FlowEndpoint; an IP that belongs to a
