@@ -97,7 +97,9 @@ class SimulateCommand : public Subcommand {
     }
 
     engine::Flow flow;
-    if (loaded.ok() && IsSingleFlow()) ResolveFlow(loaded.cluster, flow, problems);
+    if (loaded.ok() && Given(from_opt_) && Given(to_opt_)) {
+      ResolveFlow(loaded.cluster, flow, problems);
+    }
 
     for (const auto& line : problems.lines) term.err << line << "\n";
     if (problems.errors > 0) {

@@ -27,12 +27,6 @@ std::string RuleLabel(int index, const std::string& name) {
   return s;
 }
 
-std::string JoinComma(const std::vector<std::string>& items) {
-  std::string s;
-  for (const auto& item : items) s += (s.empty() ? "" : ", ") + item;
-  return s;
-}
-
 // What decided a direction, in a few words (the explanation line says the rest).
 std::string DecisionSummary(const engine::DirectionVerdict& v) {
   switch (v.reason) {
@@ -51,14 +45,6 @@ std::string DecisionSummary(const engine::DirectionVerdict& v) {
       return "outside the cluster: nothing enforced here";
   }
   return "?";
-}
-
-std::string NearMissText(const engine::NearMiss& m) {
-  std::string s = m.policy;
-  if (m.rule_index >= 0) s += ", " + RuleLabel(m.rule_index, m.rule_name);
-  if (!m.differed.empty()) s += ": " + m.differed + " differs";
-  if (!m.detail.empty()) s += " (" + m.detail + ")";
-  return s;
 }
 
 }  // namespace
@@ -154,16 +140,13 @@ std::string FlowText(const engine::Flow& flow, const engine::Verdict& verdict, c
     auto detail = [&rows](std::string label, std::string text, Color color = Color::kPlain) {
       rows.push_back({{""}, {""}, {std::move(label), Color::kDim}, {std::move(text), color}});
     };
+    // The evaluator's explanation already names isolating policies, Pass rules, the
+    // nearest miss and audit would-denies; only the mode is added when it is not enforce.
     detail("why", v.Explain());
-    if (!v.isolated_by.empty()) detail("isolated by", JoinComma(v.isolated_by));
-    if (v.nearest_miss) detail("nearest miss", NearMissText(*v.nearest_miss));
-    if (!v.passed_by.empty()) detail("passed by", JoinComma(v.passed_by));
-    if (v.mode != policy::Mode::kEnforce || v.would_deny) {
-      std::string m = policy::ModeName(v.mode);
-      if (v.would_deny) {
-        m += ": would be denied when enforced";
-        if (!v.audit_policy.empty()) m += " by " + v.audit_policy;
-      }
+    if (v.mode != policy::Mode::kEnforce) {
+      std::string m = std::string(policy::ModeName(v.mode)) +
+                      (v.would_deny ? ": passes now, enforcement would deny it"
+                                    : ": traffic is not dropped in this mode");
       detail("mode", m, v.would_deny ? Color::kYellow : Color::kPlain);
     }
   }
