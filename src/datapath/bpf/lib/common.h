@@ -3,12 +3,14 @@
 
 /* No CO-RE here: the TC datapath reads only packets and its own maps, so the UAPI headers
  * describe everything it touches and the object loads on any kernel with these helpers. */
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_helpers.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/pkt_cls.h>
+
+/* libbpf's BPF-side headers need the kernel types above. */
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
 
 #include "datapath/abi/bulkhead_abi.h"
 #include "datapath/abi/datapath_abi.h"
