@@ -116,6 +116,12 @@ absl::StatusOr<std::unique_ptr<BpfDatapath>> BpfDatapath::Open(const DatapathOpt
   const std::filesystem::path root(options.pin_root);
   if (auto s = CheckOnBpffs(root); !s.ok()) return s;
   std::error_code ec;
+  for (std::filesystem::path p = root; !p.empty() && p != p.root_path(); p = p.parent_path()) {
+    if (std::filesystem::exists(p, ec)) break;
+    if (p.filename().string().find('.') != std::string::npos)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pin root ", root.string(), ": bpffs does not allow '.' in names (", p.string(), ")"));
+  }
   std::filesystem::create_directories(root, ec);
   if (ec)
     return absl::Status(absl::ErrnoToStatusCode(ec.value()),
@@ -217,6 +223,11 @@ absl::StatusOr<std::map<std::string, uint32_t>> BpfDatapath::MapIds() const {
     ids[bpf_map__name(map)] = info.id;
   }
   return ids;
+}
+
+int BpfDatapath::program_fd(Program program) const {
+  return bpf_program__fd(program == Program::kFromWorkload ? state_->skel->progs.bh_from_workload
+                                                           : state_->skel->progs.bh_to_workload);
 }
 
 absl::StatusOr<uint32_t> BpfDatapath::ProgramId(Program program) const {

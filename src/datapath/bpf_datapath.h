@@ -63,6 +63,8 @@ class BpfDatapath final : public IDatapath {
   // Kernel ids of the maps by name (bh_ct, bh_endpoints, ...) and of the programs.
   absl::StatusOr<std::map<std::string, uint32_t>> MapIds() const;
   absl::StatusOr<uint32_t> ProgramId(Program program) const;
+  // The program's fd, borrowed (valid while this object lives), e.g. for a TcHook.
+  int program_fd(Program program) const;
 
   // Runs one Ethernet frame through a program with BPF_PROG_TEST_RUN, as if it arrived on
   // `ifindex` (which must exist in the caller's network namespace; 0 or 1 is loopback).

@@ -19,8 +19,10 @@ bpf_tc_attach_point Point(TcDirection d) {
 }
 const char* Name(TcDirection d) { return d == TcDirection::kIngress ? "ingress" : "egress"; }
 
-// A filter, qdisc or interface that is already gone.
-bool Gone(int err) { return err == -ENOENT || err == -ENODEV; }
+// A filter, qdisc or interface that is already gone. The kernel answers EINVAL when asked
+// about a filter on an interface without a clsact qdisc (no such block); our handle and
+// priority are constants, so EINVAL cannot mean a malformed request here.
+bool Gone(int err) { return err == -ENOENT || err == -ENODEV || err == -EINVAL; }
 
 absl::Status AttachOne(uint32_t ifindex, TcDirection d, int prog_fd) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = Point(d));
