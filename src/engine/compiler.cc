@@ -1,0 +1,1036 @@
+// The policy compiler: identities, the ipcache, per-identity tables with shared peer
+// classes, and incremental updates when a workload is added.
+//
+// How a table is computed. For one local identity and direction the verdict depends on
+// the peer only through which rule peers (pod/namespace selectors, ipBlocks, node
+// selectors: "predicates") the peer matches and, for egress, how the rules' named ports
+// resolve on the peer. That is the peer's signature. Each distinct signature is evaluated
+// once (the evaluator's tier logic over port segments); signatures whose verdict
+// functions are equal share a class. The class of a peer matching no predicate is class
+// 0, and every peer whose function equals class 0's gets no peer entry at all.
+#include "engine/compiler.h"
+
+#include <algorithm>
+#include <limits>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/compiler_internal.h"
+
+namespace bulkhead::engine {
+
+using identity::NumericIdentity;
+using identity::PortDefinition;
+using policy::Direction;
+using policy::Tier;
+
+namespace ci = compiler_internal;
+
+namespace {
+
+constexpr const char* kMetadataNameLabel = "kubernetes.io/metadata.name";
+
+uint8_t AbiTier(Tier t) {
+  switch (t) {
+    case Tier::kAdmin:
+      return BULKHEAD_TIER_ADMIN;
+    case Tier::kNamespace:
+      return BULKHEAD_TIER_NAMESPACE;
+    case Tier::kBaseline:
+      return BULKHEAD_TIER_BASELINE;
+    case Tier::kDefault:
+      return BULKHEAD_TIER_DEFAULT;
+  }
+  return BULKHEAD_TIER_DEFAULT;
+}
+
+// The evaluator's namespace scope of a subject or pod peer: a namespace selector when
+// set, else the explicit namespace, else the policy's own namespace, else every namespace.
+bool NamespaceScopeMatches(const std::string& explicit_name,
+                           const std::optional<policy::LabelSelector>& selector,
+                           const policy::Policy& policy, const std::string& ns,
+                           const policy::Labels& ns_labels) {
+  if (selector) return selector->Matches(ns_labels);
+  if (!explicit_name.empty()) return ns == explicit_name;
+  if (!policy.namespace_name.empty()) return ns == policy.namespace_name;
+  return true;
+}
+
+// The single namespace a scope is limited to, or "" when it may match several.
+std::string FixedNamespace(const std::string& explicit_name,
+                           const std::optional<policy::LabelSelector>& selector,
+                           const policy::Policy& policy) {
+  if (selector) return "";
+  if (!explicit_name.empty()) return explicit_name;
+  return policy.namespace_name;
+}
+
+// A canonical byte string of a label selector (length-prefixed, so distinct selectors
+// never collide).
+void AppendString(std::string& s, const std::string& v) { absl::StrAppend(&s, v.size(), ":", v); }
+void AppendSelector(std::string& s, const policy::LabelSelector& sel) {
+  s += "{";
+  for (const auto& [k, v] : sel.match_labels) {
+    AppendString(s, k);
+    AppendString(s, v);
+  }
+  s += "|";
+  std::vector<std::string> exprs;
+  for (const auto& r : sel.match_expressions) {
+    std::string e = absl::StrCat(static_cast<int>(r.op), ";");
+    AppendString(e, r.key);
+    std::vector<std::string> values = r.values;
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end()), values.end());
+    for (const auto& v : values) AppendString(e, v);
+    exprs.push_back(std::move(e));
+  }
+  std::sort(exprs.begin(), exprs.end());
+  for (const auto& e : exprs) AppendString(s, e);
+  s += "}";
+}
+
+// One peer identity the tables distinguish: a workload identity or a CIDR identity.
+struct PeerRec {
+  NumericIdentity id = 0;
+  bool workload = false;
+  const identity::IdentityKey* key = nullptr;  // workload identities
+  policy::Cidr cidr;                           // CIDR identities
+  std::vector<uint32_t> nodes;                 // nodes whose address is exactly `cidr`
+};
+
+// A distinct rule peer ("predicate") and the peers it matches.
+struct PredRec {
+  const policy::Policy* policy = nullptr;
+  const policy::Peer* peer = nullptr;
+  std::vector<uint32_t> matches;  // peer indices, ascending
+};
+
+struct PolicyRec {
+  const policy::Policy* policy = nullptr;
+  uint8_t tier = BULKHEAD_TIER_NAMESPACE;
+  bool audit = false;
+  bool subject_has_process = false;
+  uint32_t order = 0;  // position in evaluation order (tier, then priority or input order)
+  std::array<std::vector<uint32_t>, 2> rules;  // RuleRec indices per direction
+  std::array<uint32_t, 2> default_rule_id{};   // DefaultDeny: its rule id per direction
+  std::array<bool, 2> named_ports{};           // some rule of the direction has a named port
+  std::array<bool, 2> listed{};                // the evaluator lists it for the direction
+};
+
+// What a table's policy depends on: the policies that apply per direction (in evaluation
+// order) and, when ingress rules use named ports, the local named ports they resolve to.
+struct TableKey {
+  std::array<std::vector<uint32_t>, 2> policies;
+  std::vector<PortDefinition> local_ports;
+  bool operator<(const TableKey& o) const {
+    return std::tie(policies, local_ports) < std::tie(o.policies, o.local_ports);
+  }
+};
+
+struct VectorHash {
+  size_t operator()(const std::vector<uint32_t>& v) const {
+    return absl::HashOf(absl::MakeConstSpan(v));
+  }
+};
+
+// One direction of a table: its program and its classes.
+struct TableDir {
+  ci::TierProgram program;
+  std::vector<std::vector<uint32_t>> pos_preds;  // per program position: local pred ids
+  std::vector<uint8_t> pos_all_peers;
+  std::vector<uint32_t> local_preds;                   // local -> global pred id
+  absl::flat_hash_map<uint32_t, uint32_t> pred_local;  // global -> local
+  std::vector<uint32_t> named_refs;                    // egress: name ids, sorted
+  absl::flat_hash_map<std::vector<uint32_t>, uint32_t, VectorHash> sig_class;
+  absl::flat_hash_map<std::string, uint32_t> fn_class;
+  std::vector<ci::VerdictFunction> classes;                 // index: class id
+  std::vector<std::pair<uint32_t, uint32_t>> peer_classes;  // (peer index, class != 0)
+};
+
+struct TableRec {
+  TableKey key;
+  std::array<TableDir, 2> dirs;
+  std::vector<NumericIdentity> identities;  // ascending
+  std::vector<uint32_t> table_ids;          // one when shared; else one per identity
+};
+
+}  // namespace
+
+struct PolicyCompiler::State {
+  CompilerOptions options;
+  std::optional<policy::Cluster> owned;  // PolicyCompiler's own copy (AddWorkload grows it)
+  const policy::Cluster* cluster = nullptr;
+  identity::LabelFilter filter;
+  std::map<std::string, policy::Labels> ns_labels;
+  identity::IdentityAllocator allocator;
+  identity::CidrIdentities cidrs;
+
+  std::vector<PeerRec> peers;
+  std::unordered_map<NumericIdentity, uint32_t> peer_index;
+  std::map<std::string, std::vector<uint32_t>> ns_peers;  // namespace -> workload peers
+  std::vector<PredRec> preds;
+  std::map<std::string, uint32_t> name_ids;       // named-port names used by rules
+  std::vector<std::vector<uint32_t>> name_peers;  // name id -> peers with a port of that name
+
+  std::vector<ci::RuleRec> rules;
+  std::vector<PolicyRec> policies;   // input order
+  std::vector<uint32_t> eval_order;  // policy indices in evaluation order
+  std::map<std::string, std::vector<uint32_t>> policies_by_ns;  // fixed-namespace subjects
+  std::vector<uint32_t> policies_any_ns;                        // the others
+
+  std::vector<std::unique_ptr<TableRec>> tables;
+  std::map<TableKey, uint32_t> table_by_key;
+  std::unordered_map<NumericIdentity, uint32_t> table_of;     // identity -> TableRec index
+  std::unordered_map<NumericIdentity, uint32_t> table_id_of;  // identity -> table id
+  // Which table directions use a predicate / an egress named-port name (incremental).
+  struct PredUse {
+    uint32_t table = 0;
+    uint8_t dir = 0;
+    uint32_t local = 0;
+  };
+  std::vector<std::vector<PredUse>> pred_users;
+  std::vector<std::vector<uint32_t>> name_users;  // name id -> TableRec indices (egress)
+
+  std::map<policy::IpAddr, std::string> workload_ips;
+  uint32_t next_table_id = 1;
+  CompiledPolicy out;
+
+  // ---- building blocks
+  const policy::Labels& NamespaceLabels(const std::string& ns);
+  absl::Status ValidateWorkload(const policy::Workload& w) const;
+  void IndexPolicies();
+  void IndexPredicates();
+  bool PredMatches(const PredRec& pred, const PeerRec& peer) const;
+  uint32_t AddPeer(PeerRec peer);
+  TableKey KeyFor(const identity::IdentityKey& key) const;
+  void BuildProgram(TableRec& rec, int d);
+  uint32_t ClassFor(TableRec& rec, int d, const std::vector<uint32_t>& sig,
+                    const std::vector<PortDefinition>& dst_ports, bool* created);
+  void ComputeTable(uint32_t rec_index);
+  std::vector<uint32_t> PeerSignatureNamed(const TableDir& td, const PeerRec& peer) const;
+  const std::vector<PortDefinition>& DstPorts(const TableRec& rec, int d,
+                                              const PeerRec& peer) const;
+  void EmitClass(const TableRec& rec, int d, uint32_t class_id, uint32_t table_id,
+                 CompileDelta* delta);
+  void EmitPeer(uint32_t table_id, int d, const PeerRec& peer, uint32_t class_id,
+                CompileDelta* delta);
+  void EmitIpcache(const policy::Cidr& prefix, NumericIdentity id, uint32_t flags,
+                   CompileDelta* delta);
+  policy::Mode ModeOf(const policy::Workload& w) const;
+  absl::Status CompileAll();
+};
+
+namespace {
+const std::vector<PortDefinition> kNoPorts;
+}  // namespace
+
+const policy::Labels& PolicyCompiler::State::NamespaceLabels(const std::string& ns) {
+  auto it = ns_labels.find(ns);
+  if (it != ns_labels.end()) return it->second;
+  // A namespace used without a Namespace object has just its name label (as the loader
+  // and the evaluator give it).
+  return ns_labels.emplace(ns, policy::Labels{{kMetadataNameLabel, ns}}).first->second;
+}
+
+absl::Status PolicyCompiler::State::ValidateWorkload(const policy::Workload& w) const {
+  for (const auto& ip : w.ips) {
+    auto it = workload_ips.find(ip);
+    if (it != workload_ips.end() && it->second != w.Id()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(w.source.ToString(), ": workload ", w.Id(), ": ips: address ", ip.ToString(),
+                       " is already the address of workload ", it->second,
+                       "; the ipcache maps one address to one identity"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+policy::Mode PolicyCompiler::State::ModeOf(const policy::Workload& w) const {
+  if (w.mode) return *w.mode;
+  const policy::Namespace* ns = cluster->FindNamespace(w.namespace_name);
+  if (ns != nullptr && ns->mode) return *ns->mode;
+  return policy::Mode::kEnforce;
+}
+
+void PolicyCompiler::State::IndexPolicies() {
+  const auto& ps = cluster->policies;
+  policies.resize(ps.size());
+  // Rule table: [0] none, then every rule of every policy in input order, so that rule
+  // ids do not depend on workloads (and stay put when workloads are added).
+  out.rules.assign(1, CompiledRule{});
+  std::array<std::vector<uint32_t>, 4> by_tier;
+  for (uint32_t i = 0; i < ps.size(); ++i) {
+    const policy::Policy& p = ps[i];
+    PolicyRec& rec = policies[i];
+    rec.policy = &p;
+    rec.tier = AbiTier(p.tier);
+    rec.audit = p.mode != policy::Mode::kEnforce;
+    rec.subject_has_process = p.subject.process.has_value();
+    by_tier[static_cast<int>(p.tier)].push_back(i);
+    for (int d = 0; d < 2; ++d) {
+      Direction dir = ci::DirOf(d);
+      auto base_rule = [&](int index, const std::string& rule_name, policy::RuleAction action) {
+        CompiledRule r;
+        r.policy = p.Id();
+        r.policy_kind = p.kind;
+        r.policy_namespace = p.namespace_name;
+        r.policy_name = p.name;
+        r.direction = dir;
+        r.rule_index = index;
+        r.rule_name = rule_name;
+        r.tier = p.tier;
+        r.action = action;
+        r.mode = p.mode;
+        out.rules.push_back(std::move(r));
+        return static_cast<uint32_t>(out.rules.size() - 1);
+      };
+      if (p.tier == Tier::kDefault) {
+        rec.listed[d] = p.Applies(dir);
+        if (rec.listed[d]) rec.default_rule_id[d] = base_rule(-1, "", policy::RuleAction::kDeny);
+        continue;
+      }
+      // Admin and baseline policies act through their rules of a direction; the
+      // namespace tier through its policy types (as the evaluator lists them).
+      rec.listed[d] = p.tier == Tier::kNamespace ? p.Applies(dir) : !p.Rules(dir).empty();
+      const auto& rules_d = p.Rules(dir);
+      for (size_t r = 0; r < rules_d.size(); ++r) {
+        const policy::Rule& rule = rules_d[r];
+        ci::RuleRec rr;
+        rr.rule_id = base_rule(static_cast<int>(r), rule.name, rule.action);
+        rr.action = rule.action;
+        rr.tier = rec.tier;
+        rr.audit = rec.audit;
+        rr.all_peers = rule.all_peers;
+        rr.ports = &rule.ports;
+        for (const auto& pm : rule.ports) {
+          if (pm.kind == policy::PortMatch::Kind::kNamed) rr.has_named_ports = true;
+        }
+        rec.named_ports[d] = rec.named_ports[d] || rr.has_named_ports;
+        rec.rules[d].push_back(static_cast<uint32_t>(rules.size()));
+        rules.push_back(std::move(rr));
+      }
+    }
+  }
+  // Evaluation order: admin and baseline by (priority, name, kind), as the evaluator
+  // sorts them; the namespace tier and DefaultDeny in input order.
+  auto by_priority = [&](uint32_t a, uint32_t b) {
+    const auto& pa = ps[a];
+    const auto& pb = ps[b];
+    return std::tie(pa.priority, pa.name, pa.kind) < std::tie(pb.priority, pb.name, pb.kind);
+  };
+  std::stable_sort(by_tier[0].begin(), by_tier[0].end(), by_priority);
+  std::stable_sort(by_tier[2].begin(), by_tier[2].end(), by_priority);
+  for (const auto& tier : by_tier) {
+    for (uint32_t i : tier) {
+      policies[i].order = static_cast<uint32_t>(eval_order.size());
+      eval_order.push_back(i);
+    }
+  }
+  for (uint32_t i = 0; i < ps.size(); ++i) {
+    const policy::Policy& p = ps[i];
+    std::string fixed = FixedNamespace(p.subject.namespace_name, p.subject.namespace_selector, p);
+    if (fixed.empty()) {
+      policies_any_ns.push_back(i);
+    } else {
+      policies_by_ns[fixed].push_back(i);
+    }
+  }
+}
+
+bool PolicyCompiler::State::PredMatches(const PredRec& pred, const PeerRec& peer) const {
+  const policy::Peer& p = *pred.peer;
+  switch (p.kind) {
+    case policy::Peer::Kind::kPods: {
+      if (!peer.workload) return false;
+      const identity::IdentityKey& k = *peer.key;
+      if (!NamespaceScopeMatches(p.same_namespace, p.namespace_selector, *pred.policy,
+                                 k.namespace_name, k.namespace_labels)) {
+        return false;
+      }
+      if (p.pod_selector && !p.pod_selector->Matches(k.labels)) return false;
+      if (p.service_account && *p.service_account != k.service_account) return false;
+      // Packets carry no process: a peer that names processes matches no packet.
+      return !p.process.has_value();
+    }
+    case policy::Peer::Kind::kIpBlock: {
+      if (peer.workload) return false;
+      // Every address of the class lies in a cut CIDR iff the class's CIDR does.
+      bool in = std::any_of(p.cidrs.begin(), p.cidrs.end(),
+                            [&](const policy::Cidr& c) { return c.Contains(peer.cidr); });
+      return in && std::none_of(p.except.begin(), p.except.end(),
+                                [&](const policy::Cidr& c) { return c.Contains(peer.cidr); });
+    }
+    case policy::Peer::Kind::kNodes:
+      if (peer.workload) return false;
+      return std::any_of(peer.nodes.begin(), peer.nodes.end(), [&](uint32_t n) {
+        return p.node_selector.Matches(cluster->nodes[n].labels);
+      });
+  }
+  return false;
+}
+
+void PolicyCompiler::State::IndexPredicates() {
+  std::map<std::string, uint32_t> by_canon;
+  for (uint32_t pi = 0; pi < policies.size(); ++pi) {
+    const policy::Policy& p = *policies[pi].policy;
+    for (int d = 0; d < 2; ++d) {
+      const auto& rules_d = p.Rules(ci::DirOf(d));
+      for (size_t r = 0; r < rules_d.size(); ++r) {
+        ci::RuleRec& rr = rules[policies[pi].rules[d][r]];
+        for (const auto& peer : rules_d[r].peers) {
+          std::string canon = absl::StrCat(static_cast<int>(peer.kind), "/");
+          switch (peer.kind) {
+            case policy::Peer::Kind::kPods: {
+              std::string fixed = FixedNamespace(peer.same_namespace, peer.namespace_selector, p);
+              if (peer.namespace_selector) {
+                canon += "sel";
+                AppendSelector(canon, *peer.namespace_selector);
+              } else {
+                canon += "ns";
+                AppendString(canon, fixed);
+              }
+              canon += peer.pod_selector ? "pod" : "any";
+              if (peer.pod_selector) AppendSelector(canon, *peer.pod_selector);
+              canon += peer.service_account ? "sa" : "-";
+              if (peer.service_account) AppendString(canon, *peer.service_account);
+              canon += peer.process ? "proc" : "-";
+              break;
+            }
+            case policy::Peer::Kind::kIpBlock: {
+              std::vector<policy::Cidr> c = peer.cidrs, e = peer.except;
+              std::sort(c.begin(), c.end());
+              std::sort(e.begin(), e.end());
+              for (const auto& x : c) absl::StrAppend(&canon, x.ToString(), ",");
+              canon += "except";
+              for (const auto& x : e) absl::StrAppend(&canon, x.ToString(), ",");
+              break;
+            }
+            case policy::Peer::Kind::kNodes:
+              AppendSelector(canon, peer.node_selector);
+              break;
+          }
+          auto [it, inserted] = by_canon.emplace(canon, static_cast<uint32_t>(preds.size()));
+          if (inserted) preds.push_back(PredRec{&p, &peer, {}});
+          if (std::find(rr.preds.begin(), rr.preds.end(), it->second) == rr.preds.end()) {
+            rr.preds.push_back(it->second);
+          }
+        }
+        for (const auto& pm : rules_d[r].ports) {
+          if (pm.kind == policy::PortMatch::Kind::kNamed) {
+            name_ids.emplace(pm.name, static_cast<uint32_t>(name_ids.size()));
+          }
+        }
+      }
+    }
+  }
+  name_peers.assign(name_ids.size(), {});
+  name_users.assign(name_ids.size(), {});
+  pred_users.assign(preds.size(), {});
+}
+
+uint32_t PolicyCompiler::State::AddPeer(PeerRec peer) {
+  uint32_t index = static_cast<uint32_t>(peers.size());
+  peer_index[peer.id] = index;
+  if (peer.workload) {
+    ns_peers[peer.key->namespace_name].push_back(index);
+    for (const auto& np : peer.key->named_ports) {
+      auto it = name_ids.find(np.name);
+      if (it == name_ids.end()) continue;
+      auto& list = name_peers[it->second];
+      if (list.empty() || list.back() != index) list.push_back(index);
+    }
+  }
+  peers.push_back(std::move(peer));
+  return index;
+}
+
+TableKey PolicyCompiler::State::KeyFor(const identity::IdentityKey& key) const {
+  std::vector<uint32_t> candidates = policies_any_ns;
+  if (auto it = policies_by_ns.find(key.namespace_name); it != policies_by_ns.end()) {
+    candidates.insert(candidates.end(), it->second.begin(), it->second.end());
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [&](uint32_t a, uint32_t b) { return policies[a].order < policies[b].order; });
+  TableKey tk;
+  bool ingress_named = false;
+  for (uint32_t pi : candidates) {
+    const PolicyRec& rec = policies[pi];
+    if (!rec.listed[0] && !rec.listed[1]) continue;
+    // Packets carry no process: a subject that names processes selects no packet.
+    if (rec.subject_has_process) continue;
+    const policy::Policy& p = *rec.policy;
+    if (!NamespaceScopeMatches(p.subject.namespace_name, p.subject.namespace_selector, p,
+                               key.namespace_name, key.namespace_labels)) {
+      continue;
+    }
+    if (!p.subject.pod_selector.Matches(key.labels)) continue;
+    for (int d = 0; d < 2; ++d) {
+      if (rec.listed[d]) tk.policies[d].push_back(pi);
+    }
+    ingress_named = ingress_named || (rec.listed[0] && rec.named_ports[0]);
+  }
+  if (ingress_named) tk.local_ports = key.named_ports;
+  return tk;
+}
+
+void PolicyCompiler::State::BuildProgram(TableRec& rec, int d) {
+  TableDir& td = rec.dirs[d];
+  ci::TierProgram& prog = td.program;
+  bool ns_started = false, baseline_started = false;
+  auto start_ns = [&] {
+    if (!ns_started) prog.ns_begin = static_cast<uint32_t>(prog.rules.size());
+    ns_started = true;
+  };
+  auto start_baseline = [&] {
+    start_ns();
+    if (!baseline_started) prog.baseline_begin = static_cast<uint32_t>(prog.rules.size());
+    baseline_started = true;
+  };
+  std::set<uint32_t> named;
+  for (uint32_t pi : rec.key.policies[d]) {
+    const PolicyRec& p = policies[pi];
+    prog.has_audit = prog.has_audit || p.audit;
+    if (p.tier == BULKHEAD_TIER_DEFAULT) {
+      prog.defaults.push_back(ci::DefaultStep{p.default_rule_id[d], p.audit});
+      continue;
+    }
+    if (p.tier == BULKHEAD_TIER_NAMESPACE) {
+      start_ns();
+      (p.audit ? prog.ns_audit : prog.ns_enforce) = true;
+    } else if (p.tier == BULKHEAD_TIER_BASELINE) {
+      start_baseline();
+    }
+    for (uint32_t r : p.rules[d]) {
+      const ci::RuleRec& rr = rules[r];
+      prog.rules.push_back(r);
+      std::vector<uint32_t> locals;
+      for (uint32_t g : rr.preds) {
+        auto [it, inserted] =
+            td.pred_local.emplace(g, static_cast<uint32_t>(td.local_preds.size()));
+        if (inserted) td.local_preds.push_back(g);
+        locals.push_back(it->second);
+      }
+      td.pos_preds.push_back(std::move(locals));
+      td.pos_all_peers.push_back(rr.all_peers ? 1 : 0);
+      if (d == 1 && rr.has_named_ports) {
+        for (const auto& pm : *rr.ports) {
+          if (pm.kind == policy::PortMatch::Kind::kNamed) named.insert(name_ids.at(pm.name));
+        }
+      }
+    }
+  }
+  start_baseline();
+  td.named_refs.assign(named.begin(), named.end());
+}
+
+const std::vector<PortDefinition>& PolicyCompiler::State::DstPorts(const TableRec& rec, int d,
+                                                                   const PeerRec& peer) const {
+  if (d == 0) return rec.key.local_ports;  // ingress: the local workload is the destination
+  return peer.workload ? peer.key->named_ports : kNoPorts;
+}
+
+// The part of a peer's signature that comes from egress named ports: marker, name id,
+// then the protocol/port of each of the peer's ports with that name.
+std::vector<uint32_t> PolicyCompiler::State::PeerSignatureNamed(const TableDir& td,
+                                                                const PeerRec& peer) const {
+  std::vector<uint32_t> sig;
+  if (!peer.workload || td.named_refs.empty()) return sig;
+  for (uint32_t n : td.named_refs) {
+    bool marked = false;
+    for (const auto& np : peer.key->named_ports) {
+      auto it = name_ids.find(np.name);
+      if (it == name_ids.end() || it->second != n) continue;
+      if (!marked) sig.push_back(0x80000000u | n);
+      marked = true;
+      sig.push_back((static_cast<uint32_t>(np.protocol) << 16) | np.port);
+    }
+  }
+  return sig;
+}
+
+uint32_t PolicyCompiler::State::ClassFor(TableRec& rec, int d, const std::vector<uint32_t>& sig,
+                                         const std::vector<PortDefinition>& dst_ports,
+                                         bool* created) {
+  *created = false;
+  TableDir& td = rec.dirs[d];
+  if (auto it = td.sig_class.find(sig); it != td.sig_class.end()) return it->second;
+  // Which program positions this signature's peers match.
+  std::vector<uint8_t> matched_local(td.local_preds.size(), 0);
+  for (uint32_t v : sig) {
+    if ((v & 0x80000000u) != 0) break;  // named-port part follows the predicates
+    matched_local[v] = 1;
+  }
+  std::vector<uint8_t> peer_ok(td.program.rules.size(), 0);
+  for (size_t pos = 0; pos < peer_ok.size(); ++pos) {
+    bool ok = td.pos_all_peers[pos] != 0;
+    for (uint32_t l : td.pos_preds[pos]) ok = ok || matched_local[l] != 0;
+    peer_ok[pos] = ok ? 1 : 0;
+  }
+  ci::VerdictFunction f = ci::EvaluateFunction(td.program, rules, peer_ok, dst_ports);
+  std::string ser = ci::SerializeFunction(f);
+  uint32_t cls;
+  if (auto it = td.fn_class.find(ser); it != td.fn_class.end()) {
+    cls = it->second;
+  } else {
+    cls = static_cast<uint32_t>(td.classes.size());
+    td.fn_class.emplace(std::move(ser), cls);
+    td.classes.push_back(std::move(f));
+    *created = true;
+  }
+  td.sig_class.emplace(sig, cls);
+  return cls;
+}
+
+void PolicyCompiler::State::ComputeTable(uint32_t rec_index) {
+  TableRec& rec = *tables[rec_index];
+  for (int d = 0; d < 2; ++d) {
+    BuildProgram(rec, d);
+    TableDir& td = rec.dirs[d];
+    bool created;
+    // Class 0: a peer matching no predicate (world), with no named ports.
+    ClassFor(rec, d, {}, d == 0 ? rec.key.local_ports : kNoPorts, &created);
+    for (uint32_t l = 0; l < td.local_preds.size(); ++l) {
+      pred_users[td.local_preds[l]].push_back(PredUse{rec_index, static_cast<uint8_t>(d), l});
+    }
+    for (uint32_t n : td.named_refs) name_users[n].push_back(rec_index);
+    // Signatures of every peer that matches a predicate or has a referenced named port.
+    std::vector<std::vector<uint32_t>> sigs(peers.size());
+    std::vector<uint32_t> touched;
+    for (uint32_t l = 0; l < td.local_preds.size(); ++l) {
+      for (uint32_t p : preds[td.local_preds[l]].matches) {
+        if (sigs[p].empty()) touched.push_back(p);
+        sigs[p].push_back(l);
+      }
+    }
+    std::vector<uint8_t> needs_named(peers.size(), 0);
+    for (uint32_t n : td.named_refs) {
+      for (uint32_t p : name_peers[n]) {
+        if (needs_named[p]) continue;
+        needs_named[p] = 1;
+        if (sigs[p].empty()) touched.push_back(p);
+      }
+    }
+    std::sort(touched.begin(), touched.end());
+    for (uint32_t p : touched) {
+      std::vector<uint32_t>& sig = sigs[p];
+      if (needs_named[p]) {
+        std::vector<uint32_t> named = PeerSignatureNamed(td, peers[p]);
+        sig.insert(sig.end(), named.begin(), named.end());
+      }
+      uint32_t cls = ClassFor(rec, d, sig, DstPorts(rec, d, peers[p]), &created);
+      if (cls != BULKHEAD_CLASS_DEFAULT) td.peer_classes.emplace_back(p, cls);
+    }
+  }
+}
+
+void PolicyCompiler::State::EmitClass(const TableRec& rec, int d, uint32_t class_id,
+                                      uint32_t table_id, CompileDelta* delta) {
+  const ci::VerdictFunction& f = rec.dirs[d].classes[class_id];
+  for (int k = 0; k < ci::kNumProtocols; ++k) {
+    for (const ci::PortPrefix& e : ci::EncodePrefixes(f[k])) {
+      bulkhead_policy_port_key key =
+          PortKey(table_id, class_id, ci::DirOf(d), ci::kProtocols[k], e.port, e.bits);
+      bulkhead_policy_port_value value = e.outcome.ToAbi();
+      out.maps.ports.Update(key, value);
+      if (delta != nullptr) delta->ports.emplace_back(key, value);
+    }
+  }
+}
+
+void PolicyCompiler::State::EmitPeer(uint32_t table_id, int d, const PeerRec& peer,
+                                     uint32_t class_id, CompileDelta* delta) {
+  bulkhead_policy_peer_key key = PeerKey(table_id, peer.id, ci::DirOf(d));
+  bulkhead_policy_peer_value value{class_id};
+  out.maps.peers.Update(key, value);
+  if (delta != nullptr) delta->peers.emplace_back(key, value);
+}
+
+void PolicyCompiler::State::EmitIpcache(const policy::Cidr& prefix, NumericIdentity id,
+                                        uint32_t flags, CompileDelta* delta) {
+  bulkhead_ipcache_key key = IpcacheKey(prefix);
+  bulkhead_ipcache_value value{id, flags};
+  out.maps.ipcache.Update(key, value);
+  if (delta != nullptr) delta->ipcache.emplace_back(key, value);
+}
+
+absl::Status PolicyCompiler::State::CompileAll() {
+  if (options.table_id_base == BULKHEAD_TABLE_NONE) {
+    return absl::InvalidArgumentError("compiler: table_id_base must be at least 1");
+  }
+  for (const auto& ns : cluster->namespaces) ns_labels[ns.name] = ns.labels;
+  filter = identity::LabelFilter::ForCluster(*cluster);
+
+  // Workload identities.
+  std::set<std::string> ids;
+  std::vector<identity::IdentityKey> keys;
+  for (const auto& w : cluster->workloads) {
+    if (!ids.insert(w.Id()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(w.source.ToString(), ": workload ", w.Id(), ": defined more than once"));
+    }
+    if (absl::Status s = ValidateWorkload(w); !s.ok()) return s;
+    for (const auto& ip : w.ips) workload_ips.emplace(ip, w.Id());
+    keys.push_back(identity::MakeIdentityKey(NamespaceLabels(w.namespace_name), w, filter));
+  }
+  auto allocator_or = identity::IdentityAllocator::ForKeys(keys);
+  if (!allocator_or.ok()) return allocator_or.status();
+  allocator = std::move(*allocator_or);
+
+  // CIDR identities: every CIDR policy names, and every node address.
+  std::vector<policy::Cidr> cut;
+  for (const auto& p : cluster->policies) {
+    for (const auto* rules_d : {&p.ingress, &p.egress}) {
+      for (const auto& rule : *rules_d) {
+        for (const auto& peer : rule.peers) {
+          if (peer.kind != policy::Peer::Kind::kIpBlock) continue;
+          cut.insert(cut.end(), peer.cidrs.begin(), peer.cidrs.end());
+          cut.insert(cut.end(), peer.except.begin(), peer.except.end());
+        }
+      }
+    }
+  }
+  for (const auto& node : cluster->nodes) {
+    for (const auto& ip : node.ips) cut.push_back(identity::HostPrefix(ip));
+  }
+  auto cidrs_or = identity::CidrIdentities::ForCidrs(std::move(cut));
+  if (!cidrs_or.ok()) return cidrs_or.status();
+  cidrs = std::move(*cidrs_or);
+
+  IndexPolicies();
+  IndexPredicates();
+
+  // Peers: workload identities, then CIDR identities, each ascending.
+  for (const auto& [id, key] : allocator.identities()) {
+    PeerRec peer;
+    peer.id = id;
+    peer.workload = true;
+    peer.key = &key;
+    AddPeer(std::move(peer));
+  }
+  for (const auto& ci_entry : cidrs.all()) {
+    PeerRec peer;
+    peer.id = ci_entry.id;
+    peer.cidr = ci_entry.cidr;
+    for (uint32_t n = 0; n < cluster->nodes.size(); ++n) {
+      const auto& node_ips = cluster->nodes[n].ips;
+      if (ci_entry.cidr.prefix_len == ci_entry.cidr.addr.BitWidth() &&
+          std::find(node_ips.begin(), node_ips.end(), ci_entry.cidr.addr) != node_ips.end()) {
+        peer.nodes.push_back(n);
+      }
+    }
+    AddPeer(std::move(peer));
+  }
+
+  // Predicate matches. Pod predicates look only at the namespaces in their scope.
+  for (auto& pred : preds) {
+    const policy::Peer& peer = *pred.peer;
+    if (peer.kind == policy::Peer::Kind::kPods) {
+      std::string fixed =
+          FixedNamespace(peer.same_namespace, peer.namespace_selector, *pred.policy);
+      for (const auto& [ns, members] : ns_peers) {
+        if (!fixed.empty() && ns != fixed) continue;
+        if (peer.namespace_selector &&
+            !peer.namespace_selector->Matches(peers[members.front()].key->namespace_labels)) {
+          continue;
+        }
+        for (uint32_t p : members) {
+          if (PredMatches(pred, peers[p])) pred.matches.push_back(p);
+        }
+      }
+      std::sort(pred.matches.begin(), pred.matches.end());
+    } else {
+      for (uint32_t p = 0; p < peers.size(); ++p) {
+        if (!peers[p].workload && PredMatches(pred, peers[p])) pred.matches.push_back(p);
+      }
+    }
+  }
+
+  // Tables, in order of their first identity.
+  for (const auto& [id, key] : allocator.identities()) {
+    TableKey tk = KeyFor(key);
+    auto [it, inserted] = table_by_key.emplace(std::move(tk), static_cast<uint32_t>(tables.size()));
+    if (inserted) {
+      auto rec = std::make_unique<TableRec>();
+      rec->key = it->first;
+      tables.push_back(std::move(rec));
+      ComputeTable(it->second);
+    }
+    tables[it->second]->identities.push_back(id);
+    table_of[id] = it->second;
+  }
+
+  // Table ids and map entries.
+  uint64_t needed = options.share_tables ? tables.size() : allocator.identities().size();
+  if (uint64_t{options.table_id_base} + needed > std::numeric_limits<uint32_t>::max()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "compiler: table ids from ", options.table_id_base, " cannot hold ", needed, " tables"));
+  }
+  next_table_id = options.table_id_base;
+  out.table_id_base = options.table_id_base;
+  std::vector<std::pair<uint32_t, uint32_t>> table_order;  // (table id, rec)
+  if (options.share_tables) {
+    for (uint32_t t = 0; t < tables.size(); ++t) {
+      uint32_t tid = next_table_id++;
+      tables[t]->table_ids.push_back(tid);
+      for (NumericIdentity id : tables[t]->identities) table_id_of[id] = tid;
+      table_order.emplace_back(tid, t);
+    }
+  } else {
+    for (const auto& [id, key] : allocator.identities()) {
+      uint32_t tid = next_table_id++;
+      uint32_t t = table_of[id];
+      tables[t]->table_ids.push_back(tid);
+      table_id_of[id] = tid;
+      table_order.emplace_back(tid, t);
+    }
+  }
+  for (const auto& [tid, t] : table_order) {
+    const TableRec& rec = *tables[t];
+    CompiledTable ct;
+    ct.table_id = tid;
+    for (int d = 0; d < 2; ++d) {
+      ct.classes[d] = static_cast<uint32_t>(rec.dirs[d].classes.size());
+      for (uint32_t c = 0; c < rec.dirs[d].classes.size(); ++c) EmitClass(rec, d, c, tid, nullptr);
+      for (const auto& [p, c] : rec.dirs[d].peer_classes) EmitPeer(tid, d, peers[p], c, nullptr);
+    }
+    if (options.share_tables) {
+      ct.identities = rec.identities;
+    } else {
+      for (NumericIdentity id : rec.identities) {
+        if (table_id_of[id] == tid) ct.identities.push_back(id);
+      }
+    }
+    out.tables.push_back(std::move(ct));
+  }
+
+  // Identities, ipcache, endpoints.
+  for (NumericIdentity r :
+       {identity::kIdentityHost, identity::kIdentityWorld, identity::kIdentityUnknown}) {
+    CompiledIdentity ci_out;
+    ci_out.id = r;
+    ci_out.kind = identity::IdentityKind::kReserved;
+    out.identities.push_back(std::move(ci_out));
+  }
+  std::map<NumericIdentity, std::vector<std::string>> workloads_of;
+  for (const auto& w : cluster->workloads) {
+    auto key = identity::MakeIdentityKey(NamespaceLabels(w.namespace_name), w, filter);
+    NumericIdentity id = allocator.Find(key);
+    workloads_of[id].push_back(w.Id());
+    out.endpoints[w.Id()] = EndpointBinding{id, table_id_of[id], ModeOf(w)};
+  }
+  for (const auto& [id, key] : allocator.identities()) {
+    CompiledIdentity ci_out;
+    ci_out.id = id;
+    ci_out.kind = identity::IdentityKind::kWorkload;
+    ci_out.key = key;
+    ci_out.workloads = workloads_of[id];
+    std::sort(ci_out.workloads.begin(), ci_out.workloads.end());
+    ci_out.table_id = table_id_of[id];
+    out.identities.push_back(std::move(ci_out));
+  }
+  for (const auto& c : cidrs.all()) {
+    CompiledIdentity ci_out;
+    ci_out.id = c.id;
+    ci_out.kind = identity::IdentityKind::kCidr;
+    ci_out.cidr = c.cidr;
+    ci_out.node = !peers[peer_index[c.id]].nodes.empty();
+    out.identities.push_back(std::move(ci_out));
+    EmitIpcache(c.cidr, c.id, ci_out.node ? BULKHEAD_IPCACHE_F_NODE : 0, nullptr);
+  }
+  // Workload addresses last: where a workload address equals a cut /32 or /128, the
+  // workload wins (a workload's address is never "outside").
+  for (const auto& w : cluster->workloads) {
+    for (const auto& ip : w.ips) {
+      EmitIpcache(identity::HostPrefix(ip), out.endpoints[w.Id()].identity,
+                  BULKHEAD_IPCACHE_F_WORKLOAD, nullptr);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---- PolicyCompiler
+
+PolicyCompiler::PolicyCompiler(std::unique_ptr<State> state) : state_(std::move(state)) {}
+PolicyCompiler::~PolicyCompiler() = default;
+
+absl::StatusOr<std::unique_ptr<PolicyCompiler>> PolicyCompiler::Create(
+    const policy::Cluster& cluster, const CompilerOptions& options) {
+  auto state = std::make_unique<State>();
+  state->options = options;
+  state->owned = cluster;
+  state->cluster = &*state->owned;
+  if (absl::Status s = state->CompileAll(); !s.ok()) return s;
+  return std::unique_ptr<PolicyCompiler>(new PolicyCompiler(std::move(state)));
+}
+
+const CompiledPolicy& PolicyCompiler::compiled() const { return state_->out; }
+const policy::Cluster& PolicyCompiler::cluster() const { return *state_->cluster; }
+
+absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload& workload) {
+  State& s = *state_;
+  if (s.out.endpoints.count(workload.Id()) != 0) {
+    return absl::AlreadyExistsError(absl::StrCat(workload.source.ToString(), ": workload ",
+                                                 workload.Id(), ": already in the cluster"));
+  }
+  if (absl::Status st = s.ValidateWorkload(workload); !st.ok()) return st;
+  // Duplicate addresses within the new workload are harmless; check them against others.
+  identity::IdentityKey key =
+      identity::MakeIdentityKey(s.NamespaceLabels(workload.namespace_name), workload, s.filter);
+  bool created = false;
+  auto id_or = s.allocator.Allocate(key, &created);
+  if (!id_or.ok()) return id_or.status();
+  NumericIdentity id = *id_or;
+
+  CompileDelta delta;
+  delta.workload = workload.Id();
+  delta.new_identity = created;
+  s.owned->workloads.push_back(workload);
+  for (const auto& ip : workload.ips) s.workload_ips.emplace(ip, workload.Id());
+
+  if (created) {
+    PeerRec peer;
+    peer.id = id;
+    peer.workload = true;
+    peer.key = s.allocator.Key(id);
+    uint32_t p = s.AddPeer(std::move(peer));
+    const PeerRec& np = s.peers[p];
+    std::vector<uint32_t> matched;
+    for (uint32_t g = 0; g < s.preds.size(); ++g) {
+      if (s.PredMatches(s.preds[g], np)) {
+        s.preds[g].matches.push_back(p);
+        matched.push_back(g);
+      }
+    }
+
+    // The identity's own table: shared with identical policy, or new.
+    TableKey tk = s.KeyFor(*np.key);
+    uint32_t new_rec = std::numeric_limits<uint32_t>::max();
+    auto [it, inserted] = s.table_by_key.emplace(tk, static_cast<uint32_t>(s.tables.size()));
+    uint32_t rec_index = it->second;
+    if (inserted) {
+      auto rec = std::make_unique<TableRec>();
+      rec->key = std::move(tk);
+      s.tables.push_back(std::move(rec));
+      s.ComputeTable(rec_index);
+      new_rec = rec_index;
+    }
+    TableRec& own = *s.tables[rec_index];
+    own.identities.push_back(id);
+    s.table_of[id] = rec_index;
+    uint32_t tid;
+    bool new_table_id = inserted || !s.options.share_tables;
+    if (new_table_id) {
+      if (s.next_table_id == std::numeric_limits<uint32_t>::max()) {
+        return absl::ResourceExhaustedError("compiler: table ids exhausted");
+      }
+      tid = s.next_table_id++;
+      own.table_ids.push_back(tid);
+      for (int d = 0; d < 2; ++d) {
+        for (uint32_t c = 0; c < own.dirs[d].classes.size(); ++c)
+          s.EmitClass(own, d, c, tid, &delta);
+        for (const auto& [q, c] : own.dirs[d].peer_classes) {
+          s.EmitPeer(tid, d, s.peers[q], c, &delta);
+        }
+      }
+      CompiledTable ct;
+      ct.table_id = tid;
+      ct.identities = {id};
+      ct.classes = {static_cast<uint32_t>(own.dirs[0].classes.size()),
+                    static_cast<uint32_t>(own.dirs[1].classes.size())};
+      s.out.tables.push_back(std::move(ct));
+    } else {
+      tid = own.table_ids.front();
+    }
+    s.table_id_of[id] = tid;
+    delta.new_table = new_table_id;
+
+    // Its class in every other table that distinguishes it.
+    std::map<std::pair<uint32_t, int>, std::vector<uint32_t>> touched;
+    for (uint32_t g : matched) {
+      for (const auto& use : s.pred_users[g]) {
+        if (use.table == new_rec) continue;
+        touched[{use.table, use.dir}].push_back(use.local);
+      }
+    }
+    for (const auto& npd : np.key->named_ports) {
+      auto nit = s.name_ids.find(npd.name);
+      if (nit == s.name_ids.end()) continue;
+      for (uint32_t t : s.name_users[nit->second]) {
+        if (t != new_rec) touched[{t, 1}];
+      }
+    }
+    for (auto& [where, locals] : touched) {
+      auto [t, d] = where;
+      TableRec& rec = *s.tables[t];
+      std::sort(locals.begin(), locals.end());
+      locals.erase(std::unique(locals.begin(), locals.end()), locals.end());
+      std::vector<uint32_t> sig = locals;
+      if (d == 1) {
+        std::vector<uint32_t> named = s.PeerSignatureNamed(rec.dirs[d], np);
+        sig.insert(sig.end(), named.begin(), named.end());
+      }
+      if (sig.empty()) continue;
+      bool new_class = false;
+      uint32_t cls = s.ClassFor(rec, d, sig, s.DstPorts(rec, d, np), &new_class);
+      if (new_class) {
+        for (uint32_t table_id : rec.table_ids) s.EmitClass(rec, d, cls, table_id, &delta);
+        for (uint32_t table_id : rec.table_ids) {
+          for (auto& ct : s.out.tables) {
+            if (ct.table_id == table_id)
+              ct.classes[d] = static_cast<uint32_t>(rec.dirs[d].classes.size());
+          }
+        }
+      }
+      if (cls == BULKHEAD_CLASS_DEFAULT) continue;
+      rec.dirs[d].peer_classes.emplace_back(p, cls);
+      for (uint32_t table_id : rec.table_ids) s.EmitPeer(table_id, d, np, cls, &delta);
+    }
+
+    CompiledIdentity ci_out;
+    ci_out.id = id;
+    ci_out.kind = identity::IdentityKind::kWorkload;
+    ci_out.key = *np.key;
+    ci_out.table_id = tid;
+    auto pos =
+        std::lower_bound(s.out.identities.begin(), s.out.identities.end(), id,
+                         [](const CompiledIdentity& a, NumericIdentity b) { return a.id < b; });
+    s.out.identities.insert(pos, std::move(ci_out));
+    if (!new_table_id) {
+      for (auto& ct : s.out.tables) {
+        if (ct.table_id == tid) ct.identities.push_back(id);
+      }
+    }
+  }
+
+  NumericIdentity final_id = id;
+  delta.binding = EndpointBinding{final_id, s.table_id_of[final_id], s.ModeOf(workload)};
+  for (const auto& ip : workload.ips) {
+    s.EmitIpcache(identity::HostPrefix(ip), final_id, BULKHEAD_IPCACHE_F_WORKLOAD, &delta);
+  }
+  s.out.endpoints[workload.Id()] = delta.binding;
+  for (auto& ci_out : s.out.identities) {
+    if (ci_out.id == final_id) {
+      ci_out.workloads.push_back(workload.Id());
+      std::sort(ci_out.workloads.begin(), ci_out.workloads.end());
+    }
+  }
+  return delta;
+}
+
+absl::StatusOr<CompiledPolicy> CompilePolicy(const policy::Cluster& cluster,
+                                             const CompilerOptions& options) {
+  // A one-shot compile needs no copy of the cluster: it is not kept.
+  PolicyCompiler::State state;
+  state.options = options;
+  state.cluster = &cluster;
+  if (absl::Status s = state.CompileAll(); !s.ok()) return s;
+  return std::move(state.out);
+}
+
+}  // namespace bulkhead::engine

@@ -1,0 +1,201 @@
+// The policy compiler: a cluster and its policies -> identities, the ipcache and the
+// verdict tables the eBPF datapath looks up (design §1, §3, §4).
+//
+// Pure and deterministic: the same cluster and options always give the same tables, byte
+// for byte; nothing here touches the kernel. The tables agree exactly with the reference
+// evaluator (evaluator.h) for every flow without a process, with the workload in enforce
+// mode: the datapath applies a workload's mode (enforce/audit/learn) from its endpoint
+// config, so modes are not part of the tables. Policies and rules with process selectors
+// match no packet in the kernel (packets carry no process), as the evaluator decides for
+// flows that name no process.
+//
+// What one lookup does (Lookup below, and the datapath):
+//   peer identity = ipcache LPM(peer address)                  (miss: world)
+//   class         = peers[table, peer identity, direction]     (miss: class 0)
+//   verdict       = ports LPM[table, class, direction, protocol, port]
+// where `table` is the local workload's table and the peer is the other end of the flow
+// (egress: the destination; ingress: the source).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "datapath/abi/bulkhead_abi.h"
+#include "engine/compiler_maps.h"
+#include "identity/identity.h"
+#include "identity/ipcache.h"
+#include "policy/model.h"
+
+namespace bulkhead::engine {
+
+struct CompilerOptions {
+  // Table ids of this compile are table_id_base, +1, ... To switch a live datapath
+  // atomically, pass a base above every live table id (CompiledPolicy::NextTableIdBase of
+  // the live compile), write the new tables, then switch endpoints. Must be >= 1.
+  uint32_t table_id_base = 1;
+  // Identities whose policy is identical (same policies apply, same resolution of named
+  // ports) share one table. Off: one table per identity (same verdicts, more entries).
+  bool share_tables = true;
+};
+
+struct CompiledIdentity {
+  identity::NumericIdentity id = 0;
+  identity::IdentityKind kind = identity::IdentityKind::kWorkload;
+  std::optional<identity::IdentityKey> key;  // workload identities
+  std::optional<policy::Cidr> cidr;          // CIDR identities
+  bool node = false;                         // CIDR identity of a node address
+  std::vector<std::string> workloads;        // "ns/name", sorted (workload identities)
+  uint32_t table_id = 0;                     // the table of a workload identity
+};
+
+// One entry of the rule table; its index is the rule_id of the port map values.
+struct CompiledRule {
+  std::string policy;  // Policy::Id()
+  std::string policy_kind;
+  std::string policy_namespace;
+  std::string policy_name;
+  policy::Direction direction = policy::Direction::kIngress;
+  int rule_index = -1;  // -1: the DefaultDeny policy itself
+  std::string rule_name;
+  policy::Tier tier = policy::Tier::kNamespace;
+  policy::RuleAction action = policy::RuleAction::kAllow;  // DefaultDeny: kDeny
+  policy::Mode mode = policy::Mode::kEnforce;              // the policy's mode
+};
+
+struct CompiledTable {
+  uint32_t table_id = 0;
+  std::vector<identity::NumericIdentity> identities;  // local identities using it, sorted
+  // Number of peer classes (class 0 included), [0] ingress, [1] egress.
+  std::array<uint32_t, 2> classes{};
+};
+
+// What the datapath needs per endpoint (its endpoint config is the datapath's).
+struct EndpointBinding {
+  identity::NumericIdentity identity = 0;
+  uint32_t table_id = 0;
+  policy::Mode mode = policy::Mode::kEnforce;  // workload mode, else namespace mode
+  bool operator==(const EndpointBinding&) const = default;
+};
+
+struct CompiledPolicy {
+  uint32_t table_id_base = 1;
+  std::vector<CompiledIdentity> identities;          // sorted by id: reserved, workload, CIDR
+  std::vector<CompiledRule> rules;                   // index = rule_id; [0] is "no rule"
+  std::vector<CompiledTable> tables;                 // sorted by table_id
+  std::map<std::string, EndpointBinding> endpoints;  // workload "ns/name" -> binding
+  PolicyMaps maps;                                   // what the kernel maps hold
+
+  const CompiledIdentity* FindIdentity(identity::NumericIdentity id) const;
+  const CompiledTable* FindTable(uint32_t table_id) const;
+  // One above the highest table id in use: a base for the next compile that does not
+  // collide with this one.
+  uint32_t NextTableIdBase() const;
+};
+
+// The writes of an incremental update, in the order a loader must apply them so that no
+// lookup ever sees a partial state: port entries of new classes and tables first, then
+// peer entries, then ipcache entries, then the endpoint's binding (the switch).
+struct CompileDelta {
+  std::string workload;  // "ns/name"
+  EndpointBinding binding;
+  bool new_identity = false;
+  bool new_table = false;
+  std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>> ports;
+  std::vector<std::pair<bulkhead_policy_peer_key, bulkhead_policy_peer_value>> peers;
+  std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>> ipcache;
+};
+
+// Compiles a validated cluster. Errors (as values) for input the tables cannot express:
+// two workloads with one address, duplicate workload ids, identity or table id ranges
+// exhausted, a table id base of 0.
+absl::StatusOr<CompiledPolicy> CompilePolicy(const policy::Cluster& cluster,
+                                             const CompilerOptions& options = {});
+
+// A compiler that keeps what it needs to update its output incrementally.
+class PolicyCompiler {
+ public:
+  // Copies the cluster and compiles it (the result equals CompilePolicy's).
+  static absl::StatusOr<std::unique_ptr<PolicyCompiler>> Create(
+      const policy::Cluster& cluster, const CompilerOptions& options = {});
+  ~PolicyCompiler();
+  PolicyCompiler(const PolicyCompiler&) = delete;
+  PolicyCompiler& operator=(const PolicyCompiler&) = delete;
+
+  const CompiledPolicy& compiled() const;
+  const policy::Cluster& cluster() const;
+
+  // Adds one workload (its namespace must be in the cluster, or is implicit) and updates
+  // only what it affects: its ipcache entries; for a new identity, its table (a new one,
+  // or a shared one with identical policy) and its class in every table whose verdicts
+  // distinguish it, with port entries for classes that did not exist before. Applies the
+  // delta to compiled() and returns it. The result gives the same verdicts as a full
+  // compile of the grown cluster; numbering may differ (new identities and tables take
+  // the next free numbers, existing ones never change).
+  absl::StatusOr<CompileDelta> AddWorkload(const policy::Workload& workload);
+
+  struct State;
+
+ private:
+  explicit PolicyCompiler(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// The result of one datapath lookup.
+struct LookupResult {
+  identity::NumericIdentity peer_identity = 0;
+  uint32_t class_id = 0;
+  bool found = false;  // a port entry matched (always, with full coverage)
+  bulkhead_policy_port_value value{};
+  bool allowed() const { return found && value.verdict == BULKHEAD_VERDICT_ALLOW; }
+  bool would_deny() const {
+    return found && (value.flags & BULKHEAD_POLICY_F_AUDIT_WOULD_DENY) != 0;
+  }
+};
+
+// Exactly the datapath's lookups over `maps`, for the workload whose table is `table_id`
+// and a peer at `peer_address`.
+LookupResult Lookup(const PolicyMaps& maps, uint32_t table_id, policy::Direction direction,
+                    const policy::IpAddr& peer_address, policy::Protocol protocol, uint16_t port);
+// The same, from the peer's identity (skipping the ipcache).
+LookupResult LookupIdentity(const PolicyMaps& maps, uint32_t table_id, policy::Direction direction,
+                            identity::NumericIdentity peer, policy::Protocol protocol,
+                            uint16_t port);
+
+// ABI key builders (zeroed padding, network byte order port).
+bulkhead_ipcache_key IpcacheKey(const policy::Cidr& prefix);
+bulkhead_ipcache_key IpcacheLookupKey(const policy::IpAddr& address);
+policy::Cidr IpcacheKeyPrefix(const bulkhead_ipcache_key& key);
+bulkhead_policy_peer_key PeerKey(uint32_t table_id, identity::NumericIdentity peer,
+                                 policy::Direction direction);
+bulkhead_policy_port_key PortKey(uint32_t table_id, uint32_t class_id, policy::Direction direction,
+                                 policy::Protocol protocol, uint16_t port,
+                                 uint32_t port_prefix_bits);
+uint16_t PortKeyPort(const bulkhead_policy_port_key& key);  // host byte order
+
+// A stable, human-readable text dump of everything compiled (golden tests, debugging).
+std::string DumpCompiledPolicy(const CompiledPolicy& compiled);
+
+// Counts for benchmarks and the CLI.
+struct CompileStats {
+  size_t identities = 0;  // workload + CIDR identities
+  size_t workload_identities = 0;
+  size_t cidr_identities = 0;
+  size_t tables = 0;
+  size_t classes = 0;  // summed over tables and directions, class 0 included
+  size_t ipcache_entries = 0;
+  size_t peer_entries = 0;
+  size_t port_entries = 0;
+  size_t rules = 0;
+  // Bytes of key + value over all entries (what the kernel stores, before its own
+  // per-entry overhead).
+  size_t map_bytes = 0;
+};
+CompileStats ComputeStats(const CompiledPolicy& compiled);
+
+}  // namespace bulkhead::engine

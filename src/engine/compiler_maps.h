@@ -1,0 +1,145 @@
+// In-memory models of the BPF maps the policy compiler fills, with the kernel's lookup
+// semantics (exact match for hash maps, longest prefix for LPM tries) over the very
+// key/value structs of the ABI header. The compiler writes into them, the loader copies
+// their entries into the kernel, and Lookup() (compiler.h) reads them as the datapath does.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "datapath/abi/bulkhead_abi.h"
+
+namespace bulkhead::engine {
+
+// A struct as the bytes the kernel hashes and compares.
+template <typename T>
+using KeyBytes = std::array<uint8_t, sizeof(T)>;
+
+template <typename T>
+KeyBytes<T> ToBytes(const T& v) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  KeyBytes<T> b;
+  std::memcpy(b.data(), &v, sizeof(T));
+  return b;
+}
+
+template <typename T>
+T FromBytes(const KeyBytes<T>& b) {
+  T v;
+  std::memcpy(&v, b.data(), sizeof(T));
+  return v;
+}
+
+// BPF_MAP_TYPE_HASH.
+template <typename Key, typename Value>
+class HashMapModel {
+ public:
+  void Update(const Key& key, const Value& value) { map_[ToBytes(key)] = value; }
+  bool Delete(const Key& key) { return map_.erase(ToBytes(key)) > 0; }
+  const Value* Lookup(const Key& key) const {
+    auto it = map_.find(ToBytes(key));
+    return it == map_.end() ? nullptr : &it->second;
+  }
+  size_t size() const { return map_.size(); }
+  // Every entry, in byte order of the key (deterministic; callers sort for display).
+  std::vector<std::pair<Key, Value>> Entries() const {
+    std::vector<std::pair<KeyBytes<Key>, Value>> raw(map_.begin(), map_.end());
+    std::sort(raw.begin(), raw.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::pair<Key, Value>> out;
+    out.reserve(raw.size());
+    for (const auto& [k, v] : raw) out.emplace_back(FromBytes<Key>(k), v);
+    return out;
+  }
+
+ private:
+  absl::flat_hash_map<KeyBytes<Key>, Value> map_;
+};
+
+// BPF_MAP_TYPE_LPM_TRIE. Key starts with `__u32 prefixlen`; the data after it is matched
+// on its first prefixlen bits, most significant bit of each byte first, as the kernel does.
+template <typename Key, typename Value>
+class LpmTrieModel {
+ public:
+  static constexpr uint32_t kDataBits = 8 * (sizeof(Key) - sizeof(uint32_t));
+
+  // Stores `value` for the prefix `key` (bits beyond prefixlen are ignored, as in the
+  // kernel). prefixlen must not exceed the data bits.
+  void Update(const Key& key, const Value& value) {
+    KeyBytes<Key> b = Normalize(key);
+    auto [it, inserted] = map_.insert_or_assign(b, value);
+    (void)it;
+    if (inserted) ++length_count_[key.prefixlen];
+  }
+  bool Delete(const Key& key) {
+    if (map_.erase(Normalize(key)) == 0) return false;
+    --length_count_[key.prefixlen];
+    return true;
+  }
+  // The value stored for exactly this prefix.
+  const Value* Find(const Key& key) const {
+    auto it = map_.find(Normalize(key));
+    return it == map_.end() ? nullptr : &it->second;
+  }
+  // The value of the longest stored prefix (of length <= key.prefixlen) that matches the
+  // key's data: what bpf_map_lookup_elem returns on an LPM trie.
+  const Value* Lookup(const Key& key) const {
+    for (int len = static_cast<int>(std::min<uint32_t>(key.prefixlen, kDataBits)); len >= 0;
+         --len) {
+      if (length_count_[len] == 0) continue;
+      Key probe = key;
+      probe.prefixlen = static_cast<uint32_t>(len);
+      auto it = map_.find(Normalize(probe));
+      if (it != map_.end()) return &it->second;
+    }
+    return nullptr;
+  }
+  size_t size() const { return map_.size(); }
+  std::vector<std::pair<Key, Value>> Entries() const {
+    std::vector<std::pair<KeyBytes<Key>, Value>> raw(map_.begin(), map_.end());
+    std::sort(raw.begin(), raw.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::pair<Key, Value>> out;
+    out.reserve(raw.size());
+    for (const auto& [k, v] : raw) out.emplace_back(FromBytes<Key>(k), v);
+    return out;
+  }
+
+ private:
+  // The key bytes with every data bit beyond prefixlen cleared.
+  static KeyBytes<Key> Normalize(const Key& key) {
+    KeyBytes<Key> b = ToBytes(key);
+    uint32_t len = key.prefixlen;
+    for (uint32_t bit = 0; bit < kDataBits; bit += 8) {
+      uint8_t& byte = b[sizeof(uint32_t) + bit / 8];
+      if (bit >= len) {
+        byte = 0;
+      } else if (bit + 8 > len) {
+        byte &= static_cast<uint8_t>(0xffu << (8 - (len - bit)));
+      }
+    }
+    return b;
+  }
+
+  absl::flat_hash_map<KeyBytes<Key>, Value> map_;
+  std::array<uint32_t, kDataBits + 1> length_count_{};
+};
+
+using IpcacheMap = LpmTrieModel<bulkhead_ipcache_key, bulkhead_ipcache_value>;
+using PolicyPeerMap = HashMapModel<bulkhead_policy_peer_key, bulkhead_policy_peer_value>;
+using PolicyPortMap = LpmTrieModel<bulkhead_policy_port_key, bulkhead_policy_port_value>;
+
+// The three maps of one compiled policy, as the kernel will hold them.
+struct PolicyMaps {
+  IpcacheMap ipcache;
+  PolicyPeerMap peers;
+  PolicyPortMap ports;
+};
+
+}  // namespace bulkhead::engine
