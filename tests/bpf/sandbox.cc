@@ -4,10 +4,12 @@
 #include <net/if.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 
@@ -58,6 +60,37 @@ absl::StatusOr<uint32_t> Veth(const std::string& name) {
   unsigned idx = ::if_nametoindex(name.c_str());
   if (idx == 0) return Errno(absl::StrCat("if_nametoindex(", name, ")"));
   return static_cast<uint32_t>(idx);
+}
+
+absl::StatusOr<std::unique_ptr<WorkloadNetns>> WorkloadNetns::Start() {
+  int ready[2];
+  if (::pipe(ready) != 0) return Errno("pipe");
+  pid_t pid = ::fork();
+  if (pid < 0) return Errno("fork");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::close(ready[0]);
+    char ok = ::unshare(CLONE_NEWNET) == 0 ? 1 : 0;
+    (void)!::write(ready[1], &ok, 1);
+    ::close(ready[1]);
+    for (;;) ::pause();
+  }
+  ::close(ready[1]);
+  char ok = 0;
+  ssize_t n = ::read(ready[0], &ok, 1);
+  ::close(ready[0]);
+  auto w = std::unique_ptr<WorkloadNetns>(new WorkloadNetns(pid));
+  if (n != 1 || !ok) return absl::InternalError("the workload child could not unshare its netns");
+  return w;
+}
+
+WorkloadNetns::~WorkloadNetns() {
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+}
+
+absl::Status WorkloadNetns::Exec(const std::string& command) const {
+  return Shell(absl::StrCat("nsenter -t ", pid_, " -n sh -c '", command, "'"));
 }
 
 }  // namespace bulkhead::bpftest

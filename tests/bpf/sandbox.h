@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -23,5 +24,23 @@ absl::Status Shell(const std::string& command);
 
 // Creates the veth pair `name` <-> `name`-p (if missing) and returns `name`'s ifindex.
 absl::StatusOr<uint32_t> Veth(const std::string& name);
+
+// A workload: a child process in a network namespace of its own, holding the namespace
+// open. It dies with the test process (PR_SET_PDEATHSIG) and is killed by the destructor.
+class WorkloadNetns {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkloadNetns>> Start();
+  ~WorkloadNetns();
+  WorkloadNetns(const WorkloadNetns&) = delete;
+  WorkloadNetns& operator=(const WorkloadNetns&) = delete;
+
+  int pid() const { return pid_; }
+  // Runs a shell command inside the workload's network namespace.
+  absl::Status Exec(const std::string& command) const;
+
+ private:
+  explicit WorkloadNetns(int pid) : pid_(pid) {}
+  int pid_;
+};
 
 }  // namespace bulkhead::bpftest

@@ -48,6 +48,14 @@ static __always_inline void bh_ct_key_build(const struct bh_pkt* p, __u32 ifinde
 
 static __always_inline __u64 bh_or_default(__u64 v, __u64 dflt) { return v ? v : dflt; }
 
+/* Time since the entry was last seen. Another CPU may have stamped it after this packet
+ * read the clock, so "later than now" counts as just seen (and never as an underflow that
+ * would expire a live flow). */
+static __always_inline __u64 bh_ct_idle(const struct bh_ct_entry* e, __u64 now) {
+  __u64 last = e->last_seen_ns;
+  return now > last ? now - last : 0;
+}
+
 static __always_inline __u64 bh_ct_timeout(const struct bh_settings* s, __u8 protocol,
                                            const struct bh_ct_entry* e) {
   if (protocol == IPPROTO_TCP) {
@@ -69,7 +77,7 @@ static __always_inline struct bh_ct_entry* bh_ct_lookup(const struct bh_ct_key* 
                                                         const struct bh_settings* s, __u64 now) {
   struct bh_ct_entry* e = bpf_map_lookup_elem(&bh_ct, key);
   if (!e) return NULL;
-  int expired = now - e->last_seen_ns > bh_ct_timeout(s, key->protocol, e);
+  int expired = bh_ct_idle(e, now) > bh_ct_timeout(s, key->protocol, e);
   int reused = p->protocol == IPPROTO_TCP && e->state == BH_CT_CLOSING &&
                (p->tcp_flags & (BH_TCP_SYN | BH_TCP_ACK)) == BH_TCP_SYN;
   if (expired || reused) {
@@ -105,7 +113,7 @@ static __always_inline int bh_ct_update(struct bh_ct_entry* e, const struct bh_p
   if (state != e->state) {
     e->state = state;
     e->last_seen_ns = now;
-  } else if (now - e->last_seen_ns > BH_CT_REFRESH_NS) {
+  } else if (bh_ct_idle(e, now) > BH_CT_REFRESH_NS) {
     e->last_seen_ns = now;
   }
   return 0;
@@ -143,5 +151,5 @@ static __always_inline int bh_ct_related(struct __sk_buff* skb, const struct bh_
                   dir == BULKHEAD_DIR_EGRESS ? BULKHEAD_DIR_INGRESS : BULKHEAD_DIR_EGRESS, &key);
   struct bh_ct_entry* e = bpf_map_lookup_elem(&bh_ct, &key);
   if (!e) return 0;
-  return now - e->last_seen_ns <= bh_ct_timeout(s, key.protocol, e);
+  return bh_ct_idle(e, now) <= bh_ct_timeout(s, key.protocol, e);
 }
