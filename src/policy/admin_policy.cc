@@ -288,6 +288,7 @@ void DecodeAdminLike(ObjectContext& ctx, AdminFlavor flavor) {
                               std::to_string(kMaxPriority));
       } else {
         p.priority = static_cast<int32_t>(*prio);
+        piece.priority_valid = true;
       }
     }
   } else if (flavor == AdminFlavor::kNative) {

@@ -155,7 +155,7 @@ class Assembler {
     std::map<int32_t, const PolicyPiece*> priorities;
     for (const PolicyPiece& piece : in_.policies) {
       const Policy& p = piece.policy;
-      if (p.tier != Tier::kAdmin) continue;
+      if (p.tier != Tier::kAdmin || !piece.priority_valid) continue;
       auto [it, inserted] = priorities.emplace(p.priority, &piece);
       if (inserted) continue;
       Report(Diagnostic::Severity::kError, piece.priority_where, piece.object, "spec.priority",

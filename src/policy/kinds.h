@@ -46,8 +46,9 @@ struct NodePiece {
 struct PolicyPiece {
   Policy policy;
   std::string object;
-  SourceRef priority_where;  // admin tier: where spec.priority is
-  SourceRef name_where;      // where metadata.name is
+  SourceRef priority_where;     // admin tier: where spec.priority is
+  bool priority_valid = false;  // admin tier: spec.priority was present and in range
+  SourceRef name_where;         // where metadata.name is
 };
 
 // Everything the decoders produced, in input order.

@@ -193,6 +193,19 @@ std::string DisplayName(const YamlValue& root, std::string_view kind, bool names
   return std::string(kind) + " " + (ns.empty() ? "" : ns + "/") + name;
 }
 
+// "networking.k8s.io/v1" or "apps/v1, apps/v1beta1, ...": what the loader reads of a kind.
+std::string SupportedVersions(std::string_view kind) {
+  std::string supported;
+  for (const KindInfo& k : KindTable()) {
+    if (k.kind != kind) continue;
+    for (std::string_view v : k.versions) {
+      if (!supported.empty()) supported += ", ";
+      supported += (k.group.empty() ? "" : std::string(k.group) + "/") + std::string(v);
+    }
+  }
+  return supported;
+}
+
 class Dispatcher {
  public:
   Dispatcher(Collected* out, std::vector<Diagnostic>* diags) : out_(out), diags_(diags) {}
@@ -293,15 +306,13 @@ class Dispatcher {
       return;
     }
     const KindInfo* info = nullptr;
-    const KindInfo* same_kind = nullptr;
     for (const KindInfo& k : KindTable()) {
-      if (k.kind != kind) continue;
-      same_kind = &k;
-      if (k.group == group) {
+      if (k.kind == kind && k.group == group) {
         info = &k;
         break;
       }
     }
+    std::string supported = SupportedVersions(kind);
     if (info == nullptr) {
       r.set_object(display(false));
       if (group == kNativeGroup) {
@@ -311,10 +322,7 @@ class Dispatcher {
                     "DefaultDeny)");
       } else if (group == kAnpGroup || kind.find("Policy") != std::string::npos) {
         std::string msg = "ignored: " + kind + " of " + api + " is not a kind Bulkhead reads";
-        if (same_kind != nullptr) {
-          msg += " (it reads " + std::string(same_kind->kind) + " of " +
-                 std::string(same_kind->group.empty() ? "" : same_kind->group) + ")";
-        }
+        if (!supported.empty()) msg += " (it reads " + kind + " of " + supported + ")";
         d.Warning(Field{nullptr, root.value, ""}, msg);
       } else {
         r.Notice(root.value, "", "ignored: " + kind + " does not affect network policy");
@@ -325,14 +333,6 @@ class Dispatcher {
     std::string object = display(info->scope == Scope::kNamespaced);
     r.set_object(object);
     if (std::find(info->versions.begin(), info->versions.end(), version) == info->versions.end()) {
-      std::string supported;
-      for (const KindInfo& k : KindTable()) {
-        if (k.kind != kind) continue;
-        for (auto v : k.versions) {
-          if (!supported.empty()) supported += ", ";
-          supported += (k.group.empty() ? "" : std::string(k.group) + "/") + std::string(v);
-        }
-      }
       d.Error(api_field, "apiVersion " + api + " of " + kind + " is not supported (" +
                              (supported.empty() ? "none" : supported) + ")");
       return;
