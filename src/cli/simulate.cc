@@ -43,7 +43,7 @@ class SimulateCommand : public Subcommand {
                                "Evaluate flows against policy manifests and explain "
                                "the verdicts (nothing is applied)");
     app_->footer(
-        "\nModes (exactly one):\n"
+        "Modes (exactly one):\n"
         "  --from SRC --to DST --port PORT   one flow, with the reason for each direction\n"
         "  --matrix --port PORT              every ordered pair of workloads on one port\n"
         "  --connectivity                    allowed protocols and ports between all workloads\n"

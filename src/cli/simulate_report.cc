@@ -6,8 +6,6 @@
 
 namespace bulkhead::cli {
 
-using nlohmann::json;
-
 namespace {
 
 const char* VerdictWord(bool allowed) { return allowed ? "allow" : "deny"; }
@@ -19,7 +17,7 @@ std::string EndpointName(const engine::FlowEndpoint& ep) {
   return "?";
 }
 
-json NullIfEmpty(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+Json NullIfEmpty(const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); }
 
 std::string RuleLabel(int index, const std::string& name) {
   std::string s = "rule " + std::to_string(index);
@@ -51,8 +49,8 @@ std::string DecisionSummary(const engine::DirectionVerdict& v) {
 
 // ---- single flow ----
 
-json DirectionJson(const engine::DirectionVerdict& v) {
-  json j;
+Json DirectionJson(const engine::DirectionVerdict& v) {
+  Json j;
   j["verdict"] = VerdictWord(v.allowed);
   j["reason"] = engine::ReasonName(v.reason);
   j["tier"] = policy::TierName(v.tier);
@@ -64,15 +62,15 @@ json DirectionJson(const engine::DirectionVerdict& v) {
                    {"namespace", NullIfEmpty(v.policy_namespace)},
                    {"name", v.policy_name}};
   }
-  j["ruleIndex"] = v.rule_index >= 0 ? json(v.rule_index) : json(nullptr);
+  j["ruleIndex"] = v.rule_index >= 0 ? Json(v.rule_index) : Json(nullptr);
   j["ruleName"] = NullIfEmpty(v.rule_name);
-  j["action"] = v.action ? json(policy::ActionName(*v.action)) : json(nullptr);
+  j["action"] = v.action ? Json(policy::ActionName(*v.action)) : Json(nullptr);
   j["passedBy"] = v.passed_by;
   j["isolatedBy"] = v.isolated_by;
   if (v.nearest_miss) {
     const auto& m = *v.nearest_miss;
     j["nearestMiss"] = {{"policy", m.policy},
-                        {"ruleIndex", m.rule_index >= 0 ? json(m.rule_index) : json(nullptr)},
+                        {"ruleIndex", m.rule_index >= 0 ? Json(m.rule_index) : Json(nullptr)},
                         {"ruleName", NullIfEmpty(m.rule_name)},
                         {"differed", m.differed},
                         {"detail", m.detail}};
@@ -86,8 +84,8 @@ json DirectionJson(const engine::DirectionVerdict& v) {
   return j;
 }
 
-json FlowJson(const engine::Flow& flow, const engine::Verdict& verdict) {
-  json j;
+Json FlowJson(const engine::Flow& flow, const engine::Verdict& verdict) {
+  Json j;
   j["from"] = EndpointName(flow.src);
   j["to"] = EndpointName(flow.dst);
   // A workload named by one of its addresses: keep the address the caller gave.
@@ -182,14 +180,14 @@ ReachabilityMatrix ComputeMatrix(const policy::Cluster& cluster, policy::Protoco
   return m;
 }
 
-json MatrixJson(const ReachabilityMatrix& m) {
-  json j;
+Json MatrixJson(const ReachabilityMatrix& m) {
+  Json j;
   j["port"] = m.port;
   j["protocol"] = policy::ProtocolName(m.protocol);
   j["workloads"] = m.workloads;
-  json matrix = json::object();
+  Json matrix = Json::object();
   for (size_t i = 0; i < m.workloads.size(); ++i) {
-    json row = json::object();
+    Json row = Json::object();
     for (size_t k = 0; k < m.workloads.size(); ++k) {
       row[m.workloads[k]] = VerdictWord(m.cells[i][k].allowed);
     }
@@ -283,8 +281,8 @@ bool EndLess(const engine::ConnEnd& a, const engine::ConnEnd& b) {
   return std::tie(a.first, a.last) < std::tie(b.first, b.last);
 }
 
-json RangeJson(const engine::ConnEnd& end) {
-  json cidrs = json::array();
+Json RangeJson(const engine::ConnEnd& end) {
+  Json cidrs = Json::array();
   for (const auto& c : RangeToCidrs(end.first, end.last)) cidrs.push_back(c.ToString());
   return {{"first", end.first.ToString()}, {"last", end.last.ToString()}, {"cidrs", cidrs}};
 }
@@ -301,19 +299,19 @@ std::vector<engine::ConnectivityEntry> SortedEntries(const engine::ConnectivityR
   return entries;
 }
 
-json ConnectivityJson(const engine::ConnectivityReport& report) {
-  json connections = json::array();
+Json ConnectivityJson(const engine::ConnectivityReport& report) {
+  Json connections = Json::array();
   for (const auto& e : SortedEntries(report)) {
-    json c;
+    Json c;
     c["from"] = DescribeEnd(e.src);
     c["to"] = DescribeEnd(e.dst);
     if (e.src.workload == nullptr) c["fromRange"] = RangeJson(e.src);
     if (e.dst.workload == nullptr) c["toRange"] = RangeJson(e.dst);
     c["allowed"] = e.allowed.ToString();
-    json protocols = json::object();
+    Json protocols = Json::object();
     for (const auto& [proto, intervals] : e.allowed.ports) {
       if (intervals.empty()) continue;
-      json list = json::array();
+      Json list = Json::array();
       for (const auto& [lo, hi] : intervals) list.push_back({lo, hi});
       protocols[policy::ProtocolName(proto)] = std::move(list);
     }

@@ -15,10 +15,13 @@
 
 namespace bulkhead::cli {
 
+// Keys keep the order they are written in (the documented order), for people reading JSON.
+using Json = nlohmann::ordered_json;
+
 // ---- single flow ----
 
-nlohmann::json DirectionJson(const engine::DirectionVerdict& v);
-nlohmann::json FlowJson(const engine::Flow& flow, const engine::Verdict& verdict);
+Json DirectionJson(const engine::DirectionVerdict& v);
+Json FlowJson(const engine::Flow& flow, const engine::Verdict& verdict);
 std::string FlowText(const engine::Flow& flow, const engine::Verdict& verdict, const Style& style);
 
 // ---- reachability matrix: one port and protocol, every ordered pair of workloads ----
@@ -40,7 +43,7 @@ struct ReachabilityMatrix {
 // Evaluates every ordered pair of workloads of `cluster`, each workload with itself too.
 ReachabilityMatrix ComputeMatrix(const policy::Cluster& cluster, policy::Protocol protocol,
                                  uint16_t port);
-nlohmann::json MatrixJson(const ReachabilityMatrix& m);
+Json MatrixJson(const ReachabilityMatrix& m);
 std::string MatrixText(const ReachabilityMatrix& m, const Style& style);
 
 // ---- connectivity ----
@@ -48,7 +51,7 @@ std::string MatrixText(const ReachabilityMatrix& m, const Style& style);
 // Report entries in a stable order: workload sources before external ranges, workloads
 // by id, ranges by address; the same for destinations.
 std::vector<engine::ConnectivityEntry> SortedEntries(const engine::ConnectivityReport& report);
-nlohmann::json ConnectivityJson(const engine::ConnectivityReport& report);
+Json ConnectivityJson(const engine::ConnectivityReport& report);
 std::string ConnectivityText(const engine::ConnectivityReport& report, const Style& style);
 
 // The smallest list of prefixes that covers exactly first..last (same family, first <= last).

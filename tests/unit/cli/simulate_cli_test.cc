@@ -38,6 +38,13 @@ struct RunOptions {
   bool no_color = false;    // set NO_COLOR=1 (it is always removed otherwise)
 };
 
+RunOptions OnTerminal(bool no_color) {
+  RunOptions o;
+  o.tty = true;
+  o.no_color = no_color;
+  return o;
+}
+
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;
@@ -313,10 +320,10 @@ TEST_F(SimulateCliTest, FlowTextIsReadable) {
 TEST_F(SimulateCliTest, ColourOnlyOnATerminalWithoutNoColor) {
   std::vector<std::string> args = {"simulate", "-f",         kExamples, "--from", "shop/cart",
                                    "--to",     "shop/redis", "--port",  "6379"};
-  Result r = Run(args, {.tty = true});
+  Result r = Run(args, OnTerminal(false));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("\033[32mALLOWED"), std::string::npos) << r.out;
-  r = Run(args, {.tty = true, .no_color = true});
+  r = Run(args, OnTerminal(true));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("ALLOWED"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find('\033'), std::string::npos) << r.out;
@@ -397,7 +404,7 @@ TEST_F(SimulateCliTest, ConnectivityJsonCoversEveryPair) {
       const json& range = c.contains("toRange") ? c["toRange"] : c["fromRange"];
       EXPECT_FALSE(range["cidrs"].empty());
     } else {
-      workload_pairs.insert({c["from"], c["to"]});
+      workload_pairs.insert({c["from"].get<std::string>(), c["to"].get<std::string>()});
     }
   }
   EXPECT_EQ(workload_pairs.size(), 7u * 6u);  // every ordered pair of distinct workloads
@@ -656,7 +663,9 @@ TEST_F(SimulateCliTest, NoticesOnlyWhenVerbose) {
 
 TEST_F(SimulateCliTest, UnwritableOutputIsAnError) {
   if (access("/dev/full", W_OK) != 0) GTEST_SKIP() << "/dev/full is not available";
-  Result r = Run({"simulate", "-f", kExamples, "--connectivity"}, {.stdout_path = "/dev/full"});
+  RunOptions to_full;
+  to_full.stdout_path = "/dev/full";
+  Result r = Run({"simulate", "-f", kExamples, "--connectivity"}, to_full);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("cannot write the output"), std::string::npos) << r.err;
 }

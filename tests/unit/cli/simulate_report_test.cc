@@ -9,7 +9,7 @@ namespace bulkhead::cli {
 namespace {
 
 using common::IpAddr;
-using nlohmann::json;
+using json = Json;
 using policy::Protocol;
 
 IpAddr Ip(const char* s) { return *IpAddr::Parse(s); }
