@@ -39,7 +39,10 @@ struct EndpointAddress {
     e.addr = a;
     return e;
   }
-  auto operator<=>(const EndpointAddress&) const = default;
+  bool operator==(const EndpointAddress& o) const { return family == o.family && addr == o.addr; }
+  bool operator<(const EndpointAddress& o) const {
+    return family != o.family ? family < o.family : addr < o.addr;
+  }
 };
 
 // What the datapath knows of a workload, keyed by its host-side interface.
