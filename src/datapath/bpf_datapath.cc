@@ -542,6 +542,51 @@ absl::StatusOr<std::vector<uint32_t>> BpfDatapath::ListPolicyTables() {
   return std::vector<uint32_t>(ids.begin(), ids.end());
 }
 
+absl::StatusOr<FlowDecision> BpfDatapath::Explain(const FlowQuery& query) {
+  bulkhead_bpf* skel = state_->skel.get();
+  bh_endpoint_config cfg{};
+  auto found = MapLookup(skel->maps.bh_endpoints, &query.ifindex, &cfg,
+                         absl::StrCat("explain: reading endpoint ifindex ", query.ifindex));
+  if (!found.ok()) return found.status();
+  if (!*found)
+    return absl::NotFoundError(absl::StrCat("explain: no endpoint on ifindex ", query.ifindex));
+  if (!ValidFamily(query.family) || query.direction > BULKHEAD_DIR_EGRESS)
+    return absl::InvalidArgumentError("explain: invalid family or direction");
+
+  // The kernel does the longest-prefix match of a syscall lookup on an LPM trie exactly as
+  // it does for the program, so these are the programs' own lookups.
+  absl::Status error;
+  auto lookup = [&error](const bpf_map* map, const void* key, void* value) {
+    auto hit = MapLookup(map, key, value, "explain: table lookup");
+    if (!hit.ok()) {
+      error.Update(hit.status());
+      return false;
+    }
+    return *hit;
+  };
+  TableLookups lookups;
+  lookups.ipcache = [&](const bulkhead_ipcache_key& k) -> std::optional<bulkhead_ipcache_value> {
+    bulkhead_ipcache_value v{};
+    if (!lookup(skel->maps.bh_ipcache, &k, &v)) return std::nullopt;
+    return v;
+  };
+  lookups.peer =
+      [&](const bulkhead_policy_peer_key& k) -> std::optional<bulkhead_policy_peer_value> {
+    bulkhead_policy_peer_value v{};
+    if (!lookup(skel->maps.bh_pol_peer, &k, &v)) return std::nullopt;
+    return v;
+  };
+  lookups.port =
+      [&](const bulkhead_policy_port_key& k) -> std::optional<bulkhead_policy_port_value> {
+    bulkhead_policy_port_value v{};
+    if (!lookup(skel->maps.bh_pol_port, &k, &v)) return std::nullopt;
+    return v;
+  };
+  FlowDecision d = DecideNewFlow(cfg, query, lookups);
+  if (!error.ok()) return error;
+  return d;
+}
+
 // ---- settings, counters, conntrack, events ----
 
 absl::Status BpfDatapath::SetSettings(const bh_settings& settings) {

@@ -90,6 +90,7 @@ class BpfDatapath final : public IDatapath {
   absl::Status WritePolicyTables(const PolicyTables& tables) override;
   absl::Status DeletePolicyTables(const std::vector<uint32_t>& table_ids) override;
   absl::StatusOr<std::vector<uint32_t>> ListPolicyTables() override;
+  absl::StatusOr<FlowDecision> Explain(const FlowQuery& query) override;
   absl::Status SetSettings(const bh_settings& settings) override;
   absl::StatusOr<Counters> ReadCounters() override;
   absl::StatusOr<ConntrackEntries> ListConntrack() override;

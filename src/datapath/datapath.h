@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "datapath/abi/bulkhead_abi.h"
 #include "datapath/abi/datapath_abi.h"
+#include "datapath/explain.h"
 
 namespace bulkhead::datapath {
 
@@ -117,6 +118,11 @@ class IDatapath {
   virtual absl::Status DeletePolicyTables(const std::vector<uint32_t>& table_ids) = 0;
   // Table ids that have entries in the policy maps.
   virtual absl::StatusOr<std::vector<uint32_t>> ListPolicyTables() = 0;
+
+  // What the programs would decide for a new flow on that endpoint, from the tables as
+  // loaded (for `explain`): the same lookups as the programs, without touching conntrack,
+  // counters or events. NotFound when the endpoint is unknown.
+  virtual absl::StatusOr<FlowDecision> Explain(const FlowQuery& query) = 0;
 
   virtual absl::Status SetSettings(const bh_settings& settings) = 0;
   virtual absl::StatusOr<Counters> ReadCounters() = 0;
