@@ -879,7 +879,11 @@ absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload&
                                                  workload.Id(), ": already in the cluster"));
   }
   if (absl::Status st = s.ValidateWorkload(workload); !st.ok()) return st;
-  // Duplicate addresses within the new workload are harmless; check them against others.
+  // Checked before anything changes, so that a failure leaves the output as it was.
+  if (s.next_table_id == std::numeric_limits<uint32_t>::max()) {
+    return absl::ResourceExhaustedError(
+        "compiler: table ids exhausted; recompile with a lower base");
+  }
   identity::IdentityKey key =
       identity::MakeIdentityKey(s.NamespaceLabels(workload.namespace_name), workload, s.filter);
   bool created = false;
@@ -926,9 +930,6 @@ absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload&
     uint32_t tid;
     bool new_table_id = inserted || !s.options.share_tables;
     if (new_table_id) {
-      if (s.next_table_id == std::numeric_limits<uint32_t>::max()) {
-        return absl::ResourceExhaustedError("compiler: table ids exhausted");
-      }
       tid = s.next_table_id++;
       own.table_ids.push_back(tid);
       for (int d = 0; d < 2; ++d) {

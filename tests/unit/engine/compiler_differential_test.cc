@@ -1,0 +1,641 @@
+// Differential test: the compiled tables, looked up exactly as the datapath does, agree with
+// the reference evaluator on random clusters, policy sets and flows.
+//
+// What is compared, per flow and per direction whose local end is a workload (egress: the
+// source, ingress: the destination): the evaluator's verdict with the workload in enforce
+// mode (the generator sets no workload or namespace modes; the datapath applies modes from
+// endpoint config, outside the tables) against the table value:
+//   allowed            == (verdict == ALLOW)
+//   would_deny         == AUDIT_WOULD_DENY flag (an audit-mode policy would deny)
+//   tier, reason       == tier, reason
+//   policy, rule index == the rule table entry of rule_id (rule and DefaultDeny verdicts;
+//                         rule_id 0 otherwise)
+// Flows carry no process (the kernel sees none), where the evaluator lets process
+// selectors match nothing. Every run checks at least BULKHEAD_DIFF_MIN_FLOWS (default
+// 100000) directions of each kind. The run seed is random unless BULKHEAD_SEED is set; it
+// is printed, and printed again with every failure for replay.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "cluster_builder.h"
+#include "engine/compiler.h"
+#include "engine/evaluator.h"
+
+namespace bulkhead::engine {
+namespace {
+
+using namespace testing;  // NOLINT: test builders
+using policy::Direction;
+
+uint64_t EnvU64(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::strtoull(v, nullptr, 10);
+}
+
+class Gen {
+ public:
+  explicit Gen(uint64_t seed) : rng_(seed) {}
+  int Int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  bool Chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
+  template <typename T>
+  const T& Pick(const std::vector<T>& v) {
+    return v[static_cast<size_t>(Int(0, static_cast<int>(v.size()) - 1))];
+  }
+  std::mt19937_64& rng() { return rng_; }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+const std::vector<std::string> kApps = {"web", "api", "db", "cache", "mon"};
+const std::vector<std::string> kEnvs = {"prod", "dev"};
+const std::vector<std::string> kTeams = {"a", "b", "c"};
+const std::vector<std::string> kAccounts = {"default", "api", "web"};
+
+// Address classes outside the cluster, nested and disjoint, with excepts.
+struct CidrChoice {
+  std::string cidr;
+  std::vector<std::string> except;
+};
+const std::vector<CidrChoice> kCidrs = {
+    {"10.0.0.0/8", {}},  // contains the workload addresses: must not match them
+    {"10.1.0.0/16", {"10.1.2.0/24"}},
+    {"192.0.2.0/24", {"192.0.2.128/25"}},
+    {"192.0.2.0/24", {"192.0.2.64/26", "192.0.2.10/32"}},
+    {"192.0.2.128/25", {}},
+    {"198.51.100.0/24", {}},
+    {"203.0.113.0/25", {}},
+    {"0.0.0.0/0", {"10.0.0.0/8"}},
+    {"0.0.0.0/0", {"192.168.0.0/16", "172.16.0.0/12"}},
+    {"172.16.0.0/12", {"172.16.5.0/24"}},
+    {"fd00::/16", {}},
+    {"2001:db8::/32", {"2001:db8:1::/48"}},
+    {"2001:db8:1::/48", {}},
+    {"::/0", {"fd00::/8"}},
+};
+
+LabelSelector RandomSelector(Gen& g, bool namespace_labels) {
+  LabelSelector s;
+  int n = g.Int(0, 2);
+  for (int i = 0; i < n; ++i) {
+    std::string key;
+    std::vector<std::string> values;
+    if (namespace_labels) {
+      int k = g.Int(0, 2);
+      key = k == 0 ? "env" : k == 1 ? "team" : "kubernetes.io/metadata.name";
+      values = k == 0 ? kEnvs : k == 1 ? kTeams : std::vector<std::string>{"ns0", "ns1", "ns2"};
+    } else {
+      int k = g.Int(0, 9);
+      key = k < 5 ? "app" : k < 7 ? "tier" : k < 9 ? "version" : "pod-template-hash";
+      values = k < 5   ? kApps
+               : k < 7 ? std::vector<std::string>{"front", "back"}
+               : k < 9 ? std::vector<std::string>{"v1", "v2"}
+                       : std::vector<std::string>{"h1", "h2"};
+    }
+    int op = g.Int(0, 5);
+    if (op <= 2) {
+      s.match_labels[key] = g.Pick(values);
+    } else {
+      LabelRequirement r;
+      r.key = key;
+      r.op = op == 3   ? SelectorOperator::kIn
+             : op == 4 ? (g.Chance(0.5) ? SelectorOperator::kNotIn : SelectorOperator::kExists)
+                       : SelectorOperator::kDoesNotExist;
+      if (r.op == SelectorOperator::kIn || r.op == SelectorOperator::kNotIn) {
+        r.values.push_back(g.Pick(values));
+        if (g.Chance(0.4)) r.values.push_back(g.Pick(values));
+      }
+      s.match_expressions.push_back(std::move(r));
+    }
+  }
+  return s;
+}
+
+PortMatch RandomPort(Gen& g, bool admin) {
+  static const std::vector<Protocol> protos = {Protocol::kTCP, Protocol::kTCP, Protocol::kUDP,
+                                               Protocol::kSCTP};
+  int k = g.Int(0, 9);
+  if (k <= 3) {
+    static const std::vector<uint16_t> ports = {53, 80, 443, 3868, 5432, 8080, 9090, 1, 65535};
+    return Port(g.Pick(protos), g.Pick(ports));
+  }
+  if (k <= 6) {
+    int first = g.Chance(0.5) ? g.Pick(std::vector<int>{1, 1000, 5000, 8000, 32768, 65000})
+                              : g.Int(1, 65535);
+    int last = std::min(65535, first + g.Pick(std::vector<int>{0, 1, 15, 100, 1000, 40000}));
+    return Range(g.Pick(protos), static_cast<uint16_t>(first), static_cast<uint16_t>(last));
+  }
+  if (k == 7 && !admin) return AllPortsOf(g.Pick(protos));
+  static const std::vector<std::string> names = {"http", "dns", "metrics", "grpc", "nope"};
+  if (admin) return Named(g.Pick(names), std::nullopt);  // ANP namedPort: no protocol
+  return Named(g.Pick(names), g.Chance(0.7) ? Protocol::kTCP : g.Pick(protos));
+}
+
+std::vector<PortMatch> RandomPorts(Gen& g, bool admin) {
+  std::vector<PortMatch> ports;
+  if (g.Chance(0.3)) return ports;  // every port of every protocol
+  int n = g.Int(1, 3);
+  for (int i = 0; i < n; ++i) ports.push_back(RandomPort(g, admin));
+  return ports;
+}
+
+Peer RandomIpBlock(Gen& g) {
+  const CidrChoice& c = g.Pick(kCidrs);
+  std::vector<std::string> except = c.except;
+  if (!except.empty() && g.Chance(0.3)) except.pop_back();
+  return IpBlock(c.cidr, except);
+}
+
+// A peer as a namespaced policy (NetworkPolicy, BulkheadPolicy) writes it.
+Peer RandomNamespacedPeer(Gen& g, const std::string& ns, bool native) {
+  Peer p;
+  int k = g.Int(0, 9);
+  if (k <= 3) {
+    p = PodPeer(ns, RandomSelector(g, false));
+  } else if (k <= 6) {
+    p = NsPeer(RandomSelector(g, true), g.Chance(0.5)
+                                            ? std::optional<LabelSelector>(RandomSelector(g, false))
+                                            : std::nullopt);
+  } else {
+    return RandomIpBlock(g);
+  }
+  if (native && g.Chance(0.2)) p.service_account = g.Pick(kAccounts);
+  if (native && g.Chance(0.05)) p.process = policy::ProcessSelector{{"psql"}, {}};
+  return p;
+}
+
+// A peer as an admin or baseline policy writes it (namespaces, pods, networks, nodes).
+Peer RandomAdminPeer(Gen& g) {
+  int k = g.Int(0, 9);
+  if (k <= 2) return NsPeer(RandomSelector(g, true));
+  if (k <= 5) return NsPeer(RandomSelector(g, true), RandomSelector(g, false));
+  if (k <= 8) {
+    std::vector<std::string> cidrs = {g.Pick(kCidrs).cidr};
+    if (g.Chance(0.3)) cidrs.push_back(g.Pick(kCidrs).cidr);
+    return Networks(cidrs);
+  }
+  return NodesPeer(g.Chance(0.3) ? Sel() : Sel({{"zone", g.Chance(0.5) ? "a" : "b"}}));
+}
+
+std::vector<Rule> RandomNamespacedRules(Gen& g, const std::string& ns, bool native) {
+  std::vector<Rule> rules;
+  int n = g.Int(0, 3);
+  for (int i = 0; i < n; ++i) {
+    Rule r;
+    r.action = native && g.Chance(0.35) ? RuleAction::kDeny : RuleAction::kAllow;
+    if (g.Chance(0.15)) {
+      r.all_peers = true;
+    } else {
+      int peers = g.Int(1, 3);
+      for (int j = 0; j < peers; ++j) r.peers.push_back(RandomNamespacedPeer(g, ns, native));
+    }
+    r.ports = RandomPorts(g, false);
+    rules.push_back(std::move(r));
+  }
+  return rules;
+}
+
+std::vector<Rule> RandomAdminRules(Gen& g, bool allow_pass) {
+  std::vector<Rule> rules;
+  int n = g.Int(0, 3);
+  for (int i = 0; i < n; ++i) {
+    Rule r;
+    int a = g.Int(0, allow_pass ? 2 : 1);
+    r.action = a == 0 ? RuleAction::kAllow : a == 1 ? RuleAction::kDeny : RuleAction::kPass;
+    r.name = "r" + std::to_string(i);
+    int peers = g.Int(1, 2);
+    for (int j = 0; j < peers; ++j) r.peers.push_back(RandomAdminPeer(g));
+    r.ports = RandomPorts(g, true);
+    rules.push_back(std::move(r));
+  }
+  return rules;
+}
+
+Cluster RandomCluster(Gen& g) {
+  ClusterBuilder b;
+  int namespaces = g.Int(1, 3);
+  for (int i = 0; i < namespaces; ++i) {
+    Labels l = {{"env", g.Pick(kEnvs)}};
+    if (g.Chance(0.7)) l["team"] = g.Pick(kTeams);
+    b.Ns("ns" + std::to_string(i), l);
+  }
+  int workloads = g.Int(2, 9);
+  for (int i = 0; i < workloads; ++i) {
+    int ns = g.Int(0, namespaces - 1);
+    Labels l = {{"app", g.Pick(kApps)}};
+    if (g.Chance(0.5)) l["tier"] = g.Chance(0.5) ? "front" : "back";
+    if (g.Chance(0.3)) l["version"] = g.Chance(0.5) ? "v1" : "v2";
+    if (g.Chance(0.5)) l["pod-template-hash"] = g.Chance(0.5) ? "h1" : "h2";
+    std::vector<NamedPort> ports;
+    if (g.Chance(0.6))
+      ports.push_back({"http", Protocol::kTCP, g.Chance(0.5) ? uint16_t{80} : uint16_t{8080}});
+    if (g.Chance(0.3)) ports.push_back({"metrics", Protocol::kTCP, 9090});
+    if (g.Chance(0.3)) {
+      ports.push_back({"dns", Protocol::kUDP, 53});
+      if (g.Chance(0.5)) ports.push_back({"dns", Protocol::kTCP, 53});
+    }
+    if (g.Chance(0.2))
+      ports.push_back({"grpc", g.Chance(0.7) ? Protocol::kTCP : Protocol::kSCTP,
+                       static_cast<uint16_t>(g.Int(5000, 5100))});
+    std::vector<std::string> ips = {"10." + std::to_string(ns) + ".0." + std::to_string(i + 1)};
+    if (g.Chance(0.6)) ips.push_back("fd00::" + std::to_string(ns) + ":" + std::to_string(i + 1));
+    b.Pod("ns" + std::to_string(ns), "w" + std::to_string(i), l, ips, ports);
+  }
+  if (g.Chance(0.6)) b.Node("n1", {{"zone", "a"}}, {"192.0.2.10", "fd00:ffff::1"});
+  if (g.Chance(0.4)) b.Node("n2", {{"zone", "b"}}, {"10.255.0.1"});
+  if (g.Chance(0.3)) b.Node("n3", {{"zone", "a"}}, {"192.0.2.200"});
+
+  int policies = g.Int(1, 9);
+  std::set<int> priorities;
+  bool banp = false;
+  for (int i = 0; i < policies; ++i) {
+    std::string ns = "ns" + std::to_string(g.Int(0, namespaces - 1));
+    std::string name = "p" + std::to_string(i);
+    int kind = g.Int(0, 19);
+    PolicyTypes types{g.Chance(0.7), g.Chance(0.5)};
+    if (!types.ingress && !types.egress) types.ingress = true;
+    if (kind <= 6) {
+      b.Add(NetPol(ns, name, RandomSelector(g, false), types,
+                   types.ingress ? RandomNamespacedRules(g, ns, false) : std::vector<Rule>{},
+                   types.egress ? RandomNamespacedRules(g, ns, false) : std::vector<Rule>{}));
+    } else if (kind <= 10) {
+      Policy p = NativePol(ns, name, RandomSelector(g, false), types,
+                           types.ingress ? RandomNamespacedRules(g, ns, true) : std::vector<Rule>{},
+                           types.egress ? RandomNamespacedRules(g, ns, true) : std::vector<Rule>{},
+                           g.Chance(0.3) ? Mode::kAudit : Mode::kEnforce);
+      if (g.Chance(0.05)) p.subject.process = policy::ProcessSelector{{"nginx"}, {}};
+      b.Add(p);
+    } else if (kind <= 14) {
+      int prio;
+      do {
+        prio = g.Int(0, 50);
+      } while (!priorities.insert(prio).second);
+      Policy p =
+          Anp(name, prio, RandomSelector(g, true),
+              g.Chance(0.5) ? std::optional<LabelSelector>(RandomSelector(g, false)) : std::nullopt,
+              RandomAdminRules(g, true), RandomAdminRules(g, true));
+      if (g.Chance(0.3)) {
+        p.kind = "BulkheadClusterPolicy";  // same shape, native: may be in audit mode
+        p.mode = g.Chance(0.5) ? Mode::kAudit : Mode::kEnforce;
+      }
+      b.Add(p);
+    } else if (kind <= 16) {
+      Policy p = Banp(
+          RandomSelector(g, true),
+          g.Chance(0.5) ? std::optional<LabelSelector>(RandomSelector(g, false)) : std::nullopt,
+          RandomAdminRules(g, false), RandomAdminRules(g, false));
+      if (banp || g.Chance(0.4)) {
+        p.kind = "BulkheadClusterPolicy";
+        p.name = name;
+        p.mode = g.Chance(0.4) ? Mode::kAudit : Mode::kEnforce;
+      }
+      banp = true;
+      b.Add(p);
+    } else {
+      int scope = g.Int(0, 2);
+      Policy p = DefaultDenyPol(
+          name, scope == 0 ? ns : "",
+          scope == 1 ? std::optional<LabelSelector>(RandomSelector(g, true)) : std::nullopt,
+          g.Chance(0.5) ? RandomSelector(g, false) : Sel(), types);
+      if (g.Chance(0.2)) p.mode = Mode::kAudit;
+      b.Add(p);
+    }
+  }
+  return b.Build();
+}
+
+// Ports worth probing: every range edge and its neighbours, named port values, extremes.
+std::vector<uint16_t> InterestingPorts(const Cluster& c) {
+  std::set<int> s = {0, 1, 2, 53, 79, 80, 81, 443, 1023, 1024, 32767, 32768, 65534, 65535};
+  auto add = [&s](int p) {
+    for (int q : {p - 1, p, p + 1}) {
+      if (q >= 0 && q <= 65535) s.insert(q);
+    }
+  };
+  for (const auto& p : c.policies) {
+    for (const auto* rules : {&p.ingress, &p.egress}) {
+      for (const auto& r : *rules) {
+        for (const auto& pm : r.ports) {
+          if (pm.kind == PortMatch::Kind::kRange) {
+            add(pm.first);
+            add(pm.last);
+          }
+        }
+      }
+    }
+  }
+  for (const auto& w : c.workloads) {
+    for (const auto& np : w.named_ports) add(np.port);
+  }
+  return std::vector<uint16_t>(s.begin(), s.end());
+}
+
+// Outside addresses worth probing: every CIDR's edges and their neighbours, node
+// addresses, and a few others.
+std::vector<IpAddr> InterestingAddresses(const Cluster& c, Gen& g) {
+  std::set<IpAddr> s;
+  auto add_cidr = [&](const Cidr& cidr) {
+    s.insert(cidr.First());
+    s.insert(cidr.Last());
+    if (auto p = common::PrevAddr(cidr.First())) s.insert(*p);
+    if (auto n = common::NextAddr(cidr.Last())) s.insert(*n);
+    IpAddr mid = cidr.First();
+    for (int i = cidr.prefix_len; i < mid.BitWidth(); ++i) {
+      if (g.Chance(0.5)) mid.bytes[i / 8] |= static_cast<uint8_t>(1u << (7 - i % 8));
+    }
+    s.insert(mid);
+  };
+  for (const auto& p : c.policies) {
+    for (const auto* rules : {&p.ingress, &p.egress}) {
+      for (const auto& r : *rules) {
+        for (const auto& peer : r.peers) {
+          for (const auto& x : peer.cidrs) add_cidr(x);
+          for (const auto& x : peer.except) add_cidr(x);
+        }
+      }
+    }
+  }
+  for (const auto& n : c.nodes) {
+    for (const auto& ip : n.ips) add_cidr(Cidr{ip, ip.BitWidth()});
+  }
+  for (const char* a : {"8.8.8.8", "1.1.1.1", "10.0.0.200", "192.0.2.10", "2001:db8::1",
+                        "fd00::1:1", "fe80::1", "::1"}) {
+    s.insert(Ip(a));
+  }
+  return std::vector<IpAddr>(s.begin(), s.end());
+}
+
+std::string DescribePolicy(const Policy& p) {
+  std::ostringstream o;
+  o << "  " << p.Id() << " tier=" << policy::TierName(p.tier) << " prio=" << p.priority
+    << " mode=" << policy::ModeName(p.mode) << " subject ns=" << p.subject.namespace_name
+    << " nssel=" << (p.subject.namespace_selector ? p.subject.namespace_selector->ToString() : "-")
+    << " pods=" << p.subject.pod_selector.ToString() << (p.subject.process ? " process" : "")
+    << " types=" << (p.applies_ingress ? "I" : "") << (p.applies_egress ? "E" : "") << "\n";
+  for (Direction d : {Direction::kIngress, Direction::kEgress}) {
+    const auto& rules = p.Rules(d);
+    for (size_t i = 0; i < rules.size(); ++i) {
+      const Rule& r = rules[i];
+      o << "    " << policy::DirectionName(d) << "[" << i << "] " << policy::ActionName(r.action)
+        << (r.all_peers ? " all-peers" : "");
+      for (const auto& peer : r.peers) {
+        switch (peer.kind) {
+          case Peer::Kind::kPods:
+            o << " pods(ns=" << peer.same_namespace
+              << " nssel=" << (peer.namespace_selector ? peer.namespace_selector->ToString() : "-")
+              << " pods=" << (peer.pod_selector ? peer.pod_selector->ToString() : "-")
+              << (peer.service_account ? " sa=" + *peer.service_account : "")
+              << (peer.process ? " process" : "") << ")";
+            break;
+          case Peer::Kind::kIpBlock:
+            o << " ip(";
+            for (const auto& x : peer.cidrs) o << x.ToString() << " ";
+            for (const auto& x : peer.except) o << "-" << x.ToString() << " ";
+            o << ")";
+            break;
+          case Peer::Kind::kNodes:
+            o << " nodes(" << peer.node_selector.ToString() << ")";
+            break;
+        }
+      }
+      o << " ports:";
+      for (const auto& pm : r.ports) o << " " << pm.ToString();
+      o << "\n";
+    }
+  }
+  return o.str();
+}
+
+std::string DescribeCluster(const Cluster& c) {
+  std::ostringstream o;
+  for (const auto& ns : c.namespaces) {
+    o << "  ns " << ns.name << " " << LabelSelector{ns.labels, {}}.ToString() << "\n";
+  }
+  for (const auto& w : c.workloads) {
+    o << "  workload " << w.Id() << " " << LabelSelector{w.labels, {}}.ToString()
+      << " sa=" << w.service_account;
+    for (const auto& ip : w.ips) o << " " << ip.ToString();
+    for (const auto& np : w.named_ports) {
+      o << " " << np.name << "=" << policy::ProtocolName(np.protocol) << "/" << np.port;
+    }
+    o << "\n";
+  }
+  for (const auto& n : c.nodes) {
+    o << "  node " << n.name << " " << LabelSelector{n.labels, {}}.ToString();
+    for (const auto& ip : n.ips) o << " " << ip.ToString();
+    o << "\n";
+  }
+  for (const auto& p : c.policies) o << DescribePolicy(p);
+  return o.str();
+}
+
+uint8_t AbiTierOf(policy::Tier t) {
+  switch (t) {
+    case policy::Tier::kAdmin:
+      return BULKHEAD_TIER_ADMIN;
+    case policy::Tier::kNamespace:
+      return BULKHEAD_TIER_NAMESPACE;
+    case policy::Tier::kBaseline:
+      return BULKHEAD_TIER_BASELINE;
+    case policy::Tier::kDefault:
+      return BULKHEAD_TIER_DEFAULT;
+  }
+  return 255;
+}
+
+uint8_t AbiReasonOf(Reason r) {
+  switch (r) {
+    case Reason::kRule:
+      return BULKHEAD_REASON_RULE;
+    case Reason::kIsolated:
+      return BULKHEAD_REASON_ISOLATED;
+    case Reason::kDefaultAllow:
+      return BULKHEAD_REASON_DEFAULT_ALLOW;
+    case Reason::kDefaultDeny:
+      return BULKHEAD_REASON_DEFAULT_DENY;
+    case Reason::kExternal:
+      return 255;
+  }
+  return 255;
+}
+
+// Empty when they agree, else what differs.
+std::string Compare(const DirectionVerdict& v, const LookupResult& r, const CompiledPolicy& cp) {
+  std::ostringstream o;
+  if (!r.found) return "no port entry (coverage hole)";
+  if (r.allowed() != v.allowed) o << " allowed " << r.allowed() << " vs " << v.allowed << ";";
+  if (r.would_deny() != v.would_deny) {
+    o << " would_deny " << r.would_deny() << " vs " << v.would_deny << ";";
+  }
+  if (r.value.tier != AbiTierOf(v.tier)) o << " tier " << int{r.value.tier} << ";";
+  if (r.value.reason != AbiReasonOf(v.reason)) o << " reason " << int{r.value.reason} << ";";
+  if (r.value.rule_id >= cp.rules.size()) {
+    o << " rule_id " << r.value.rule_id << " out of range;";
+  } else if (v.reason == Reason::kRule || v.reason == Reason::kDefaultDeny) {
+    const CompiledRule& cr = cp.rules[r.value.rule_id];
+    if (cr.policy != v.policy || cr.rule_index != v.rule_index || cr.direction != v.direction) {
+      o << " rule " << cr.policy << "#" << cr.rule_index << " vs " << v.policy << "#"
+        << v.rule_index << ";";
+    }
+  } else if (r.value.rule_id != BULKHEAD_RULE_NONE) {
+    o << " rule_id " << r.value.rule_id << " where none decided;";
+  }
+  return o.str();
+}
+
+// How the cluster is compiled for one round.
+enum class Build { kFull, kIncremental, kUnshared };
+
+struct Totals {
+  uint64_t egress = 0;
+  uint64_t ingress = 0;
+  uint64_t allowed = 0;
+  uint64_t denied = 0;
+  uint64_t would_deny = 0;
+  std::map<std::string, uint64_t> deciders;  // tier/reason/action seen
+  int failures = 0;
+};
+
+void RunRound(uint64_t run_seed, int round, Totals& totals) {
+  uint64_t seed = run_seed * 1000003u + static_cast<uint64_t>(round);
+  Gen g(seed);
+  Cluster cluster = RandomCluster(g);
+  Build build = round % 3 == 0   ? Build::kFull
+                : round % 3 == 1 ? Build::kIncremental
+                                 : Build::kUnshared;
+  auto where = [&] {
+    return "replay: BULKHEAD_SEED=" + std::to_string(run_seed) + " (round " +
+           std::to_string(round) + ", " +
+           (build == Build::kFull          ? "full"
+            : build == Build::kIncremental ? "incremental"
+                                           : "unshared") +
+           ")\ncluster:\n" + DescribeCluster(cluster);
+  };
+
+  CompiledPolicy full_storage;
+  std::unique_ptr<PolicyCompiler> inc;
+  const CompiledPolicy* cp = nullptr;
+  if (build == Build::kIncremental) {
+    // Compile without the last few workloads, then add them one by one.
+    Cluster partial = cluster;
+    int withheld = std::min<int>(g.Int(1, 3), static_cast<int>(partial.workloads.size()) - 1);
+    std::vector<policy::Workload> later(partial.workloads.end() - withheld,
+                                        partial.workloads.end());
+    partial.workloads.resize(partial.workloads.size() - withheld);
+    auto created = PolicyCompiler::Create(partial);
+    ASSERT_TRUE(created.ok()) << created.status() << "\n" << where();
+    inc = std::move(*created);
+    for (const auto& w : later) {
+      auto delta = inc->AddWorkload(w);
+      ASSERT_TRUE(delta.ok()) << delta.status() << "\n" << where();
+    }
+    cp = &inc->compiled();
+  } else {
+    auto compiled = CompilePolicy(cluster, CompilerOptions{1, build == Build::kFull});
+    ASSERT_TRUE(compiled.ok()) << compiled.status() << "\n" << where();
+    full_storage = std::move(*compiled);
+    cp = &full_storage;
+    if (round % 10 == 0) {
+      auto again = CompilePolicy(cluster, CompilerOptions{1, build == Build::kFull});
+      ASSERT_TRUE(again.ok());
+      ASSERT_EQ(DumpCompiledPolicy(*again), DumpCompiledPolicy(full_storage))
+          << "compile is not deterministic\n"
+          << where();
+    }
+  }
+
+  Evaluator ev(cluster);
+  std::vector<uint16_t> ports = InterestingPorts(cluster);
+  std::vector<IpAddr> outside = InterestingAddresses(cluster, g);
+  static const std::vector<Protocol> protos = {Protocol::kTCP,  Protocol::kTCP,   Protocol::kTCP,
+                                               Protocol::kUDP,  Protocol::kUDP,   Protocol::kSCTP,
+                                               Protocol::kICMP, Protocol::kICMPv6};
+  auto endpoint = [&](bool workload) {
+    FlowEndpoint e;
+    if (workload) {
+      const policy::Workload& w = g.Pick(cluster.workloads);
+      e.workload = &w;
+      e.ip = g.Pick(w.ips);
+      return e;
+    }
+    IpAddr ip = g.Pick(outside);
+    e.workload = cluster.FindWorkloadByIp(ip);  // an address of a workload is that workload
+    e.ip = ip;
+    return e;
+  };
+
+  const int kFlows = 1500;
+  for (int i = 0; i < kFlows && totals.failures < 5; ++i) {
+    Flow f;
+    bool src_workload = g.Chance(0.75);
+    bool dst_workload = !src_workload || g.Chance(0.75);
+    f.src = endpoint(src_workload);
+    f.dst = endpoint(dst_workload);
+    f.protocol = g.Pick(protos);
+    f.port = policy::HasPorts(f.protocol)
+                 ? (g.Chance(0.9) ? g.Pick(ports) : static_cast<uint16_t>(g.Int(0, 65535)))
+                 : 0;
+    for (Direction d : {Direction::kEgress, Direction::kIngress}) {
+      const FlowEndpoint& local = d == Direction::kEgress ? f.src : f.dst;
+      const FlowEndpoint& remote = d == Direction::kEgress ? f.dst : f.src;
+      if (local.workload == nullptr) continue;
+      DirectionVerdict v = ev.EvaluateDirection(f, d);
+      uint32_t table = cp->endpoints.at(local.workload->Id()).table_id;
+      LookupResult r = Lookup(cp->maps, table, d, *remote.ip, f.protocol, f.port);
+      std::string diff = Compare(v, r, *cp);
+      (d == Direction::kEgress ? totals.egress : totals.ingress)++;
+      (v.allowed ? totals.allowed : totals.denied)++;
+      if (v.would_deny) ++totals.would_deny;
+      totals.deciders[std::string(policy::TierName(v.tier)) + "/" + ReasonName(v.reason) +
+                      (v.action ? std::string("/") + policy::ActionName(*v.action) : "")]++;
+      if (!diff.empty()) {
+        ++totals.failures;
+        ADD_FAILURE() << policy::DirectionName(d) << " " << f.src.ToString() << " -> "
+                      << f.dst.ToString() << " " << policy::ProtocolName(f.protocol) << "/"
+                      << f.port << ":" << diff << "\n  evaluator: " << v.Explain() << "\n  table "
+                      << table << " peer identity " << r.peer_identity << " class " << r.class_id
+                      << " rule_id " << r.value.rule_id << "\n"
+                      << where();
+        return;
+      }
+    }
+  }
+}
+
+TEST(CompilerDifferential, TablesAgreeWithTheEvaluatorOnRandomClustersAndFlows) {
+  uint64_t seed = EnvU64("BULKHEAD_SEED", std::random_device{}());
+  uint64_t min_flows = EnvU64("BULKHEAD_DIFF_MIN_FLOWS", 100000);
+  std::cout << "compiler differential: seed " << seed << " (replay with BULKHEAD_SEED=" << seed
+            << ")\n";
+  Totals totals;
+  int round = 0;
+  while ((totals.egress < min_flows || totals.ingress < min_flows) && totals.failures == 0) {
+    RunRound(seed, round++, totals);
+    if (::testing::Test::HasFatalFailure()) break;
+  }
+  std::cout << "compiler differential: " << round << " clusters, " << totals.egress
+            << " egress and " << totals.ingress << " ingress lookups, " << totals.allowed
+            << " allowed, " << totals.denied << " denied, " << totals.would_deny
+            << " audit would-deny\n";
+  for (const auto& [k, n] : totals.deciders) std::cout << "  decided by " << k << ": " << n << "\n";
+  EXPECT_EQ(totals.failures, 0) << "seed " << seed;
+  EXPECT_GE(totals.egress, min_flows);
+  EXPECT_GE(totals.ingress, min_flows);
+  // The generator must reach every kind of decision, or the comparison proves little.
+  for (const char* k : {"admin/rule/Allow", "admin/rule/Deny", "namespace/rule/Allow",
+                        "namespace/rule/Deny", "namespace/isolated", "baseline/rule/Allow",
+                        "baseline/rule/Deny", "default/default-allow", "default/default-deny"}) {
+    EXPECT_GT(totals.deciders[k], 0u) << "no verdict decided by " << k;
+  }
+  EXPECT_GT(totals.would_deny, 0u);
+}
+
+}  // namespace
+}  // namespace bulkhead::engine
