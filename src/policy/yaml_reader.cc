@@ -241,9 +241,9 @@ class TreeBuilder : public YAML::EventHandler {
     }
     top.have_key = false;
     if (top.drop_value) return;
-    // yaml-cpp places an empty value at the next token, often on a later line; the key is
-    // where a reader looks.
-    if (v.IsNull()) {
+    // yaml-cpp places an empty value at the next token, and a block collection at its first
+    // entry, both on a later line; the key is where a reader looks for them.
+    if (v.IsNull() || ((v.IsMap() || v.IsSequence()) && v.line > top.key.line)) {
       v.line = top.key.line;
       v.column = top.key.column;
     }
