@@ -153,7 +153,7 @@ std::string ProtocolNumberName(uint8_t p) {
 std::string ValueText(const bulkhead_policy_port_value& v) {
   std::string s =
       absl::StrCat(VerdictName(v.verdict), " ", AbiTierName(v.tier), " ", AbiReasonName(v.reason));
-  if (v.rule_id != BULKHEAD_RULE_NONE) absl::StrAppend(&s, " rule ", v.rule_id);
+  if (v.rule_id != BULKHEAD_RULE_NONE) absl::StrAppend(&s, " #", v.rule_id);
   if (v.flags & BULKHEAD_POLICY_F_AUDIT_WOULD_DENY) s += " audit-would-deny";
   return s;
 }
