@@ -66,8 +66,9 @@ class Assembler {
   }
 
   void AddNamespaces() {
+    std::set<std::string> seen;
     for (NamespacePiece& piece : in_.namespaces) {
-      if (cluster_.FindNamespace(piece.ns.name) != nullptr) continue;  // duplicate, reported
+      if (!seen.insert(piece.ns.name).second) continue;  // duplicate, reported
       cluster_.namespaces.push_back(std::move(piece.ns));
     }
   }
@@ -167,8 +168,10 @@ class Assembler {
   }
 
   void AddImplicitNamespaces() {
+    std::set<std::string> known;
+    for (const Namespace& ns : cluster_.namespaces) known.insert(ns.name);
     auto ensure = [&](const std::string& name, const SourceRef& source) {
-      if (name.empty() || cluster_.FindNamespace(name) != nullptr) return;
+      if (name.empty() || !known.insert(name).second) return;
       Namespace ns;
       ns.name = name;
       ns.labels[std::string(kNamespaceNameLabel)] = name;
