@@ -1,6 +1,8 @@
 // Crafted packets through the real TC programs (BPF_PROG_TEST_RUN): verdicts, maps, events.
 #include <linux/pkt_cls.h>
 
+#include <optional>
+
 #include "fixture.h"
 
 namespace bulkhead::bpftest {
@@ -12,14 +14,14 @@ constexpr int OK = TC_ACT_OK;
 constexpr int SHOT = TC_ACT_SHOT;
 
 // The conntrack entry of endpoint `ifindex` for the flow with these local/remote ports.
-const bh_ct_entry* FindFlow(const std::vector<std::pair<bh_ct_key, bh_ct_entry>>& ct,
-                            uint32_t ifindex, uint8_t protocol, uint16_t local_port,
-                            uint16_t remote_port) {
+std::optional<bh_ct_entry> FindFlow(const std::vector<std::pair<bh_ct_key, bh_ct_entry>>& ct,
+                                    uint32_t ifindex, uint8_t protocol, uint16_t local_port,
+                                    uint16_t remote_port) {
   for (const auto& [k, e] : ct)
     if (k.ifindex == ifindex && k.protocol == protocol && k.local_port == local_port &&
         k.remote_port == remote_port)
-      return &e;
-  return nullptr;
+      return e;
+  return std::nullopt;
 }
 
 TEST_F(DatapathTest, SkbIfindexFromTestRunContextSelectsTheEndpoint) {
@@ -166,9 +168,9 @@ TEST_F(DatapathTest, EachEndpointEnforcesItsOwnSideOfALocalFlow) {
   EXPECT_EQ(ToA(Tcp(kB, 80, kA, 40001, kSyn | kAck)), OK);
   auto ct = Conntrack();
   EXPECT_EQ(ct.size(), 3u);
-  EXPECT_NE(FindFlow(ct, if_a_, kTcp, 40001, 80), nullptr);
-  EXPECT_NE(FindFlow(ct, if_b_, kTcp, 80, 40001), nullptr);
-  EXPECT_EQ(FindFlow(ct, if_b_, kTcp, 8000, 40000), nullptr);
+  EXPECT_TRUE(FindFlow(ct, if_a_, kTcp, 40001, 80).has_value());
+  EXPECT_TRUE(FindFlow(ct, if_b_, kTcp, 80, 40001).has_value());
+  EXPECT_FALSE(FindFlow(ct, if_b_, kTcp, 8000, 40000).has_value());
 }
 
 TEST_F(DatapathTest, TcpFinFromBothSidesClosesAndShortTimeoutCleansUp) {
@@ -249,14 +251,14 @@ TEST_F(DatapathTest, PolicyChangeRevokesEstablishedFlows) {
   EXPECT_EQ(events[0].drop_reason, BH_DROP_REVOKED);
   EXPECT_EQ(events[0].policy_table_id, 20u);
   EXPECT_EQ(events[0].policy_generation, 2u);
-  EXPECT_EQ(FindFlow(Conntrack(), if_a_, kTcp, 40000, 80), nullptr);
+  EXPECT_FALSE(FindFlow(Conntrack(), if_a_, kTcp, 40000, 80).has_value());
   EXPECT_EQ(FromA(Tcp(kA, 40000, kB, 80, kAck)), SHOT) << "the flow stays closed";
   EXPECT_EQ(Counter(BH_CTR_DROP_REVOKED), 1u);
 
   // The port-8000 flow is still allowed: it passes and is stamped with the new generation.
   EXPECT_EQ(ToA(Tcp(kB, 8000, kA, 40001, kSyn | kAck)), OK);
-  const bh_ct_entry* e = FindFlow(Conntrack(), if_a_, kTcp, 40001, 8000);
-  ASSERT_NE(e, nullptr);
+  std::optional<bh_ct_entry> e = FindFlow(Conntrack(), if_a_, kTcp, 40001, 8000);
+  ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->policy_generation, 2u);
   EXPECT_EQ(e->rule_id, 12u);
 
@@ -280,8 +282,8 @@ TEST_F(DatapathTest, AuditModePassesWouldDenyAndReportsIt) {
   EXPECT_EQ(events[0].policy_verdict, BULKHEAD_VERDICT_DENY);
   EXPECT_EQ(events[0].mode, BH_MODE_AUDIT);
   EXPECT_EQ(events[1].verdict, BH_EV_ALLOW);
-  const bh_ct_entry* e = FindFlow(Conntrack(), if_a_, kTcp, 40000, 22);
-  ASSERT_NE(e, nullptr);
+  std::optional<bh_ct_entry> e = FindFlow(Conntrack(), if_a_, kTcp, 40000, 22);
+  ASSERT_TRUE(e.has_value());
   EXPECT_TRUE(e->flags & BH_CT_F_WOULD_DENY);
   EXPECT_EQ(Counter(BH_CTR_PASS_AUDIT), 1u);
   EXPECT_EQ(Counter(BH_CTR_PASS_NEW), 1u);
@@ -449,9 +451,9 @@ TEST_F(DatapathTest, SctpAllowDenyAndAbort) {
   EXPECT_EQ(FromA(Sctp(kA, 3868, kB, 3868, 1)), OK);
   EXPECT_EQ(ToA(Sctp(kB, 3868, kA, 3868, 2)), OK) << "INIT ACK is a reply";
   EXPECT_EQ(FromA(Sctp(kA, 3000, kB, 2905, 1)), SHOT);
-  ASSERT_NE(FindFlow(Conntrack(), if_a_, kSctp, 3868, 3868), nullptr);
+  ASSERT_TRUE(FindFlow(Conntrack(), if_a_, kSctp, 3868, 3868).has_value());
   EXPECT_EQ(ToA(Sctp(kB, 3868, kA, 3868, 6)), OK) << "ABORT passes and ends the association";
-  EXPECT_EQ(FindFlow(Conntrack(), if_a_, kSctp, 3868, 3868), nullptr);
+  EXPECT_FALSE(FindFlow(Conntrack(), if_a_, kSctp, 3868, 3868).has_value());
   auto events = Events();
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].protocol, kSctp);
