@@ -46,8 +46,8 @@ if ! cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null |
   echo "release build failed"; echo "total: 0 passed, 1 failed"; exit 1
 fi
 
-step "tests: unit, conformance"
-run_ctest build 'unit|conformance' release
+step "tests: unit, conformance, bpf, netns"
+run_ctest build 'unit|conformance|bpf|netns' release
 
 if [ "$QUICK" -eq 0 ]; then
   step "build (ASan+UBSan)"
@@ -63,7 +63,7 @@ if [ "$QUICK" -eq 0 ]; then
   step "build (libFuzzer, clang)"
   if CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
        -DBULKHEAD_FUZZ=ON -DBULKHEAD_BENCH=OFF >/dev/null &&
-     ninja -C build-fuzz -j "$JOBS" fuzz_targets; then
+     ninja -C build-fuzz -j "$JOBS" parser_fuzz; then
     step "tests: fuzz (bounded)"
     run_ctest build-fuzz 'fuzz' fuzz
   else
