@@ -106,6 +106,10 @@ absl::StatusOr<std::unique_ptr<BpfDatapath>> BpfDatapath::Open(const DatapathOpt
   InstallLibbpfLogCapture();
   TakeLibbpfLog();
   if (options.pin_root.empty()) return absl::InvalidArgumentError("datapath: pin root is empty");
+  const uint32_t ring = options.sizes.events_bytes;
+  if (ring < 4096 || (ring & (ring - 1)) != 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "datapath: events_bytes ", ring, " must be a power of two of at least one page (4096)"));
   const std::filesystem::path root(options.pin_root);
   if (auto s = CheckOnBpffs(root); !s.ok()) return s;
   std::error_code ec;

@@ -43,7 +43,8 @@ enum class Program {
 // Owns the loaded skeleton (programs, map fds) and the ring buffer reader. The kernel state
 // it makes is pinned and outlives it on purpose: dropping this object leaves enforcement in
 // place (filters attached, maps pinned); Open() on the same pin root adopts that state, and
-// Teardown() removes it.
+// Teardown() removes it. Map reads and writes may come from several threads; PollEvents from
+// one thread at a time. One BpfDatapath per pin root at a time (the caller holds a lock).
 class BpfDatapath final : public IDatapath {
  public:
   // Loads the programs. Maps already pinned under the pin root are reused with their
