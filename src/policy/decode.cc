@@ -169,6 +169,12 @@ std::string CheckPortName(std::string_view s) {
   return "";
 }
 
+bool IsUsableName(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return c > ' ' && c < 0x7f && c != '/' && c != '%';
+  });
+}
+
 Field Decoder::Get(const Field& map, std::string_view key) const {
   Field f;
   f.path = JoinPath(map.path, key);

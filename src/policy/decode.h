@@ -138,5 +138,8 @@ std::string CheckDns1123Subdomain(std::string_view s);  // most object names: <=
 std::string CheckLabelKey(std::string_view s);          // [prefix/]name
 std::string CheckLabelValue(std::string_view s);
 std::string CheckPortName(std::string_view s);  // IANA_SVC_NAME
+// Whether a name can at least be used in "namespace/name" identifiers and messages: printable
+// ASCII without spaces, '/' or '%'.
+bool IsUsableName(std::string_view s);
 
 }  // namespace bulkhead::policy::internal

@@ -116,13 +116,6 @@ std::string ServiceAccount(Decoder& d, const Field& pod_spec) {
   return *sa;
 }
 
-// Names must at least be usable as "namespace/name" identifiers.
-bool UsableName(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return c > ' ' && c < 0x7f && c != '/' && c != '%';
-  });
-}
-
 }  // namespace
 
 void DecodeNamespace(ObjectContext& ctx) {
@@ -202,7 +195,7 @@ void DecodePod(ObjectContext& ctx) {
     Field owner_name = d.Get(*controller, "name");
     auto name = d.String(owner_name, true);
     auto kind = d.String(d.Get(*controller, "kind"));
-    if (name && !UsableName(*name)) {
+    if (name && !IsUsableName(*name)) {
       d.Error(owner_name, "invalid owner name \"" + *name + "\"");
     } else if (name && kind.value_or("") != "Node") {
       w.name = *name;

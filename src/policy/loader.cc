@@ -68,79 +68,34 @@ struct KindInfo {
 };
 
 const std::vector<KindInfo>& KindTable() {
+  // clang-format off
   static const std::vector<KindInfo> table = {
+      // kind, group, versions, scope, native, strict, decoder
       {"Namespace", "", {"v1"}, Scope::kCluster, false, false, DecodeNamespace},
       {"Node", "", {"v1"}, Scope::kCluster, false, false, DecodeNode},
       {"Pod", "", {"v1"}, Scope::kNamespaced, false, false, DecodePod},
       {"ReplicationController", "", {"v1"}, Scope::kNamespaced, false, false, DecodeController},
-      {"Deployment",
-       "apps",
-       {"v1", "v1beta1", "v1beta2"},
-       Scope::kNamespaced,
-       false,
-       false,
-       DecodeController},
+      {"Deployment", "apps", {"v1", "v1beta1", "v1beta2"}, Scope::kNamespaced, false, false, DecodeController},
       {"Deployment", "extensions", {"v1beta1"}, Scope::kNamespaced, false, false, DecodeController},
-      {"StatefulSet",
-       "apps",
-       {"v1", "v1beta1", "v1beta2"},
-       Scope::kNamespaced,
-       false,
-       false,
-       DecodeController},
+      {"StatefulSet", "apps", {"v1", "v1beta1", "v1beta2"}, Scope::kNamespaced, false, false, DecodeController},
       {"DaemonSet", "apps", {"v1", "v1beta2"}, Scope::kNamespaced, false, false, DecodeController},
       {"DaemonSet", "extensions", {"v1beta1"}, Scope::kNamespaced, false, false, DecodeController},
       {"ReplicaSet", "apps", {"v1", "v1beta2"}, Scope::kNamespaced, false, false, DecodeController},
       {"ReplicaSet", "extensions", {"v1beta1"}, Scope::kNamespaced, false, false, DecodeController},
       {"Job", "batch", {"v1"}, Scope::kNamespaced, false, false, DecodeController},
       {"CronJob", "batch", {"v1", "v1beta1"}, Scope::kNamespaced, false, false, DecodeController},
-      {"VirtualMachine",
-       "kubevirt.io",
-       {"v1", "v1alpha3"},
-       Scope::kNamespaced,
-       false,
-       false,
-       DecodeController},
-      {"NetworkPolicy",
-       "networking.k8s.io",
-       {"v1"},
-       Scope::kNamespaced,
-       false,
-       true,
-       DecodeNetworkPolicy},
+      {"VirtualMachine", "kubevirt.io", {"v1", "v1alpha3"}, Scope::kNamespaced, false, false, DecodeController},
+      {"NetworkPolicy", "networking.k8s.io", {"v1"}, Scope::kNamespaced, false, true, DecodeNetworkPolicy},
       // Removed from Kubernetes in 1.16; say so rather than ignoring a policy.
       {"NetworkPolicy", "extensions", {}, Scope::kNamespaced, false, true, DecodeNetworkPolicy},
-      {"AdminNetworkPolicy",
-       "policy.networking.k8s.io",
-       {"v1alpha1"},
-       Scope::kCluster,
-       false,
-       true,
-       DecodeAdminNetworkPolicy},
-      {"BaselineAdminNetworkPolicy",
-       "policy.networking.k8s.io",
-       {"v1alpha1"},
-       Scope::kCluster,
-       false,
-       true,
-       DecodeBaselineAdminNetworkPolicy},
+      {"AdminNetworkPolicy", "policy.networking.k8s.io", {"v1alpha1"}, Scope::kCluster, false, true, DecodeAdminNetworkPolicy},
+      {"BaselineAdminNetworkPolicy", "policy.networking.k8s.io", {"v1alpha1"}, Scope::kCluster, false, true, DecodeBaselineAdminNetworkPolicy},
       {"Inventory", "bulkhead.io", {"v1alpha1"}, Scope::kCluster, true, true, DecodeInventory},
-      {"BulkheadPolicy",
-       "bulkhead.io",
-       {"v1alpha1"},
-       Scope::kNamespaced,
-       true,
-       true,
-       DecodeBulkheadPolicy},
-      {"BulkheadClusterPolicy",
-       "bulkhead.io",
-       {"v1alpha1"},
-       Scope::kCluster,
-       true,
-       true,
-       DecodeBulkheadClusterPolicy},
+      {"BulkheadPolicy", "bulkhead.io", {"v1alpha1"}, Scope::kNamespaced, true, true, DecodeBulkheadPolicy},
+      {"BulkheadClusterPolicy", "bulkhead.io", {"v1alpha1"}, Scope::kCluster, true, true, DecodeBulkheadClusterPolicy},
       {"DefaultDeny", "bulkhead.io", {"v1alpha1"}, Scope::kEither, true, true, DecodeDefaultDeny},
   };
+  // clang-format on
   return table;
 }
 
@@ -165,13 +120,6 @@ const std::vector<std::string_view> kMetadataFields = {"name",
                                                        "finalizers",
                                                        "managedFields",
                                                        "clusterName"};
-
-// Names must at least be usable in "namespace/name" identifiers and messages.
-bool UsableName(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return c > ' ' && c < 0x7f && c != '/' && c != '%';
-  });
-}
 
 // Best-effort "Kind ns/name" before anything is validated, for diagnostics.
 std::string DisplayName(const YamlValue& root, std::string_view kind, bool namespaced,
@@ -377,7 +325,7 @@ class Dispatcher {
           ctx.kind == "Namespace" ? CheckDns1123Label(*name) : CheckDns1123Subdomain(*name);
       if (problem.empty()) {
         ctx.name = *name;
-      } else if (ctx.kind == "Namespace" || info.native || !UsableName(*name)) {
+      } else if (ctx.kind == "Namespace" || info.native || !IsUsableName(*name)) {
         d.Error(name_field, "invalid name \"" + *name + "\": " + problem);
       } else {
         // Kubernetes would reject it, but the name plays no part in policy semantics.
