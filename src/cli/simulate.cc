@@ -148,9 +148,9 @@ class SimulateCommand : public Subcommand {
       p.Error("choose what to simulate: --from and --to (one flow), --matrix, or --connectivity");
     } else if (modes > 1) {
       std::vector<std::string> given;
-      if (IsSingleFlow()) given.push_back("--from/--to");
-      if (matrix_) given.push_back("--matrix");
-      if (connectivity_) given.push_back("--connectivity");
+      if (IsSingleFlow()) given.emplace_back("--from/--to");
+      if (matrix_) given.emplace_back("--matrix");
+      if (connectivity_) given.emplace_back("--connectivity");
       std::string list;
       for (size_t i = 0; i < given.size(); ++i) {
         list += (i == 0 ? "" : i + 1 == given.size() ? " and " : ", ") + given[i];

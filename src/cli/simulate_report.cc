@@ -139,8 +139,17 @@ std::string FlowText(const engine::Flow& flow, const engine::Verdict& verdict, c
       rows.push_back({{""}, {""}, {std::move(label), Color::kDim}, {std::move(text), color}});
     };
     // The evaluator's explanation already names isolating policies, Pass rules, the
-    // nearest miss and audit would-denies; only the mode is added when it is not enforce.
-    detail("why", v.Explain());
+    // nearest miss and audit would-denies, as "; "-separated clauses: one line each reads
+    // better than one long line. Only the mode is added, when it is not enforce.
+    std::string why = v.Explain();
+    bool first = true;
+    for (size_t start = 0; start <= why.size();) {
+      size_t end = why.find("; ", start);
+      if (end == std::string::npos) end = why.size();
+      detail(first ? "why" : "", why.substr(start, end - start));
+      first = false;
+      start = end + 2;
+    }
     if (v.mode != policy::Mode::kEnforce) {
       std::string m = std::string(policy::ModeName(v.mode)) +
                       (v.would_deny ? ": passes now, enforcement would deny it"

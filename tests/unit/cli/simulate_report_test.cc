@@ -185,7 +185,16 @@ TEST(FlowTextTest, VerdictLineThenOneLinePerDirectionWithExplanation) {
   EXPECT_NE(text.find("  ingress  deny   b/db   namespace tier  isolated, no rule allows\n"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("why    " + IsolatedDeny().Explain()), std::string::npos) << text;
+  // A multi-clause explanation is shown one clause per line, aligned under the first.
+  std::string why = IsolatedDeny().Explain();
+  size_t cut = why.find("; ");
+  ASSERT_NE(cut, std::string::npos) << why;
+  EXPECT_NE(text.find("why    " + why.substr(0, cut) + "\n"), std::string::npos) << text;
+  size_t next = why.find("; ", cut + 2);
+  EXPECT_NE(text.find("\n" + std::string(25, ' ') + why.substr(cut + 2, next - cut - 2) + "\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("; "), std::string::npos) << text;
   EXPECT_NE(text.find("why    " + RuleAllow().Explain()), std::string::npos) << text;
   EXPECT_EQ(text.find('\033'), std::string::npos);  // no colour when disabled
 
