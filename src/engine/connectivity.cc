@@ -56,6 +56,14 @@ void AppendInterval(PortIntervals* out, uint16_t first, uint16_t last) {
   }
 }
 
+// Whether the flow passes. Between a workload and an outside address only the workload's
+// direction can deny (the outside end has no policy), so only that one is evaluated.
+bool Allowed(const Evaluator& ev, const Flow& flow) {
+  if (flow.src.workload == nullptr) return ev.Allows(flow, Direction::kIngress);
+  if (flow.dst.workload == nullptr) return ev.Allows(flow, Direction::kEgress);
+  return ev.Allows(flow);
+}
+
 ConnectionSet Connections(const Evaluator& ev, Flow flow, const PortCuts& cuts, bool v6) {
   ConnectionSet set;
   for (Protocol proto : kPortProtocols) {
@@ -63,7 +71,7 @@ ConnectionSet Connections(const Evaluator& ev, Flow flow, const PortCuts& cuts, 
     PortIntervals allowed;
     for (auto it = cuts.begin(); std::next(it) != cuts.end(); ++it) {
       flow.port = static_cast<uint16_t>(*it);
-      if (ev.Evaluate(flow).allowed) {
+      if (Allowed(ev, flow)) {
         AppendInterval(&allowed, static_cast<uint16_t>(*it),
                        static_cast<uint16_t>(*std::next(it) - 1));
       }
@@ -72,7 +80,7 @@ ConnectionSet Connections(const Evaluator& ev, Flow flow, const PortCuts& cuts, 
   }
   flow.protocol = v6 ? Protocol::kICMPv6 : Protocol::kICMP;
   flow.port = 0;
-  set.other_protocols = ev.Evaluate(flow).allowed;
+  set.other_protocols = Allowed(ev, flow);
   return set;
 }
 

@@ -23,12 +23,26 @@ bool NamespaceScopeMatches(const std::string& explicit_name,
   return true;  // cluster-scoped, no namespace selector: every namespace
 }
 
+// Prefix containment by whole bytes and one masked byte: the evaluator's hot path (an
+// ipBlock rule with hundreds of CIDRs is checked for every flow to an outside address).
+bool InPrefix(const policy::Cidr& c, const policy::IpAddr& ip) {
+  if (c.addr.v6 != ip.v6) return false;
+  const int full = c.prefix_len / 8;
+  for (int i = 0; i < full; ++i) {
+    if (c.addr.bytes[i] != ip.bytes[i]) return false;
+  }
+  const int rest = c.prefix_len % 8;
+  if (rest == 0) return true;
+  const uint8_t mask = static_cast<uint8_t>(0xff00 >> rest);
+  return (c.addr.bytes[full] & mask) == (ip.bytes[full] & mask);
+}
+
 bool IpBlockMatches(const Peer& peer, const policy::IpAddr& ip) {
   bool in = std::any_of(peer.cidrs.begin(), peer.cidrs.end(),
-                        [&](const policy::Cidr& c) { return c.Contains(ip); });
+                        [&](const policy::Cidr& c) { return InPrefix(c, ip); });
   if (!in) return false;
   return std::none_of(peer.except.begin(), peer.except.end(),
-                      [&](const policy::Cidr& c) { return c.Contains(ip); });
+                      [&](const policy::Cidr& c) { return InPrefix(c, ip); });
 }
 
 bool NodePeerMatches(const Peer& peer, const policy::IpAddr& ip, const policy::Cluster& cluster) {

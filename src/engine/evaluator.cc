@@ -98,8 +98,11 @@ struct Outcome {
   std::vector<const Policy*> involved;  // passing and isolating policies, in order
 };
 
-void SetRule(Outcome* out, const Policy& p, int index, const policy::Rule& rule) {
+void SetRule(Outcome* out, const Policy& p, int index, const policy::Rule& rule, bool explain) {
   DirectionVerdict& v = out->v;
+  v.allowed = rule.action != RuleAction::kDeny;
+  out->deciding = &p;
+  if (!explain) return;
   v.reason = Reason::kRule;
   v.tier = p.tier;
   v.policy = p.Id();
@@ -109,8 +112,6 @@ void SetRule(Outcome* out, const Policy& p, int index, const policy::Rule& rule)
   v.rule_index = index;
   v.rule_name = rule.name;
   v.action = rule.action;
-  v.allowed = rule.action != RuleAction::kDeny;
-  out->deciding = &p;
 }
 
 bool Considered(const Policy& p, bool include_audit) {
@@ -120,7 +121,7 @@ bool Considered(const Policy& p, bool include_audit) {
 // Runs an ordered admin or baseline tier. Returns true when a rule decided; a Pass rule
 // ends the tier without deciding.
 bool RunOrderedTier(const std::vector<const Policy*>& policies, const DirectionContext& ctx,
-                    bool include_audit, Outcome* out) {
+                    bool include_audit, bool explain, Outcome* out) {
   for (const Policy* p : policies) {
     if (!Considered(*p, include_audit)) continue;
     if (!internal::SubjectProcessMatches(p->subject, ctx)) continue;
@@ -130,74 +131,96 @@ bool RunOrderedTier(const std::vector<const Policy*>& policies, const DirectionC
       if (!internal::RulePeerMatches(*p, r, ctx)) continue;
       if (internal::MatchPorts(r.ports, *ctx.flow) != PortResult::kMatch) continue;
       if (r.action == RuleAction::kPass) {
-        out->v.passed_by.push_back(p->Id() + " rule " + std::to_string(i) +
-                                   (r.name.empty() ? "" : " (" + r.name + ")"));
+        if (explain) {
+          out->v.passed_by.push_back(p->Id() + " rule " + std::to_string(i) +
+                                     (r.name.empty() ? "" : " (" + r.name + ")"));
+        }
         out->involved.push_back(p);
         return false;
       }
-      SetRule(out, *p, static_cast<int>(i), r);
+      SetRule(out, *p, static_cast<int>(i), r, explain);
       return true;
     }
   }
   return false;
 }
 
-// How close a rule came to matching; higher is closer.
-std::optional<std::pair<int, NearMiss>> ScoreMiss(const Policy& p, int index, const policy::Rule& r,
-                                                  const DirectionContext& ctx) {
-  bool peer_ok = internal::RulePeerMatches(p, r, ctx);
-  PortResult port = internal::MatchPorts(r.ports, *ctx.flow);
-  if (peer_ok && port == PortResult::kMatch) return std::nullopt;  // not a miss
-  const Flow& f = *ctx.flow;
-  const bool ingress = ctx.dir == Direction::kIngress;
-  const std::string remote_word = ingress ? "from " : "to ";
+// How close a rule came to matching; higher is closer: the peer matched but the port
+// (3) or the protocol (2) differed, the port matched but the peer differed (1), both
+// differed (0). Returns -1 for a rule that matches (not a miss).
+int MissScore(bool peer_ok, PortResult port) {
+  if (peer_ok) {
+    if (port == PortResult::kMatch) return -1;
+    return port == PortResult::kPortDiffers ? 3 : 2;
+  }
+  return port == PortResult::kMatch ? 1 : 0;
+}
+
+NearMiss DescribeMiss(const Policy& p, int index, bool peer_ok, PortResult port,
+                      const DirectionContext& ctx) {
+  const policy::Rule& r = p.Rules(ctx.dir)[index];
+  const std::string remote_word = ctx.dir == Direction::kIngress ? "from " : "to ";
   NearMiss m;
   m.policy = p.Id();
   m.rule_index = index;
   m.rule_name = r.name;
-  int score = 0;
-  std::string rule_ports = internal::DescribePorts(r.ports);
-  std::string flow_port = internal::DescribeFlowPort(f);
-  std::string rule_peer = internal::DescribeRulePeers(p, r);
-  std::string flow_peer = ctx.remote->ToString();
+  const std::string rule_ports = internal::DescribePorts(r.ports);
+  const std::string flow_port = internal::DescribeFlowPort(*ctx.flow);
   if (peer_ok) {
-    score = port == PortResult::kPortDiffers ? 3 : 2;
     m.differed = port == PortResult::kPortDiffers ? "port" : "protocol";
     m.detail = "rule allows " + rule_ports + ", flow is " + flow_port;
-  } else if (port == PortResult::kMatch) {
-    score = 1;
-    m.differed = "peer";
+    return m;
+  }
+  const std::string rule_peer = internal::DescribeRulePeers(p, r);
+  const std::string flow_peer = ctx.remote->ToString();
+  m.differed = "peer";
+  if (port == PortResult::kMatch) {
     m.detail = "rule allows " + remote_word + rule_peer + ", flow is " + remote_word + flow_peer;
   } else {
-    m.differed = "peer";
     m.detail = "rule allows " + remote_word + rule_peer + " on " + rule_ports + ", flow is " +
                remote_word + flow_peer + " on " + flow_port;
   }
-  return std::make_pair(score, std::move(m));
+  return m;
 }
 
+// Scores every allow rule cheaply and describes only the closest (first on ties).
 std::optional<NearMiss> NearestMiss(const std::vector<const Policy*>& policies,
                                     const DirectionContext& ctx) {
-  std::optional<std::pair<int, NearMiss>> best;
+  int best_score = -1;
+  const Policy* best_policy = nullptr;
+  int best_index = -1;
+  bool best_peer_ok = false;
+  PortResult best_port = PortResult::kMatch;
   for (const Policy* p : policies) {
     const auto& rules = p->Rules(ctx.dir);
     for (size_t i = 0; i < rules.size(); ++i) {
       if (rules[i].action != RuleAction::kAllow) continue;
-      auto miss = ScoreMiss(*p, static_cast<int>(i), rules[i], ctx);
-      if (miss && (!best || miss->first > best->first)) best = std::move(miss);
+      bool peer_ok = internal::RulePeerMatches(*p, rules[i], ctx);
+      PortResult port = internal::MatchPorts(rules[i].ports, *ctx.flow);
+      int score = MissScore(peer_ok, port);
+      if (score > best_score) {
+        best_score = score;
+        best_policy = p;
+        best_index = static_cast<int>(i);
+        best_peer_ok = peer_ok;
+        best_port = port;
+      }
     }
   }
-  if (!best) return std::nullopt;
-  return std::move(best->second);
+  if (best_policy == nullptr) return std::nullopt;
+  return DescribeMiss(*best_policy, best_index, best_peer_ok, best_port, ctx);
 }
 
-Outcome RunTiers(const WorkloadEntry& e, const DirectionContext& ctx, bool include_audit) {
+// Runs the four tiers. Without `explain` only `allowed`, `reason` and the deciding policy
+// are filled: no strings are built.
+Outcome RunTiers(const WorkloadEntry& e, const DirectionContext& ctx, bool include_audit,
+                 bool explain) {
   Outcome out;
   out.v.direction = ctx.dir;
   const int d = DirIndex(ctx.dir);
 
   // 1. Admin tier.
-  if (RunOrderedTier(e.admin[d], ctx, include_audit, &out)) return out;
+  if (RunOrderedTier(e.admin[d], ctx, include_audit, explain, &out)) return out;
 
   // 2. Namespace tier: isolation, explicit denies, union of allows.
   std::vector<const Policy*> isolating;
@@ -214,8 +237,10 @@ Outcome RunTiers(const WorkloadEntry& e, const DirectionContext& ctx, bool inclu
         if (rules[i].action != RuleAction::kDeny) continue;
         if (!internal::RulePeerMatches(*p, rules[i], ctx)) continue;
         if (internal::MatchPorts(rules[i].ports, *ctx.flow) != PortResult::kMatch) continue;
-        SetRule(&out, *p, static_cast<int>(i), rules[i]);
-        for (const Policy* q : isolating) out.v.isolated_by.push_back(q->Id());
+        SetRule(&out, *p, static_cast<int>(i), rules[i], explain);
+        if (explain) {
+          for (const Policy* q : isolating) out.v.isolated_by.push_back(q->Id());
+        }
         return out;
       }
     }
@@ -225,22 +250,26 @@ Outcome RunTiers(const WorkloadEntry& e, const DirectionContext& ctx, bool inclu
         if (rules[i].action != RuleAction::kAllow) continue;
         if (!internal::RulePeerMatches(*p, rules[i], ctx)) continue;
         if (internal::MatchPorts(rules[i].ports, *ctx.flow) != PortResult::kMatch) continue;
-        SetRule(&out, *p, static_cast<int>(i), rules[i]);
-        for (const Policy* q : isolating) out.v.isolated_by.push_back(q->Id());
+        SetRule(&out, *p, static_cast<int>(i), rules[i], explain);
+        if (explain) {
+          for (const Policy* q : isolating) out.v.isolated_by.push_back(q->Id());
+        }
         return out;
       }
     }
     out.v.allowed = false;
     out.v.reason = Reason::kIsolated;
     out.v.tier = Tier::kNamespace;
-    for (const Policy* q : isolating) out.v.isolated_by.push_back(q->Id());
-    out.v.nearest_miss = NearestMiss(isolating, ctx);
     out.involved.insert(out.involved.end(), isolating.begin(), isolating.end());
+    if (explain) {
+      for (const Policy* q : isolating) out.v.isolated_by.push_back(q->Id());
+      out.v.nearest_miss = NearestMiss(isolating, ctx);
+    }
     return out;
   }
 
   // 3. Baseline tier.
-  if (RunOrderedTier(e.baseline[d], ctx, include_audit, &out)) return out;
+  if (RunOrderedTier(e.baseline[d], ctx, include_audit, explain, &out)) return out;
 
   // 4. Default.
   for (const Policy* p : e.defaults[d]) {
@@ -249,11 +278,12 @@ Outcome RunTiers(const WorkloadEntry& e, const DirectionContext& ctx, bool inclu
     out.v.allowed = false;
     out.v.reason = Reason::kDefaultDeny;
     out.v.tier = Tier::kDefault;
+    out.deciding = p;
+    if (!explain) return out;
     out.v.policy = p->Id();
     out.v.policy_kind = p->kind;
     out.v.policy_namespace = p->namespace_name;
     out.v.policy_name = p->name;
-    out.deciding = p;
     // The allow rules that could have let the flow through before the default.
     std::vector<const Policy*> candidates;
     for (const auto* tier : {&e.admin[d], &e.baseline[d]}) {
@@ -318,19 +348,15 @@ Evaluator::Evaluator(const policy::Cluster& cluster) : cluster_(cluster) {
   index_ = std::move(index);
 }
 
-DirectionVerdict Evaluator::EvaluateDirection(const Flow& flow, Direction direction) const {
+namespace {
+
+// Runs one direction for a local workload: the shared body of EvaluateDirection and Allows.
+// Returns the enforced outcome and sets *mode; with `explain`, also the audit verdict.
+template <typename Fn>
+auto WithContext(const EvalIndex& index, const policy::Cluster& cluster, const Flow& flow,
+                 Direction direction, Fn&& fn) {
   const FlowEndpoint& local = direction == Direction::kEgress ? flow.src : flow.dst;
   const FlowEndpoint& remote = direction == Direction::kEgress ? flow.dst : flow.src;
-  if (local.workload == nullptr) {
-    DirectionVerdict v;
-    v.direction = direction;
-    v.allowed = true;
-    v.reason = Reason::kExternal;
-    v.tier = Tier::kDefault;
-    return v;
-  }
-
-  const EvalIndex& index = *index_;
   // Workloads of the cluster use the precomputed entry; any other Workload (a caller's
   // own object) is matched on the fly.
   WorkloadEntry scratch;
@@ -342,7 +368,6 @@ DirectionVerdict Evaluator::EvaluateDirection(const Flow& flow, Direction direct
     scratch = index.BuildEntry(*local.workload);
     entry = &scratch;
   }
-
   DirectionContext ctx;
   ctx.flow = &flow;
   ctx.dir = direction;
@@ -351,25 +376,60 @@ DirectionVerdict Evaluator::EvaluateDirection(const Flow& flow, Direction direct
   ctx.remote = &remote;
   ctx.remote_ns_labels =
       remote.workload ? &index.NamespaceLabels(remote.workload->namespace_name) : nullptr;
-  ctx.cluster = &cluster_;
+  ctx.cluster = &cluster;
+  return fn(*entry, ctx);
+}
 
-  Outcome enforced = RunTiers(*entry, ctx, /*include_audit=*/false);
-  DirectionVerdict v = std::move(enforced.v);
-  v.mode = entry->mode;
-  if (entry->has_audit[DirIndex(direction)] && v.allowed) {
-    Outcome audit = RunTiers(*entry, ctx, /*include_audit=*/true);
-    if (!audit.v.allowed) {
-      v.would_deny = true;
-      v.audit_policy = AuditCulprit(audit);
-    }
-  }
-  if (v.mode != Mode::kEnforce && !v.allowed) {
-    // audit and learn let the traffic pass; the reason still says what enforcement
-    // would have done.
+}  // namespace
+
+DirectionVerdict Evaluator::EvaluateDirection(const Flow& flow, Direction direction) const {
+  const FlowEndpoint& local = direction == Direction::kEgress ? flow.src : flow.dst;
+  if (local.workload == nullptr) {
+    DirectionVerdict v;
+    v.direction = direction;
     v.allowed = true;
-    v.would_deny = true;
+    v.reason = Reason::kExternal;
+    v.tier = Tier::kDefault;
+    return v;
   }
-  return v;
+  return WithContext(*index_, cluster_, flow, direction,
+                     [&](const WorkloadEntry& entry, const DirectionContext& ctx) {
+                       Outcome enforced = RunTiers(entry, ctx, /*include_audit=*/false,
+                                                   /*explain=*/true);
+                       DirectionVerdict v = std::move(enforced.v);
+                       v.mode = entry.mode;
+                       if (entry.has_audit[DirIndex(direction)] && v.allowed) {
+                         Outcome audit = RunTiers(entry, ctx, /*include_audit=*/true,
+                                                  /*explain=*/false);
+                         if (!audit.v.allowed) {
+                           v.would_deny = true;
+                           v.audit_policy = AuditCulprit(audit);
+                         }
+                       }
+                       if (v.mode != Mode::kEnforce && !v.allowed) {
+                         // audit and learn let the traffic pass; the reason still says
+                         // what enforcement would have done.
+                         v.allowed = true;
+                         v.would_deny = true;
+                       }
+                       return v;
+                     });
+}
+
+bool Evaluator::Allows(const Flow& flow, Direction direction) const {
+  const FlowEndpoint& local = direction == Direction::kEgress ? flow.src : flow.dst;
+  if (local.workload == nullptr) return true;
+  return WithContext(
+      *index_, cluster_, flow, direction,
+      [&](const WorkloadEntry& entry, const DirectionContext& ctx) {
+        // Audit-mode policies never change the verdict: not evaluated.
+        if (entry.mode != Mode::kEnforce) return true;
+        return RunTiers(entry, ctx, /*include_audit=*/false, /*explain=*/false).v.allowed;
+      });
+}
+
+bool Evaluator::Allows(const Flow& flow) const {
+  return Allows(flow, Direction::kEgress) && Allows(flow, Direction::kIngress);
 }
 
 Verdict Evaluator::Evaluate(const Flow& flow) const {

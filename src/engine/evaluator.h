@@ -103,6 +103,10 @@ class Evaluator {
   explicit Evaluator(const policy::Cluster& cluster);
   Verdict Evaluate(const Flow& flow) const;
   DirectionVerdict EvaluateDirection(const Flow& flow, Direction direction) const;
+  // Just the effective verdict (Verdict::allowed / DirectionVerdict::allowed), without
+  // building the explanation: for bulk analyses such as connectivity and replay.
+  bool Allows(const Flow& flow) const;
+  bool Allows(const Flow& flow, Direction direction) const;
 
  private:
   const policy::Cluster& cluster_;

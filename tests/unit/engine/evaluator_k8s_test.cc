@@ -56,6 +56,9 @@ std::string ReachabilityDiff(const Cluster& c, Protocol proto, uint16_t port,
       if (&s == &d) continue;
       Verdict v = ev.Evaluate(MakeFlow(c, s.Id(), d.Id(), proto, port));
       bool expected = want(s.Id(), d.Id());
+      if (ev.Allows(MakeFlow(c, s.Id(), d.Id(), proto, port)) != v.allowed) {
+        diff += s.Id() + " -> " + d.Id() + ": Allows() disagrees with Evaluate()\n";
+      }
       if (v.allowed != expected) {
         diff += s.Id() + " -> " + d.Id() + ": got " + (v.allowed ? "allowed" : "denied") +
                 ", want " + (expected ? "allowed" : "denied") + " [" + v.egress.Explain() + " | " +

@@ -394,6 +394,58 @@ TEST_F(TiersTest, NearestMissPrefersPeerMatchOverPortMatch) {
   EXPECT_NE(p.ingress.nearest_miss->detail.find("from prod/db"), std::string::npos);
 }
 
+// Allows() is the fast path of Evaluate(): the same verdict for every flow of a cluster
+// that uses every tier, modes and audit policies.
+TEST_F(TiersTest, AllowsAgreesWithEvaluate) {
+  b_ = ClusterBuilder();
+  b_.Ns("prod", {{"env", "prod"}})
+      .Ns("dev", {{"env", "dev"}}, Mode::kAudit)
+      .Ns("mon", {{"team", "mon"}})
+      .Pod("prod", "web", {{"app", "web"}}, {"10.1.0.1"}, {{"http", Protocol::kTCP, 8080}})
+      .Pod("prod", "db", {{"app", "db"}}, {"10.1.0.2"}, {{"pg", Protocol::kTCP, 5432}})
+      .Pod("dev", "tool", {{"app", "tool"}}, {"10.2.0.1"})
+      .Pod("mon", "prom", {{"app", "prom"}}, {"10.3.0.1"}, {}, Mode::kLearn)
+      .Node("n1", {{"role", "worker"}}, {"192.0.2.100"})
+      .Add(Anp("guard", 10, EnvSel("prod"), std::nullopt,
+               {Act(kDenyA, {NsPeer(EnvSel("dev"))}, {Tcp(22)}),
+                Act(kPassA, {NsPeer(Sel({{"team", "mon"}}))})},
+               {Act(kAllowA, {NodesPeer(Sel({{"role", "worker"}}))}, {Tcp(6443)})}))
+      .Add(ClusterPol("trial", 20, Sel(), {Act(kDenyA, {NsPeer(Sel())}, {Udp(53)})}, {},
+                      Mode::kAudit))
+      .Add(NetPol("prod", "web", Sel({{"app", "web"}}), kIngressOnly,
+                  {Allow({NsPeer(Sel())}, {Named("http")})}))
+      .Add(NativePol("prod", "db", Sel({{"app", "db"}}), kBoth,
+                     {Act(kDenyA, {NsPeer(EnvSel("dev"))}), Allow({PodPeer("prod", Sel())})},
+                     {Allow({IpBlock("198.51.100.0/24", {"198.51.100.128/25"})})}))
+      .Add(Banp(Sel(), std::nullopt, {},
+                {Act(kDenyA, {Networks({"203.0.113.0/24"})}), Act(kAllowA, {NsPeer(Sel())})}))
+      .Add(DefaultDenyPol("zt", "", EnvSel("prod"), Sel(), kEgressOnly));
+  c_ = b_.Build();
+  Evaluator ev(c_);
+  std::vector<std::string> ends = {"198.51.100.1", "198.51.100.200", "203.0.113.1", "192.0.2.100",
+                                   "8.8.8.8"};
+  for (const auto& w : c_.workloads) ends.push_back(w.Id());
+  int checked = 0;
+  for (const auto& s : ends) {
+    for (const auto& d : ends) {
+      if (s == d) continue;
+      for (auto [proto, port] : {std::pair{Protocol::kTCP, 22},
+                                 {Protocol::kTCP, 8080},
+                                 {Protocol::kTCP, 6443},
+                                 {Protocol::kUDP, 53},
+                                 {Protocol::kICMP, 0}}) {
+        Flow f = MakeFlow(c_, s, d, proto, static_cast<uint16_t>(port));
+        Verdict v = ev.Evaluate(f);
+        EXPECT_EQ(ev.Allows(f), v.allowed) << s << " -> " << d << " " << port;
+        EXPECT_EQ(ev.Allows(f, Direction::kEgress), v.egress.allowed) << s << " -> " << d;
+        EXPECT_EQ(ev.Allows(f, Direction::kIngress), v.ingress.allowed) << s << " -> " << d;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 300);
+}
+
 TEST_F(TiersTest, ExplainAndReasonNames) {
   EXPECT_STREQ(ReasonName(Reason::kRule), "rule");
   EXPECT_STREQ(ReasonName(Reason::kIsolated), "isolated");
