@@ -138,6 +138,11 @@ std::string CheckDns1123Subdomain(std::string_view s);  // most object names: <=
 std::string CheckLabelKey(std::string_view s);          // [prefix/]name
 std::string CheckLabelValue(std::string_view s);
 std::string CheckPortName(std::string_view s);  // IANA_SVC_NAME
+// UTF-8 handling: the model and diagnostics only ever hold valid UTF-8 (JSON output of
+// either must not fail on a stray byte from the input).
+bool IsValidUtf8(std::string_view s);
+std::string EscapeInvalidUtf8(std::string_view s);  // invalid bytes become "\xNN"
+
 // Whether a name can at least be used in "namespace/name" identifiers and messages: printable
 // ASCII without spaces, '/' or '%'.
 bool IsUsableName(std::string_view s);

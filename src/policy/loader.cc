@@ -444,6 +444,11 @@ void LoadPath(const std::string& path, Dispatcher& dispatcher, std::vector<Diagn
 LoadResult Finish(Collected collected, std::vector<Diagnostic> diags) {
   LoadResult result;
   Cluster cluster = Assemble(std::move(collected), &diags);
+  for (Diagnostic& d : diags) {
+    for (std::string* text : {&d.where.file, &d.object, &d.field, &d.message}) {
+      if (!IsValidUtf8(*text)) *text = EscapeInvalidUtf8(*text);
+    }
+  }
   result.diagnostics = std::move(diags);
   // Nothing is applied in part: a cluster with any error in its input stays empty.
   if (result.ok()) result.cluster = std::move(cluster);

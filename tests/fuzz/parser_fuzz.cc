@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "policy/decode.h"
 #include "policy/loader.h"
 
 namespace {
@@ -20,9 +21,10 @@ using bulkhead::policy::Diagnostic;
 }
 
 void CheckInvariants(const bulkhead::policy::LoadResult& r) {
+  using bulkhead::policy::internal::IsValidUtf8;
   for (const Diagnostic& d : r.diagnostics) {
     if (d.where.file != "fuzz.yaml") Broken("diagnostic without the file name");
-    if (d.ToString().empty()) Broken("empty diagnostic text");
+    if (!IsValidUtf8(d.ToString())) Broken("diagnostic text is not valid UTF-8");
   }
   const auto& c = r.cluster;
   if (!r.ok()) {
@@ -42,10 +44,15 @@ void CheckInvariants(const bulkhead::policy::LoadResult& r) {
     if (!ids.insert(w.Id()).second) Broken("duplicate workload id");
     if (!namespaces.count(w.namespace_name)) Broken("workload in an undeclared namespace");
     if (w.name.empty()) Broken("workload without a name");
+    if (!IsValidUtf8(w.Id()) || !IsValidUtf8(w.kind)) Broken("workload text is not UTF-8");
+    for (const auto& [k, v] : w.labels) {
+      if (!IsValidUtf8(k) || !IsValidUtf8(v)) Broken("label is not UTF-8");
+    }
   }
   std::set<int> priorities;
   for (const auto& p : c.policies) {
     if (p.name.empty()) Broken("policy without a name");
+    if (!IsValidUtf8(p.Id() + p.description + p.owner)) Broken("policy text is not UTF-8");
     if (!p.namespace_name.empty() && !namespaces.count(p.namespace_name)) {
       Broken("policy in an undeclared namespace");
     }

@@ -229,6 +229,22 @@ TEST(LoaderInputs, MergesObjectsAcrossFiles) {
   EXPECT_FALSE(r.cluster.FindNamespace("shop")->implicit);
 }
 
+TEST(LoaderInputs, RefusesInvalidUtf8AndEscapesItInDiagnostics) {
+  LoadResult r = Load(
+      "apiVersion: bulkhead.io/v1alpha1\nkind: BulkheadPolicy\nmetadata: {name: p}\n"
+      "spec:\n  description: \"caf\xe9\"\n  ingress:\n  - from: [{podSelector: {x\xff: a}}]\n");
+  ASSERT_FALSE(r.ok());
+  const Diagnostic* d = testing::FindError(r, "spec.description", "UTF-8");
+  ASSERT_NE(d, nullptr) << AllDiagnostics(r);
+  EXPECT_EQ(d->where.line, 5);
+  bool escaped = false;
+  for (const Diagnostic& diag : r.diagnostics) {
+    escaped |= diag.message.find("x\\xff") != std::string::npos;
+    EXPECT_EQ(diag.message.find('\xff'), std::string::npos) << diag.ToString();
+  }
+  EXPECT_TRUE(escaped) << AllDiagnostics(r);
+}
+
 TEST(LoaderInputs, DiagnosticToStringFormats) {
   Diagnostic d;
   d.severity = Diagnostic::Severity::kWarning;
