@@ -18,8 +18,10 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "engine/compiler_internal.h"
 
 namespace bulkhead::engine {
@@ -133,10 +135,16 @@ struct TableKey {
   }
 };
 
-struct VectorHash {
-  size_t operator()(const std::vector<uint32_t>& v) const {
-    return absl::HashOf(absl::MakeConstSpan(v));
-  }
+// Signatures are stored as vectors and looked up by span (no allocation per lookup).
+using Sig = absl::Span<const uint32_t>;
+struct SigHash {
+  using is_transparent = void;
+  size_t operator()(Sig s) const { return absl::HashOf(s); }
+  size_t operator()(const std::vector<uint32_t>& v) const { return absl::HashOf(Sig(v)); }
+};
+struct SigEq {
+  using is_transparent = void;
+  bool operator()(Sig a, Sig b) const { return a == b; }
 };
 
 // One direction of a table: its program and its classes.
@@ -147,7 +155,7 @@ struct TableDir {
   std::vector<uint32_t> local_preds;                   // local -> global pred id
   absl::flat_hash_map<uint32_t, uint32_t> pred_local;  // global -> local
   std::vector<uint32_t> named_refs;                    // egress: name ids, sorted
-  absl::flat_hash_map<std::vector<uint32_t>, uint32_t, VectorHash> sig_class;
+  absl::flat_hash_map<std::vector<uint32_t>, uint32_t, SigHash, SigEq> sig_class;
   absl::flat_hash_map<std::string, uint32_t> fn_class;
   std::vector<ci::VerdictFunction> classes;                 // index: class id
   std::vector<std::pair<uint32_t, uint32_t>> peer_classes;  // (peer index, class != 0)
@@ -199,6 +207,9 @@ struct PolicyCompiler::State {
 
   std::map<policy::IpAddr, std::string> workload_ips;
   uint32_t next_table_id = 1;
+  // Scratch buffers reused across tables (ComputeTable, ClassFor).
+  std::vector<uint32_t> scratch_count, scratch_offset, scratch_flat, scratch_sig, scratch_touched;
+  std::vector<uint8_t> scratch_named, scratch_matched, scratch_peer_ok;
   CompiledPolicy out;
 
   // ---- building blocks
@@ -210,8 +221,8 @@ struct PolicyCompiler::State {
   uint32_t AddPeer(PeerRec peer);
   TableKey KeyFor(const identity::IdentityKey& key) const;
   void BuildProgram(TableRec& rec, int d);
-  uint32_t ClassFor(TableRec& rec, int d, const std::vector<uint32_t>& sig,
-                    const std::vector<PortDefinition>& dst_ports, bool* created);
+  uint32_t ClassFor(TableRec& rec, int d, Sig sig, const std::vector<PortDefinition>& dst_ports,
+                    bool* created);
   void ComputeTable(uint32_t rec_index);
   std::vector<uint32_t> PeerSignatureNamed(const TableDir& td, const PeerRec& peer) const;
   const std::vector<PortDefinition>& DstPorts(const TableRec& rec, int d,
@@ -554,19 +565,21 @@ std::vector<uint32_t> PolicyCompiler::State::PeerSignatureNamed(const TableDir& 
   return sig;
 }
 
-uint32_t PolicyCompiler::State::ClassFor(TableRec& rec, int d, const std::vector<uint32_t>& sig,
+uint32_t PolicyCompiler::State::ClassFor(TableRec& rec, int d, Sig sig,
                                          const std::vector<PortDefinition>& dst_ports,
                                          bool* created) {
   *created = false;
   TableDir& td = rec.dirs[d];
   if (auto it = td.sig_class.find(sig); it != td.sig_class.end()) return it->second;
   // Which program positions this signature's peers match.
-  std::vector<uint8_t> matched_local(td.local_preds.size(), 0);
+  std::vector<uint8_t>& matched_local = scratch_matched;
+  matched_local.assign(td.local_preds.size(), 0);
   for (uint32_t v : sig) {
     if ((v & 0x80000000u) != 0) break;  // named-port part follows the predicates
     matched_local[v] = 1;
   }
-  std::vector<uint8_t> peer_ok(td.program.rules.size(), 0);
+  std::vector<uint8_t>& peer_ok = scratch_peer_ok;
+  peer_ok.assign(td.program.rules.size(), 0);
   for (size_t pos = 0; pos < peer_ok.size(); ++pos) {
     bool ok = td.pos_all_peers[pos] != 0;
     for (uint32_t l : td.pos_preds[pos]) ok = ok || matched_local[l] != 0;
@@ -583,7 +596,7 @@ uint32_t PolicyCompiler::State::ClassFor(TableRec& rec, int d, const std::vector
     td.classes.push_back(std::move(f));
     *created = true;
   }
-  td.sig_class.emplace(sig, cls);
+  td.sig_class.emplace(std::vector<uint32_t>(sig.begin(), sig.end()), cls);
   return cls;
 }
 
@@ -599,32 +612,48 @@ void PolicyCompiler::State::ComputeTable(uint32_t rec_index) {
       pred_users[td.local_preds[l]].push_back(PredUse{rec_index, static_cast<uint8_t>(d), l});
     }
     for (uint32_t n : td.named_refs) name_users[n].push_back(rec_index);
-    // Signatures of every peer that matches a predicate or has a referenced named port.
-    std::vector<std::vector<uint32_t>> sigs(peers.size());
-    std::vector<uint32_t> touched;
-    for (uint32_t l = 0; l < td.local_preds.size(); ++l) {
-      for (uint32_t p : preds[td.local_preds[l]].matches) {
-        if (sigs[p].empty()) touched.push_back(p);
-        sigs[p].push_back(l);
-      }
+    // Signatures of every peer that matches a predicate or has a referenced named port,
+    // built in one flat buffer: count, offsets in peer order, fill in predicate order (so
+    // each signature is sorted).
+    std::vector<uint32_t>& count = scratch_count;
+    std::vector<uint32_t>& offset = scratch_offset;
+    std::vector<uint8_t>& named = scratch_named;
+    count.resize(peers.size(), 0);
+    offset.resize(peers.size(), 0);
+    named.resize(peers.size(), 0);
+    for (uint32_t g : td.local_preds) {
+      for (uint32_t p : preds[g].matches) ++count[p];
     }
-    std::vector<uint8_t> needs_named(peers.size(), 0);
     for (uint32_t n : td.named_refs) {
-      for (uint32_t p : name_peers[n]) {
-        if (needs_named[p]) continue;
-        needs_named[p] = 1;
-        if (sigs[p].empty()) touched.push_back(p);
-      }
+      for (uint32_t p : name_peers[n]) named[p] = 1;
     }
-    std::sort(touched.begin(), touched.end());
+    std::vector<uint32_t>& touched = scratch_touched;
+    touched.clear();
+    uint32_t total = 0;
+    for (uint32_t p = 0; p < peers.size(); ++p) {
+      if (count[p] == 0 && named[p] == 0) continue;
+      touched.push_back(p);
+      offset[p] = total;
+      total += count[p];
+    }
+    std::vector<uint32_t>& flat = scratch_flat;
+    flat.resize(total);
+    for (uint32_t l = 0; l < td.local_preds.size(); ++l) {
+      for (uint32_t p : preds[td.local_preds[l]].matches) flat[offset[p]++] = l;
+    }
     for (uint32_t p : touched) {
-      std::vector<uint32_t>& sig = sigs[p];
-      if (needs_named[p]) {
-        std::vector<uint32_t> named = PeerSignatureNamed(td, peers[p]);
-        sig.insert(sig.end(), named.begin(), named.end());
+      uint32_t n = count[p];
+      Sig sig(flat.data() + offset[p] - n, n);
+      if (named[p]) {
+        scratch_sig.assign(sig.begin(), sig.end());
+        std::vector<uint32_t> part = PeerSignatureNamed(td, peers[p]);
+        scratch_sig.insert(scratch_sig.end(), part.begin(), part.end());
+        sig = Sig(scratch_sig);
       }
       uint32_t cls = ClassFor(rec, d, sig, DstPorts(rec, d, peers[p]), &created);
       if (cls != BULKHEAD_CLASS_DEFAULT) td.peer_classes.emplace_back(p, cls);
+      count[p] = 0;
+      named[p] = 0;
     }
   }
 }

@@ -2,6 +2,7 @@
 // port segments instead of single flows) and their optimal prefix encoding.
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <optional>
 
 #include "engine/compiler_internal.h"
@@ -73,7 +74,7 @@ struct TierBounds {
 };
 
 // The evaluator's RunTiers at one port, for the rules that match the peer.
-Outcome EvalAt(const TierProgram& prog, const std::vector<Matched>& m, const TierBounds& b,
+Outcome EvalAt(const TierProgram& prog, const Matched* m, size_t m_size, const TierBounds& b,
                uint32_t port, bool include_audit) {
   auto considered = [include_audit](const RuleRec& r) { return include_audit || !r.audit; };
   // 1. Admin tier: first matching rule in priority order; Pass ends the tier.
@@ -99,7 +100,7 @@ Outcome EvalAt(const TierProgram& prog, const std::vector<Matched>& m, const Tie
     return o;
   }
   // 3. Baseline tier.
-  for (size_t i = b.baseline_first; i < m.size(); ++i) {
+  for (size_t i = b.baseline_first; i < m_size; ++i) {
     const RuleRec& r = *m[i].rule;
     if (!considered(r) || !m[i].Covers(port)) continue;
     if (r.action == RuleAction::kPass) break;
@@ -137,23 +138,31 @@ std::string SerializeFunction(const VerdictFunction& f) {
 VerdictFunction EvaluateFunction(const TierProgram& prog, const std::vector<RuleRec>& rules,
                                  const std::vector<uint8_t>& peer_ok,
                                  const std::vector<identity::PortDefinition>& dst_ports) {
-  std::vector<Matched> m;
+  // Scratch reused across calls (the intervals keep their capacity).
+  thread_local std::vector<Matched> pool;
+  size_t n = 0;
   for (uint32_t pos = 0; pos < prog.rules.size(); ++pos) {
-    if (peer_ok[pos]) m.push_back(Matched{pos, &rules[prog.rules[pos]], {}});
+    if (!peer_ok[pos]) continue;
+    if (n == pool.size()) pool.emplace_back();
+    pool[n].pos = pos;
+    pool[n].rule = &rules[prog.rules[pos]];
+    ++n;
   }
+  const Matched* m = pool.data();
   TierBounds b;
-  while (b.ns_first < m.size() && m[b.ns_first].pos < prog.ns_begin) ++b.ns_first;
+  while (b.ns_first < n && m[b.ns_first].pos < prog.ns_begin) ++b.ns_first;
   b.baseline_first = b.ns_first;
-  while (b.baseline_first < m.size() && m[b.baseline_first].pos < prog.baseline_begin) {
+  while (b.baseline_first < n && m[b.baseline_first].pos < prog.baseline_begin) {
     ++b.baseline_first;
   }
 
   VerdictFunction f;
-  std::vector<uint32_t> cuts;
+  thread_local std::vector<uint32_t> cuts;
   for (int k = 0; k < kNumProtocols; ++k) {
     Protocol protocol = kProtocols[k];
     cuts.assign(1, 0);
-    for (auto& x : m) {
+    for (size_t i = 0; i < n; ++i) {
+      Matched& x = pool[i];
       RuleIntervals(*x.rule, protocol, dst_ports, x.ports);
       if (!policy::HasPorts(protocol)) continue;
       for (const auto& [first, last] : x.ports) {
@@ -165,9 +174,9 @@ VerdictFunction EvaluateFunction(const TierProgram& prog, const std::vector<Rule
     cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
     PortFunction& pf = f[k];
     for (uint32_t start : cuts) {
-      Outcome o = EvalAt(prog, m, b, start, /*include_audit=*/false);
+      Outcome o = EvalAt(prog, m, n, b, start, /*include_audit=*/false);
       if (prog.has_audit && o.verdict == BULKHEAD_VERDICT_ALLOW &&
-          EvalAt(prog, m, b, start, /*include_audit=*/true).verdict == BULKHEAD_VERDICT_DENY) {
+          EvalAt(prog, m, n, b, start, /*include_audit=*/true).verdict == BULKHEAD_VERDICT_DENY) {
         o.flags |= BULKHEAD_POLICY_F_AUDIT_WOULD_DENY;
       }
       if (pf.pieces.empty() || !(pf.pieces.back().second == o)) pf.pieces.emplace_back(start, o);
@@ -178,16 +187,47 @@ VerdictFunction EvaluateFunction(const TierProgram& prog, const std::vector<Rule
 
 namespace {
 
+// Candidate sets of outcome indices: a bit mask when a function has at most 64 distinct
+// outcomes (always, in practice), else a sorted vector.
+struct MaskSet {
+  uint64_t bits = 0;
+  static MaskSet Of(uint32_t i) { return MaskSet{uint64_t{1} << i}; }
+  static MaskSet Combine(const MaskSet& a, const MaskSet& b) {
+    uint64_t both = a.bits & b.bits;
+    return MaskSet{both != 0 ? both : a.bits | b.bits};
+  }
+  bool Contains(uint32_t i) const { return (bits >> i) & 1; }
+  uint32_t Min() const { return static_cast<uint32_t>(__builtin_ctzll(bits)); }
+};
+struct VectorSet {
+  std::vector<uint32_t> items;  // sorted
+  static VectorSet Of(uint32_t i) { return VectorSet{{i}}; }
+  static VectorSet Combine(const VectorSet& a, const VectorSet& b) {
+    VectorSet r;
+    std::set_intersection(a.items.begin(), a.items.end(), b.items.begin(), b.items.end(),
+                          std::back_inserter(r.items));
+    if (r.items.empty()) {
+      std::set_union(a.items.begin(), a.items.end(), b.items.begin(), b.items.end(),
+                     std::back_inserter(r.items));
+    }
+    return r;
+  }
+  bool Contains(uint32_t i) const { return std::binary_search(items.begin(), items.end(), i); }
+  uint32_t Min() const { return items.front(); }
+};
+
 // ORTC (Draves et al., "Constructing optimal IP routing tables") over the 16-bit port trie,
-// descending only into subtrees on which the function is not constant.
+// descending only into subtrees on which the function is not constant. Pass 1 computes,
+// bottom-up, each node's candidate outcomes (those needing fewest entries below it: the
+// intersection of its children's when not empty, else their union); pass 2 walks top-down
+// and emits an entry only where the inherited outcome is not a candidate.
+template <typename Set>
 class PrefixEncoder {
  public:
-  explicit PrefixEncoder(const PortFunction& f) : f_(f) {
-    for (const auto& [start, o] : f.pieces) {
-      auto it = std::find(outcomes_.begin(), outcomes_.end(), o);
-      piece_outcome_.push_back(static_cast<uint32_t>(it - outcomes_.begin()));
-      if (it == outcomes_.end()) outcomes_.push_back(o);
-    }
+  PrefixEncoder(const PortFunction& f, const std::vector<Outcome>& outcomes,
+                const std::vector<uint32_t>& piece_outcome)
+      : f_(f), outcomes_(outcomes), piece_outcome_(piece_outcome) {
+    nodes_.reserve(64);
   }
 
   std::vector<PortPrefix> Run() {
@@ -202,7 +242,7 @@ class PrefixEncoder {
     uint8_t bits = 0;
     int left = -1;
     int right = -1;
-    std::vector<uint32_t> set;  // outcome indices that need fewest entries below, sorted
+    Set set;
   };
 
   size_t PieceOf(uint32_t port) const {
@@ -211,7 +251,6 @@ class PrefixEncoder {
     return static_cast<size_t>(it - f_.pieces.begin()) - 1;
   }
 
-  // Pass 1: bottom-up candidate sets (intersection when non-empty, else union).
   int Build(uint32_t lo, uint8_t bits) {
     uint32_t size = kPortSpace >> bits;
     int id = static_cast<int>(nodes_.size());
@@ -219,32 +258,25 @@ class PrefixEncoder {
     size_t first = PieceOf(lo);
     size_t last = PieceOf(lo + size - 1);
     if (first == last) {
-      nodes_[id].set = {piece_outcome_[first]};
+      nodes_[id].set = Set::Of(piece_outcome_[first]);
       return id;
     }
     int left = Build(lo, static_cast<uint8_t>(bits + 1));
     int right = Build(lo + size / 2, static_cast<uint8_t>(bits + 1));
-    const auto& a = nodes_[left].set;
-    const auto& b = nodes_[right].set;
-    std::vector<uint32_t> set;
-    std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(set));
-    if (set.empty())
-      std::set_union(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(set));
+    Set set = Set::Combine(nodes_[left].set, nodes_[right].set);
     nodes_[id].left = left;
     nodes_[id].right = right;
     nodes_[id].set = std::move(set);
     return id;
   }
 
-  // Pass 2: top-down; a node needs an entry only when what it inherits is not among its
-  // candidates.
   void Emit(int id, std::optional<uint32_t> inherited) {
     const Node& n = nodes_[id];
     uint32_t chosen;
-    if (inherited && std::binary_search(n.set.begin(), n.set.end(), *inherited)) {
+    if (inherited && n.set.Contains(*inherited)) {
       chosen = *inherited;
     } else {
-      chosen = n.set.front();
+      chosen = n.set.Min();  // any candidate is optimal; the first keeps output stable
       out_.push_back(PortPrefix{static_cast<uint16_t>(n.lo), n.bits, outcomes_[chosen]});
     }
     if (n.left >= 0) {
@@ -254,8 +286,8 @@ class PrefixEncoder {
   }
 
   const PortFunction& f_;
-  std::vector<Outcome> outcomes_;
-  std::vector<uint32_t> piece_outcome_;
+  const std::vector<Outcome>& outcomes_;
+  const std::vector<uint32_t>& piece_outcome_;
   std::vector<Node> nodes_;
   std::vector<PortPrefix> out_;
 };
@@ -264,7 +296,17 @@ class PrefixEncoder {
 
 std::vector<PortPrefix> EncodePrefixes(const PortFunction& f) {
   if (f.pieces.size() == 1) return {PortPrefix{0, 0, f.pieces.front().second}};
-  return PrefixEncoder(f).Run();
+  // Outcomes numbered in order of first appearance (by port).
+  std::vector<Outcome> outcomes;
+  std::vector<uint32_t> piece_outcome;
+  piece_outcome.reserve(f.pieces.size());
+  for (const auto& [start, o] : f.pieces) {
+    auto it = std::find(outcomes.begin(), outcomes.end(), o);
+    piece_outcome.push_back(static_cast<uint32_t>(it - outcomes.begin()));
+    if (it == outcomes.end()) outcomes.push_back(o);
+  }
+  if (outcomes.size() <= 64) return PrefixEncoder<MaskSet>(f, outcomes, piece_outcome).Run();
+  return PrefixEncoder<VectorSet>(f, outcomes, piece_outcome).Run();
 }
 
 }  // namespace bulkhead::engine::compiler_internal

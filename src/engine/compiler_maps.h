@@ -1,6 +1,6 @@
 // In-memory models of the BPF maps the policy compiler fills, with the kernel's lookup
-// semantics (exact match for hash maps, longest prefix for LPM tries) over the very
-// key/value structs of the ABI header. The compiler writes into them, the loader copies
+// semantics (exact match for the peer hash map, longest prefix for the LPM tries) over the
+// very key/value structs of the ABI header. The compiler writes into them, the loader copies
 // their entries into the kernel, and Lookup() (compiler.h) reads them as the datapath does.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -36,30 +37,12 @@ T FromBytes(const KeyBytes<T>& b) {
   return v;
 }
 
-// BPF_MAP_TYPE_HASH.
-template <typename Key, typename Value>
-class HashMapModel {
- public:
-  void Update(const Key& key, const Value& value) { map_[ToBytes(key)] = value; }
-  bool Delete(const Key& key) { return map_.erase(ToBytes(key)) > 0; }
-  const Value* Lookup(const Key& key) const {
-    auto it = map_.find(ToBytes(key));
-    return it == map_.end() ? nullptr : &it->second;
+// Hashes key bytes in one go (absl would hash a std::array element by element).
+struct KeyBytesHash {
+  template <size_t N>
+  size_t operator()(const std::array<uint8_t, N>& b) const {
+    return absl::HashOf(std::string_view(reinterpret_cast<const char*>(b.data()), N));
   }
-  size_t size() const { return map_.size(); }
-  // Every entry, in byte order of the key (deterministic; callers sort for display).
-  std::vector<std::pair<Key, Value>> Entries() const {
-    std::vector<std::pair<KeyBytes<Key>, Value>> raw(map_.begin(), map_.end());
-    std::sort(raw.begin(), raw.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
-    std::vector<std::pair<Key, Value>> out;
-    out.reserve(raw.size());
-    for (const auto& [k, v] : raw) out.emplace_back(FromBytes<Key>(k), v);
-    return out;
-  }
-
- private:
-  absl::flat_hash_map<KeyBytes<Key>, Value> map_;
 };
 
 // BPF_MAP_TYPE_LPM_TRIE. Key starts with `__u32 prefixlen`; the data after it is matched
@@ -77,6 +60,7 @@ class LpmTrieModel {
     (void)it;
     if (inserted) ++length_count_[key.prefixlen];
   }
+  void Reserve(size_t n) { map_.reserve(n); }
   bool Delete(const Key& key) {
     if (map_.erase(Normalize(key)) == 0) return false;
     --length_count_[key.prefixlen];
@@ -127,13 +111,66 @@ class LpmTrieModel {
     return b;
   }
 
-  absl::flat_hash_map<KeyBytes<Key>, Value> map_;
+  absl::flat_hash_map<KeyBytes<Key>, Value, KeyBytesHash> map_;
   std::array<uint32_t, kDataBits + 1> length_count_{};
 };
 
 using IpcacheMap = LpmTrieModel<bulkhead_ipcache_key, bulkhead_ipcache_value>;
-using PolicyPeerMap = HashMapModel<bulkhead_policy_peer_key, bulkhead_policy_peer_value>;
-using PolicyPortMap = LpmTrieModel<bulkhead_policy_port_key, bulkhead_policy_port_value>;
+
+// The policy peers map (BPF_MAP_TYPE_HASH: exact match on the whole key). Held per table
+// and direction as a vector sorted by peer identity, because the compiler writes it table
+// by table (appends) and an incremental update touches one table's vector: far cheaper
+// than scattered hash inserts for the hundreds of thousands of entries of a large cluster.
+class PolicyPeerMap {
+ public:
+  // Keys must have zero padding (the compiler's PeerKey does); a key with padding set is a
+  // broken invariant.
+  void Update(const bulkhead_policy_peer_key& key, const bulkhead_policy_peer_value& value);
+  bool Delete(const bulkhead_policy_peer_key& key);
+  // nullptr when absent (a key with non-zero padding is never present, as in the kernel).
+  const bulkhead_policy_peer_value* Lookup(const bulkhead_policy_peer_key& key) const;
+  size_t size() const { return size_; }
+  // Every entry, sorted by table, direction, peer identity.
+  std::vector<std::pair<bulkhead_policy_peer_key, bulkhead_policy_peer_value>> Entries() const;
+
+ private:
+  using Row = std::pair<uint32_t, bulkhead_policy_peer_value>;  // peer identity, class
+  absl::flat_hash_map<uint32_t, std::array<std::vector<Row>, 2>> tables_;
+  size_t size_ = 0;
+};
+
+// The policy ports map (BPF_MAP_TYPE_LPM_TRIE over table, class, direction, protocol and
+// a port prefix). Held per table, direction, class and protocol as a short vector of port
+// prefixes; lookup returns the longest prefix that matches, as the kernel's trie does.
+// Entries must fix table, class, direction and protocol (prefixlen >= 80, one of the five
+// protocols the compiler covers): anything else is a broken invariant.
+class PolicyPortMap {
+ public:
+  void Update(const bulkhead_policy_port_key& key, const bulkhead_policy_port_value& value);
+  bool Delete(const bulkhead_policy_port_key& key);
+  // The value stored for exactly this prefix.
+  const bulkhead_policy_port_value* Find(const bulkhead_policy_port_key& key) const;
+  // The longest stored prefix (<= key.prefixlen) matching the key.
+  const bulkhead_policy_port_value* Lookup(const bulkhead_policy_port_key& key) const;
+  size_t size() const { return size_; }
+  // Every entry, sorted by table, direction, class, protocol, port, prefix length.
+  std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>> Entries() const;
+
+ private:
+  struct Prefix {
+    uint16_t port = 0;  // host order, bits beyond `bits` clear
+    uint8_t bits = 0;
+    bulkhead_policy_port_value value{};
+  };
+  static constexpr int kProtocolSlots = 5;
+  using ClassPorts = std::array<std::vector<Prefix>, kProtocolSlots>;
+  using TablePorts = std::array<std::vector<ClassPorts>, 2>;  // [direction][class]
+  const std::vector<Prefix>* Group(const bulkhead_policy_port_key& key) const;
+  template <typename Tables>
+  static auto* GroupIn(Tables& tables, const bulkhead_policy_port_key& key);
+  absl::flat_hash_map<uint32_t, TablePorts> tables_;
+  size_t size_ = 0;
+};
 
 // The three maps of one compiled policy, as the kernel will hold them.
 struct PolicyMaps {

@@ -114,6 +114,26 @@ TEST(CompilerPrefixes, RandomFunctionsAreEncodedExactlyAndNoLargerThanDisjointCo
   }
 }
 
+TEST(CompilerPrefixes, ManyDistinctOutcomesAreEncodedExactly) {
+  // More than 64 distinct outcomes takes the encoder's general path.
+  std::mt19937 rng(99);
+  for (int iter = 0; iter < 5; ++iter) {
+    ci::PortFunction f;
+    std::set<uint32_t> starts = {0};
+    while (starts.size() < 150) starts.insert(rng() % 65536);
+    uint32_t v = 0;
+    for (uint32_t s : starts) f.pieces.emplace_back(s, O(1000 + (v++ % 100)));
+    auto e = ci::EncodePrefixes(f);
+    EXPECT_LE(e.size(), DisjointCover(f));
+    std::vector<ci::Outcome> at = PaintLpm(e);
+    size_t piece = 0;
+    for (uint32_t port = 0; port < 65536; ++port) {
+      if (piece + 1 < f.pieces.size() && f.pieces[piece + 1].first == port) ++piece;
+      ASSERT_EQ(at[port], f.pieces[piece].second) << "port " << port;
+    }
+  }
+}
+
 // ---- map models
 
 TEST(CompilerMaps, LpmTrieReturnsLongestMatchingPrefix) {
