@@ -335,6 +335,31 @@ TEST_F(TiersTest, EgressSubjectProcessSelector) {
   EXPECT_TRUE(Eval("prod/web", "192.0.2.5", Protocol::kTCP, 443).allowed);  // not named
 }
 
+// A flow names only its source process, so an ingress subject with a process selector
+// (the destination process) never matches: it does not isolate.
+TEST_F(TiersTest, IngressSubjectProcessNeverMatches) {
+  Policy p = NativePol("prod", "pg-only", Sel({{"app", "db"}}), kIngressOnly,
+                       {Allow({NsPeer(EnvSel("prod"))})});
+  p.subject.process = policy::ProcessSelector{{"postgres"}, {}};
+  b_.Add(p);
+  Verdict v = Eval("dev/tool", "prod/db", Protocol::kTCP, 5432, "postgres");
+  EXPECT_TRUE(v.allowed);
+  EXPECT_EQ(v.ingress.reason, Reason::kDefaultAllow);
+}
+
+// A Workload object that is not one of the cluster's is matched on the fly.
+TEST_F(TiersTest, WorkloadOutsideTheClusterObject) {
+  b_.Add(NetPol("prod", "deny", Sel({{"app", "web"}}), kIngressOnly));
+  c_ = b_.Build();
+  Evaluator ev(c_);
+  policy::Workload copy = *c_.FindWorkload("prod/web");
+  Flow f = MakeFlow(c_, "dev/tool", "prod/web");
+  f.dst.workload = &copy;
+  EXPECT_FALSE(ev.Evaluate(f).allowed);
+  copy.labels["app"] = "other";
+  EXPECT_TRUE(ev.Evaluate(f).allowed);
+}
+
 TEST_F(TiersTest, IngressPeerProcessAndServiceAccount) {
   Peer from_psql = NsPeer(Sel(), Sel({{"app", "tool"}}));
   from_psql.process = policy::ProcessSelector{{"psql"}, {"/opt/pg/bin/psql"}};
