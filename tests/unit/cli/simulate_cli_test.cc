@@ -659,6 +659,32 @@ TEST_F(SimulateCliTest, NoticesOnlyWhenVerbose) {
   EXPECT_EQ(quiet.out, verbose.out);
 }
 
+TEST_F(SimulateCliTest, WarningsArePrintedWithoutVerboseAndDoNotFail) {
+  // A CIDR with host bits set is accepted (as the API server does) with a warning.
+  std::string f = Write("warn.yaml", R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: loose, namespace: a}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: 10.0.0.1/8}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: a}
+spec:
+  containers: [{name: c, image: x}]
+)");
+  Result r = Run({"simulate", "-f", f, "--from", "a/p", "--to", "10.9.9.9", "--port", "80"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("NetworkPolicy a/loose"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("10.0.0.1/8"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.rfind("ALLOWED", 0), 0u) << r.out;
+}
+
 // ---- other errors: exit 1 ----
 
 TEST_F(SimulateCliTest, UnwritableOutputIsAnError) {
