@@ -470,15 +470,17 @@ absl::Status BpfDatapath::WritePolicyTables(const PolicyTables& tables) {
   // leaves part of these tables written, harmless under ids no endpoint uses yet: the caller
   // deletes them.
   if (auto s = ValidatePolicyTables(tables); !s.ok()) return s;
-  for (const auto& [key, value] : tables.peers) {
-    if (auto s = MapUpdate(skel->maps.bh_pol_peer, &key, &value, BPF_ANY,
-                           absl::StrCat("writing policy peer entry of table ", key.table_id));
-        !s.ok())
-      return s;
-  }
+  // Port entries before peer entries: a peer moved into a new class of a live table must
+  // find that class's port entries already there (the compiler's incremental order).
   for (const auto& [key, value] : tables.ports) {
     if (auto s = MapUpdate(skel->maps.bh_pol_port, &key, &value, BPF_ANY,
                            absl::StrCat("writing policy port entry of table ", key.table_id));
+        !s.ok())
+      return s;
+  }
+  for (const auto& [key, value] : tables.peers) {
+    if (auto s = MapUpdate(skel->maps.bh_pol_peer, &key, &value, BPF_ANY,
+                           absl::StrCat("writing policy peer entry of table ", key.table_id));
         !s.ok())
       return s;
   }

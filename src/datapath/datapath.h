@@ -110,8 +110,10 @@ class IDatapath {
       const std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>>& entries) = 0;
   virtual absl::Status DeleteIpcache(const std::vector<bulkhead_ipcache_key>& keys) = 0;
 
-  // Writes the entries of one or more tables. Writing a table id that an endpoint is using
-  // changes that endpoint's policy entry by entry: use fresh ids.
+  // Writes the entries of one or more tables: all port entries, then all peer entries, so
+  // that a class a peer moves into is complete before the peer points at it (what the
+  // compiler's incremental updates of live tables rely on). A whole new policy goes under
+  // fresh table ids and is switched to with SwitchPolicy.
   virtual absl::Status WritePolicyTables(const PolicyTables& tables) = 0;
   // Removes every entry of these tables. Refuses (FailedPrecondition) while an endpoint still
   // points at one of them.

@@ -137,8 +137,8 @@ absl::Status FakeDatapath::DeleteIpcache(const std::vector<bulkhead_ipcache_key>
 absl::Status FakeDatapath::WritePolicyTables(const PolicyTables& tables) {
   if (auto s = TakeInjectedFailure(); !s.ok()) return s;
   if (auto s = ValidatePolicyTables(tables); !s.ok()) return s;
-  for (const auto& [key, value] : tables.peers) peers_[ToBytes(key)] = value;
   for (const auto& [key, value] : tables.ports) ports_[LpmBytes(key, PrefixOf(key))] = value;
+  for (const auto& [key, value] : tables.peers) peers_[ToBytes(key)] = value;
   return absl::OkStatus();
 }
 
