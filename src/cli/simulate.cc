@@ -220,32 +220,41 @@ class SimulateCommand : public Subcommand {
   std::optional<engine::FlowEndpoint> ResolveOne(const policy::Cluster& cluster, const char* flag,
                                                  const std::string& text, Problems& p) {
     if (auto ep = engine::ResolveEndpoint(cluster, text)) return ep;
+    // What did the caller mean? Say what is wrong in those terms.
+    // Workload names never contain ':'; digits and dots only is an IPv4 attempt.
+    bool ip_like = text.find(':') != std::string::npos ||
+                   (text.find('.') != std::string::npos &&
+                    text.find_first_not_of("0123456789.") == std::string::npos);
     auto slash = text.find('/');
     if (common::Cidr::Parse(text)) {
       p.Error(std::string(flag) + ": " + Quote(text) +
               " is an address range: give one address or a workload");
-    } else if (slash != std::string::npos && slash > 0 && slash + 1 < text.size() &&
-               text.find('/', slash + 1) == std::string::npos) {
-      std::string ns = text.substr(0, slash);
-      std::string name = text.substr(slash + 1);
-      std::string msg = std::string(flag) + ": no workload " + Quote(text) + " in the input";
-      std::vector<std::string> hints;
-      for (const auto& w : cluster.workloads) {
-        if (w.name == name || w.namespace_name == ns) hints.push_back(w.Id());
-      }
-      if (!hints.empty()) {
-        std::string list;
-        for (size_t i = 0; i < hints.size() && i < 8; ++i) list += (i ? ", " : "") + hints[i];
-        if (hints.size() > 8) list += ", ...";
-        msg += " (did you mean: " + list + "?)";
-      } else if (cluster.FindNamespace(ns) == nullptr) {
-        msg += " (no namespace " + Quote(ns) + " either)";
-      }
-      p.Error(msg);
-    } else {
+      return std::nullopt;
+    }
+    if (ip_like || text.empty() || slash == 0 || slash + 1 == text.size() ||
+        (slash != std::string::npos && text.find('/', slash + 1) != std::string::npos)) {
       p.Error(std::string(flag) + ": " + Quote(text) +
               " is neither a workload (namespace/name) nor an IP address");
+      return std::nullopt;
     }
+    // A bare name is a workload in namespace "default", as kubectl reads it.
+    std::string ns = slash == std::string::npos ? "default" : text.substr(0, slash);
+    std::string name = slash == std::string::npos ? text : text.substr(slash + 1);
+    std::string msg =
+        std::string(flag) + ": no workload " + Quote(ns + "/" + name) + " in the input";
+    std::vector<std::string> hints;
+    for (const auto& w : cluster.workloads) {
+      if (w.name == name || w.namespace_name == ns) hints.push_back(w.Id());
+    }
+    if (!hints.empty()) {
+      std::string list;
+      for (size_t i = 0; i < hints.size() && i < 8; ++i) list += (i ? ", " : "") + hints[i];
+      if (hints.size() > 8) list += ", ...";
+      msg += " (did you mean: " + list + "?)";
+    } else if (cluster.FindNamespace(ns) == nullptr) {
+      msg += " (no namespace " + Quote(ns) + " either)";
+    }
+    p.Error(msg);
     return std::nullopt;
   }
 

@@ -469,6 +469,11 @@ TEST_F(SimulateCliTest, BadFlagsAreInvalidInput) {
   const std::vector<BadFlags> cases = {
       {{"--from", "shop/nope", "--to", "shop/api", "--port", "80"}, "--from: no workload"},
       {{"--from", "shop/api", "--to", "nowhere/x", "--port", "80"}, "no namespace \"nowhere\""},
+      // A bare name is looked up in namespace default, and close names are suggested.
+      {{"--from", "web", "--to", "shop/api", "--port", "80"},
+       "--from: no workload \"default/web\" in the input (did you mean: frontend/web?)"},
+      {{"--from", "shop/api", "--to", "fe80::zz", "--port", "80"},
+       "--to: \"fe80::zz\" is neither a workload (namespace/name) nor an IP address"},
       {{"--from", "shop/api", "--to", "10.0.0.300", "--port", "80"},
        "--to: \"10.0.0.300\" is neither a workload (namespace/name) nor an IP address"},
       {{"--from", "10.0.0.0/8", "--to", "shop/api", "--port", "80"}, "is an address range"},
