@@ -23,7 +23,8 @@ struct IpAddr {
   bool Bit(int i) const { return (bytes[i / 8] >> (7 - i % 8)) & 1; }
   uint32_t V4HostOrder() const;
 
-  auto operator<=>(const IpAddr&) const = default;
+  // clang-tidy 14 misreads the defaulted comparison as a literal-0 comparison.
+  auto operator<=>(const IpAddr&) const = default;  // NOLINT(modernize-use-nullptr)
   bool operator==(const IpAddr&) const = default;
 };
 
@@ -42,7 +43,8 @@ struct Cidr {
   IpAddr First() const;
   IpAddr Last() const;
 
-  auto operator<=>(const Cidr&) const = default;
+  // clang-tidy 14 misreads the defaulted comparison as a literal-0 comparison.
+  auto operator<=>(const Cidr&) const = default;  // NOLINT(modernize-use-nullptr)
   bool operator==(const Cidr&) const = default;
 };
 
