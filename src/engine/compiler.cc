@@ -206,6 +206,7 @@ struct PolicyCompiler::State {
   std::vector<std::vector<uint32_t>> name_users;  // name id -> TableRec indices (egress)
 
   std::map<policy::IpAddr, std::string> workload_ips;
+  std::set<std::string> workload_ids;
   uint32_t next_table_id = 1;
   // Scratch buffers reused across tables (ComputeTable, ClassFor).
   std::vector<uint32_t> scratch_count, scratch_offset, scratch_flat, scratch_sig, scratch_touched;
@@ -234,6 +235,14 @@ struct PolicyCompiler::State {
   void EmitIpcache(const policy::Cidr& prefix, NumericIdentity id, uint32_t flags,
                    CompileDelta* delta);
   policy::Mode ModeOf(const policy::Workload& w) const;
+  bool IsLocal(const policy::Workload& w) const {
+    return options.node.empty() || w.node == options.node;
+  }
+  CompiledTable* MutableTable(uint32_t table_id);
+  CompiledIdentity* MutableIdentity(NumericIdentity id);
+  // Incremental steps: a new peer's class in every existing table; an identity's table.
+  void AddPeerToTables(uint32_t p, const std::vector<uint32_t>& matched, CompileDelta* delta);
+  bool EnsureTable(NumericIdentity id, CompileDelta* delta);  // true: a new table id
   absl::Status CompileAll();
 };
 
@@ -696,10 +705,9 @@ absl::Status PolicyCompiler::State::CompileAll() {
   filter = identity::LabelFilter::ForCluster(*cluster);
 
   // Workload identities.
-  std::set<std::string> ids;
   std::vector<identity::IdentityKey> keys;
   for (const auto& w : cluster->workloads) {
-    if (!ids.insert(w.Id()).second) {
+    if (!workload_ids.insert(w.Id()).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(w.source.ToString(), ": workload ", w.Id(), ": defined more than once"));
     }
@@ -710,6 +718,11 @@ absl::Status PolicyCompiler::State::CompileAll() {
   auto allocator_or = identity::IdentityAllocator::ForKeys(keys);
   if (!allocator_or.ok()) return allocator_or.status();
   allocator = std::move(*allocator_or);
+  // The identities that need a table: those of the workloads on this node (all without one).
+  std::set<NumericIdentity> local_ids;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (IsLocal(cluster->workloads[i])) local_ids.insert(allocator.Find(keys[i]));
+  }
 
   // CIDR identities: every CIDR policy names, and every node address.
   std::vector<policy::Cidr> cut;
@@ -782,6 +795,7 @@ absl::Status PolicyCompiler::State::CompileAll() {
 
   // Tables, in order of their first identity.
   for (const auto& [id, key] : allocator.identities()) {
+    if (local_ids.count(id) == 0) continue;
     TableKey tk = KeyFor(key);
     auto [it, inserted] = table_by_key.emplace(std::move(tk), static_cast<uint32_t>(tables.size()));
     if (inserted) {
@@ -795,7 +809,7 @@ absl::Status PolicyCompiler::State::CompileAll() {
   }
 
   // Table ids and map entries.
-  uint64_t needed = options.share_tables ? tables.size() : allocator.identities().size();
+  uint64_t needed = options.share_tables ? tables.size() : local_ids.size();
   if (uint64_t{options.table_id_base} + needed > std::numeric_limits<uint32_t>::max()) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "compiler: table ids from ", options.table_id_base, " cannot hold ", needed, " tables"));
@@ -811,7 +825,7 @@ absl::Status PolicyCompiler::State::CompileAll() {
       table_order.emplace_back(tid, t);
     }
   } else {
-    for (const auto& [id, key] : allocator.identities()) {
+    for (NumericIdentity id : local_ids) {
       uint32_t tid = next_table_id++;
       uint32_t t = table_of[id];
       tables[t]->table_ids.push_back(tid);
@@ -847,11 +861,13 @@ absl::Status PolicyCompiler::State::CompileAll() {
     out.identities.push_back(std::move(ci_out));
   }
   std::map<NumericIdentity, std::vector<std::string>> workloads_of;
-  for (const auto& w : cluster->workloads) {
-    auto key = identity::MakeIdentityKey(NamespaceLabels(w.namespace_name), w, filter);
-    NumericIdentity id = allocator.Find(key);
+  std::vector<NumericIdentity> workload_identity(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const policy::Workload& w = cluster->workloads[i];
+    NumericIdentity id = allocator.Find(keys[i]);
+    workload_identity[i] = id;
     workloads_of[id].push_back(w.Id());
-    out.endpoints[w.Id()] = EndpointBinding{id, table_id_of[id], ModeOf(w)};
+    if (IsLocal(w)) out.endpoints[w.Id()] = EndpointBinding{id, table_id_of.at(id), ModeOf(w)};
   }
   for (const auto& [id, key] : allocator.identities()) {
     CompiledIdentity ci_out;
@@ -860,7 +876,8 @@ absl::Status PolicyCompiler::State::CompileAll() {
     ci_out.key = key;
     ci_out.workloads = workloads_of[id];
     std::sort(ci_out.workloads.begin(), ci_out.workloads.end());
-    ci_out.table_id = table_id_of[id];
+    auto tid = table_id_of.find(id);
+    ci_out.table_id = tid == table_id_of.end() ? BULKHEAD_TABLE_NONE : tid->second;
     out.identities.push_back(std::move(ci_out));
   }
   for (const auto& c : cidrs.all()) {
@@ -874,10 +891,10 @@ absl::Status PolicyCompiler::State::CompileAll() {
   }
   // Workload addresses last: where a workload address equals a cut /32 or /128, the
   // workload wins (a workload's address is never "outside").
-  for (const auto& w : cluster->workloads) {
-    for (const auto& ip : w.ips) {
-      EmitIpcache(identity::HostPrefix(ip), out.endpoints[w.Id()].identity,
-                  BULKHEAD_IPCACHE_F_WORKLOAD, nullptr);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (const auto& ip : cluster->workloads[i].ips) {
+      EmitIpcache(identity::HostPrefix(ip), workload_identity[i], BULKHEAD_IPCACHE_F_WORKLOAD,
+                  nullptr);
     }
   }
   return absl::OkStatus();
@@ -901,9 +918,98 @@ absl::StatusOr<std::unique_ptr<PolicyCompiler>> PolicyCompiler::Create(
 const CompiledPolicy& PolicyCompiler::compiled() const { return state_->out; }
 const policy::Cluster& PolicyCompiler::cluster() const { return *state_->cluster; }
 
+CompiledTable* PolicyCompiler::State::MutableTable(uint32_t table_id) {
+  auto it = std::lower_bound(out.tables.begin(), out.tables.end(), table_id,
+                             [](const CompiledTable& a, uint32_t b) { return a.table_id < b; });
+  return it != out.tables.end() && it->table_id == table_id ? &*it : nullptr;
+}
+
+CompiledIdentity* PolicyCompiler::State::MutableIdentity(NumericIdentity id) {
+  auto it = std::lower_bound(out.identities.begin(), out.identities.end(), id,
+                             [](const CompiledIdentity& a, NumericIdentity b) { return a.id < b; });
+  return it != out.identities.end() && it->id == id ? &*it : nullptr;
+}
+
+void PolicyCompiler::State::AddPeerToTables(uint32_t p, const std::vector<uint32_t>& matched,
+                                            CompileDelta* delta) {
+  const PeerRec& np = peers[p];
+  // The table directions where the peer matches a predicate or has a named port that an
+  // egress rule names; everywhere else its signature is empty: class 0, no entry.
+  std::map<std::pair<uint32_t, int>, std::vector<uint32_t>> touched;
+  for (uint32_t g : matched) {
+    for (const auto& use : pred_users[g]) touched[{use.table, use.dir}].push_back(use.local);
+  }
+  for (const auto& npd : np.key->named_ports) {
+    auto nit = name_ids.find(npd.name);
+    if (nit == name_ids.end()) continue;
+    for (uint32_t t : name_users[nit->second]) touched[{t, 1}];
+  }
+  for (auto& [where, locals] : touched) {
+    auto [t, d] = where;
+    TableRec& rec = *tables[t];
+    std::sort(locals.begin(), locals.end());
+    locals.erase(std::unique(locals.begin(), locals.end()), locals.end());
+    std::vector<uint32_t> sig = locals;
+    if (d == 1) {
+      std::vector<uint32_t> named = PeerSignatureNamed(rec.dirs[d], np);
+      sig.insert(sig.end(), named.begin(), named.end());
+    }
+    if (sig.empty()) continue;
+    bool new_class = false;
+    uint32_t cls = ClassFor(rec, d, sig, DstPorts(rec, d, np), &new_class);
+    if (new_class) {
+      for (uint32_t table_id : rec.table_ids) {
+        EmitClass(rec, d, cls, table_id, delta);
+        MutableTable(table_id)->classes[d] = static_cast<uint32_t>(rec.dirs[d].classes.size());
+      }
+    }
+    if (cls == BULKHEAD_CLASS_DEFAULT) continue;
+    rec.dirs[d].peer_classes.emplace_back(p, cls);
+    for (uint32_t table_id : rec.table_ids) EmitPeer(table_id, d, np, cls, delta);
+  }
+}
+
+bool PolicyCompiler::State::EnsureTable(NumericIdentity id, CompileDelta* delta) {
+  TableKey tk = KeyFor(*allocator.Key(id));
+  auto [it, inserted] = table_by_key.emplace(std::move(tk), static_cast<uint32_t>(tables.size()));
+  uint32_t rec_index = it->second;
+  if (inserted) {
+    auto rec = std::make_unique<TableRec>();
+    rec->key = it->first;
+    tables.push_back(std::move(rec));
+    ComputeTable(rec_index);  // over every peer, this identity included
+  }
+  TableRec& own = *tables[rec_index];
+  own.identities.insert(std::upper_bound(own.identities.begin(), own.identities.end(), id), id);
+  table_of[id] = rec_index;
+  bool new_table_id = inserted || !options.share_tables;
+  uint32_t tid;
+  if (new_table_id) {
+    tid = next_table_id++;
+    own.table_ids.push_back(tid);
+    for (int d = 0; d < 2; ++d) {
+      for (uint32_t c = 0; c < own.dirs[d].classes.size(); ++c) EmitClass(own, d, c, tid, delta);
+      for (const auto& [q, c] : own.dirs[d].peer_classes) EmitPeer(tid, d, peers[q], c, delta);
+    }
+    CompiledTable ct;
+    ct.table_id = tid;
+    ct.identities = {id};
+    ct.classes = {static_cast<uint32_t>(own.dirs[0].classes.size()),
+                  static_cast<uint32_t>(own.dirs[1].classes.size())};
+    out.tables.push_back(std::move(ct));  // ids only grow: stays sorted
+  } else {
+    tid = own.table_ids.front();
+    auto& ids = MutableTable(tid)->identities;
+    ids.insert(std::upper_bound(ids.begin(), ids.end(), id), id);
+  }
+  table_id_of[id] = tid;
+  MutableIdentity(id)->table_id = tid;
+  return new_table_id;
+}
+
 absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload& workload) {
   State& s = *state_;
-  if (s.out.endpoints.count(workload.Id()) != 0) {
+  if (s.workload_ids.count(workload.Id()) != 0) {
     return absl::AlreadyExistsError(absl::StrCat(workload.source.ToString(), ": workload ",
                                                  workload.Id(), ": already in the cluster"));
   }
@@ -924,6 +1030,7 @@ absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload&
   delta.workload = workload.Id();
   delta.new_identity = created;
   s.owned->workloads.push_back(workload);
+  s.workload_ids.insert(workload.Id());
   for (const auto& ip : workload.ips) s.workload_ips.emplace(ip, workload.Id());
 
   if (created) {
@@ -932,124 +1039,36 @@ absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload&
     peer.workload = true;
     peer.key = s.allocator.Key(id);
     uint32_t p = s.AddPeer(std::move(peer));
-    const PeerRec& np = s.peers[p];
     std::vector<uint32_t> matched;
     for (uint32_t g = 0; g < s.preds.size(); ++g) {
-      if (s.PredMatches(s.preds[g], np)) {
+      if (s.PredMatches(s.preds[g], s.peers[p])) {
         s.preds[g].matches.push_back(p);
         matched.push_back(g);
       }
     }
-
-    // The identity's own table: shared with identical policy, or new.
-    TableKey tk = s.KeyFor(*np.key);
-    uint32_t new_rec = std::numeric_limits<uint32_t>::max();
-    auto [it, inserted] = s.table_by_key.emplace(tk, static_cast<uint32_t>(s.tables.size()));
-    uint32_t rec_index = it->second;
-    if (inserted) {
-      auto rec = std::make_unique<TableRec>();
-      rec->key = std::move(tk);
-      s.tables.push_back(std::move(rec));
-      s.ComputeTable(rec_index);
-      new_rec = rec_index;
-    }
-    TableRec& own = *s.tables[rec_index];
-    own.identities.push_back(id);
-    s.table_of[id] = rec_index;
-    uint32_t tid;
-    bool new_table_id = inserted || !s.options.share_tables;
-    if (new_table_id) {
-      tid = s.next_table_id++;
-      own.table_ids.push_back(tid);
-      for (int d = 0; d < 2; ++d) {
-        for (uint32_t c = 0; c < own.dirs[d].classes.size(); ++c)
-          s.EmitClass(own, d, c, tid, &delta);
-        for (const auto& [q, c] : own.dirs[d].peer_classes) {
-          s.EmitPeer(tid, d, s.peers[q], c, &delta);
-        }
-      }
-      CompiledTable ct;
-      ct.table_id = tid;
-      ct.identities = {id};
-      ct.classes = {static_cast<uint32_t>(own.dirs[0].classes.size()),
-                    static_cast<uint32_t>(own.dirs[1].classes.size())};
-      s.out.tables.push_back(std::move(ct));
-    } else {
-      tid = own.table_ids.front();
-    }
-    s.table_id_of[id] = tid;
-    delta.new_table = new_table_id;
-
-    // Its class in every other table that distinguishes it.
-    std::map<std::pair<uint32_t, int>, std::vector<uint32_t>> touched;
-    for (uint32_t g : matched) {
-      for (const auto& use : s.pred_users[g]) {
-        if (use.table == new_rec) continue;
-        touched[{use.table, use.dir}].push_back(use.local);
-      }
-    }
-    for (const auto& npd : np.key->named_ports) {
-      auto nit = s.name_ids.find(npd.name);
-      if (nit == s.name_ids.end()) continue;
-      for (uint32_t t : s.name_users[nit->second]) {
-        if (t != new_rec) touched[{t, 1}];
-      }
-    }
-    for (auto& [where, locals] : touched) {
-      auto [t, d] = where;
-      TableRec& rec = *s.tables[t];
-      std::sort(locals.begin(), locals.end());
-      locals.erase(std::unique(locals.begin(), locals.end()), locals.end());
-      std::vector<uint32_t> sig = locals;
-      if (d == 1) {
-        std::vector<uint32_t> named = s.PeerSignatureNamed(rec.dirs[d], np);
-        sig.insert(sig.end(), named.begin(), named.end());
-      }
-      if (sig.empty()) continue;
-      bool new_class = false;
-      uint32_t cls = s.ClassFor(rec, d, sig, s.DstPorts(rec, d, np), &new_class);
-      if (new_class) {
-        for (uint32_t table_id : rec.table_ids) s.EmitClass(rec, d, cls, table_id, &delta);
-        for (uint32_t table_id : rec.table_ids) {
-          for (auto& ct : s.out.tables) {
-            if (ct.table_id == table_id)
-              ct.classes[d] = static_cast<uint32_t>(rec.dirs[d].classes.size());
-          }
-        }
-      }
-      if (cls == BULKHEAD_CLASS_DEFAULT) continue;
-      rec.dirs[d].peer_classes.emplace_back(p, cls);
-      for (uint32_t table_id : rec.table_ids) s.EmitPeer(table_id, d, np, cls, &delta);
-    }
-
+    // Its class in every existing table that distinguishes it.
+    s.AddPeerToTables(p, matched, &delta);
     CompiledIdentity ci_out;
     ci_out.id = id;
     ci_out.kind = identity::IdentityKind::kWorkload;
-    ci_out.key = *np.key;
-    ci_out.table_id = tid;
+    ci_out.key = key;
     auto pos =
         std::lower_bound(s.out.identities.begin(), s.out.identities.end(), id,
                          [](const CompiledIdentity& a, NumericIdentity b) { return a.id < b; });
     s.out.identities.insert(pos, std::move(ci_out));
-    if (!new_table_id) {
-      for (auto& ct : s.out.tables) {
-        if (ct.table_id == tid) ct.identities.push_back(id);
-      }
-    }
   }
+  // A local workload needs its identity's table: shared with identical policy, or new.
+  bool local = s.IsLocal(workload);
+  if (local && s.table_id_of.count(id) == 0) delta.new_table = s.EnsureTable(id, &delta);
 
-  NumericIdentity final_id = id;
-  delta.binding = EndpointBinding{final_id, s.table_id_of[final_id], s.ModeOf(workload)};
+  delta.binding =
+      EndpointBinding{id, local ? s.table_id_of.at(id) : BULKHEAD_TABLE_NONE, s.ModeOf(workload)};
   for (const auto& ip : workload.ips) {
-    s.EmitIpcache(identity::HostPrefix(ip), final_id, BULKHEAD_IPCACHE_F_WORKLOAD, &delta);
+    s.EmitIpcache(identity::HostPrefix(ip), id, BULKHEAD_IPCACHE_F_WORKLOAD, &delta);
   }
-  s.out.endpoints[workload.Id()] = delta.binding;
-  for (auto& ci_out : s.out.identities) {
-    if (ci_out.id == final_id) {
-      ci_out.workloads.push_back(workload.Id());
-      std::sort(ci_out.workloads.begin(), ci_out.workloads.end());
-    }
-  }
+  if (local) s.out.endpoints[workload.Id()] = delta.binding;
+  auto& names = s.MutableIdentity(id)->workloads;
+  names.insert(std::upper_bound(names.begin(), names.end(), workload.Id()), workload.Id());
   return delta;
 }
 

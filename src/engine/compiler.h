@@ -42,6 +42,11 @@ struct CompilerOptions {
   // Identities whose policy is identical (same policies apply, same resolution of named
   // ports) share one table. Off: one table per identity (same verdicts, more entries).
   bool share_tables = true;
+  // Non-empty: compile an agent's view for this node (Workload::node): tables only for the
+  // identities of workloads on the node, and endpoints only for those workloads; the
+  // ipcache and every table's peer classes still cover the whole cluster. Empty: every
+  // workload is an endpoint.
+  std::string node;
 };
 
 struct CompiledIdentity {
@@ -51,7 +56,7 @@ struct CompiledIdentity {
   std::optional<policy::Cidr> cidr;          // CIDR identities
   bool node = false;                         // CIDR identity of a node address
   std::vector<std::string> workloads;        // "ns/name", sorted (workload identities)
-  uint32_t table_id = 0;                     // the table of a workload identity
+  uint32_t table_id = 0;  // the table of a workload identity (0: none on this node)
 };
 
 // One entry of the rule table; its index is the rule_id of the port map values.
@@ -88,7 +93,7 @@ struct CompiledPolicy {
   std::vector<CompiledIdentity> identities;          // sorted by id: reserved, workload, CIDR
   std::vector<CompiledRule> rules;                   // index = rule_id; [0] is "no rule"
   std::vector<CompiledTable> tables;                 // sorted by table_id
-  std::map<std::string, EndpointBinding> endpoints;  // workload "ns/name" -> binding
+  std::map<std::string, EndpointBinding> endpoints;  // local workload "ns/name" -> binding
   PolicyMaps maps;                                   // what the kernel maps hold
 
   const CompiledIdentity* FindIdentity(identity::NumericIdentity id) const;
@@ -102,8 +107,8 @@ struct CompiledPolicy {
 // lookup ever sees a partial state: port entries of new classes and tables first, then
 // peer entries, then ipcache entries, then the endpoint's binding (the switch).
 struct CompileDelta {
-  std::string workload;  // "ns/name"
-  EndpointBinding binding;
+  std::string workload;     // "ns/name"
+  EndpointBinding binding;  // table_id 0 for a workload on another node
   bool new_identity = false;
   bool new_table = false;
   std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>> ports;
@@ -131,10 +136,12 @@ class PolicyCompiler {
   const policy::Cluster& cluster() const;
 
   // Adds one workload (its namespace must be in the cluster, or is implicit) and updates
-  // only what it affects: its ipcache entries; for a new identity, its table (a new one,
-  // or a shared one with identical policy) and its class in every table whose verdicts
-  // distinguish it, with port entries for classes that did not exist before. Applies the
-  // delta to compiled() and returns it. The result gives the same verdicts as a full
+  // only what it affects: its ipcache entries; for a new identity, its class in every
+  // table whose verdicts distinguish it, with port entries for classes that did not exist
+  // before; for a local workload whose identity has no table yet, that table (a new one,
+  // or a shared one with identical policy). Applies the delta to compiled() and returns
+  // it. A workload on another node (CompilerOptions::node) gets binding table 0 and no
+  // endpoint. The result gives the same verdicts as a full
   // compile of the grown cluster; numbering may differ (new identities and tables take
   // the next free numbers, existing ones never change).
   absl::StatusOr<CompileDelta> AddWorkload(const policy::Workload& workload);

@@ -308,7 +308,9 @@ Cluster RandomCluster(Gen& g) {
       b.Add(p);
     }
   }
-  return b.Build();
+  Cluster c = b.Build();
+  for (auto& w : c.workloads) w.node = g.Chance(0.5) ? "h1" : "h2";
+  return c;
 }
 
 // Ports worth probing: every range edge and its neighbours, named port values, extremes.
@@ -490,8 +492,25 @@ std::string Compare(const DirectionVerdict& v, const LookupResult& r, const Comp
   return o.str();
 }
 
-// How the cluster is compiled for one round.
-enum class Build { kFull, kIncremental, kUnshared };
+// How the cluster is compiled for one round: all at once; some workloads added one by one
+// afterwards; one table per identity; an agent's view of node h1 (only its endpoints are
+// checked); the agent's view built incrementally.
+enum class Build { kFull, kIncremental, kUnshared, kNode, kNodeIncremental };
+const char* BuildName(Build b) {
+  switch (b) {
+    case Build::kFull:
+      return "full";
+    case Build::kIncremental:
+      return "incremental";
+    case Build::kUnshared:
+      return "unshared";
+    case Build::kNode:
+      return "node h1";
+    case Build::kNodeIncremental:
+      return "node h1, incremental";
+  }
+  return "?";
+}
 
 struct Totals {
   uint64_t egress = 0;
@@ -507,29 +526,27 @@ void RunRound(uint64_t run_seed, int round, Totals& totals) {
   uint64_t seed = run_seed * 1000003u + static_cast<uint64_t>(round);
   Gen g(seed);
   Cluster cluster = RandomCluster(g);
-  Build build = round % 3 == 0   ? Build::kFull
-                : round % 3 == 1 ? Build::kIncremental
-                                 : Build::kUnshared;
+  Build build = static_cast<Build>(round % 5);
   auto where = [&] {
     return "replay: BULKHEAD_SEED=" + std::to_string(run_seed) + " (round " +
-           std::to_string(round) + ", " +
-           (build == Build::kFull          ? "full"
-            : build == Build::kIncremental ? "incremental"
-                                           : "unshared") +
-           ")\ncluster:\n" + DescribeCluster(cluster);
+           std::to_string(round) + ", " + BuildName(build) + ")\ncluster:\n" +
+           DescribeCluster(cluster);
   };
+  CompilerOptions options;
+  options.share_tables = build != Build::kUnshared;
+  if (build == Build::kNode || build == Build::kNodeIncremental) options.node = "h1";
 
   CompiledPolicy full_storage;
   std::unique_ptr<PolicyCompiler> inc;
   const CompiledPolicy* cp = nullptr;
-  if (build == Build::kIncremental) {
+  if (build == Build::kIncremental || build == Build::kNodeIncremental) {
     // Compile without the last few workloads, then add them one by one.
     Cluster partial = cluster;
     int withheld = std::min<int>(g.Int(1, 3), static_cast<int>(partial.workloads.size()) - 1);
     std::vector<policy::Workload> later(partial.workloads.end() - withheld,
                                         partial.workloads.end());
     partial.workloads.resize(partial.workloads.size() - withheld);
-    auto created = PolicyCompiler::Create(partial);
+    auto created = PolicyCompiler::Create(partial, options);
     ASSERT_TRUE(created.ok()) << created.status() << "\n" << where();
     inc = std::move(*created);
     for (const auto& w : later) {
@@ -538,12 +555,12 @@ void RunRound(uint64_t run_seed, int round, Totals& totals) {
     }
     cp = &inc->compiled();
   } else {
-    auto compiled = CompilePolicy(cluster, CompilerOptions{1, build == Build::kFull});
+    auto compiled = CompilePolicy(cluster, options);
     ASSERT_TRUE(compiled.ok()) << compiled.status() << "\n" << where();
     full_storage = std::move(*compiled);
     cp = &full_storage;
     if (round % 10 == 0) {
-      auto again = CompilePolicy(cluster, CompilerOptions{1, build == Build::kFull});
+      auto again = CompilePolicy(cluster, options);
       ASSERT_TRUE(again.ok());
       ASSERT_EQ(DumpCompiledPolicy(*again), DumpCompiledPolicy(full_storage))
           << "compile is not deterministic\n"
@@ -586,8 +603,19 @@ void RunRound(uint64_t run_seed, int round, Totals& totals) {
       const FlowEndpoint& local = d == Direction::kEgress ? f.src : f.dst;
       const FlowEndpoint& remote = d == Direction::kEgress ? f.dst : f.src;
       if (local.workload == nullptr) continue;
+      auto endpoint_it = cp->endpoints.find(local.workload->Id());
+      bool is_local = options.node.empty() || local.workload->node == options.node;
+      if (endpoint_it == cp->endpoints.end()) {
+        if (is_local) {
+          ADD_FAILURE() << "no endpoint for local workload " << local.workload->Id() << "\n"
+                        << where();
+          ++totals.failures;
+          return;
+        }
+        continue;  // another node's workload: no table in this agent's view
+      }
       DirectionVerdict v = ev.EvaluateDirection(f, d);
-      uint32_t table = cp->endpoints.at(local.workload->Id()).table_id;
+      uint32_t table = endpoint_it->second.table_id;
       LookupResult r = Lookup(cp->maps, table, d, *remote.ip, f.protocol, f.port);
       std::string diff = Compare(v, r, *cp);
       (d == Direction::kEgress ? totals.egress : totals.ingress)++;

@@ -229,7 +229,7 @@ TEST(CompilerIncremental, ANewPolicySetGetsANewTableAboveTheLiveIds) {
 
 TEST(CompilerIncremental, UnsharedTablesGetTheirOwnCopy) {
   Cluster base = BaseCluster();
-  auto pc = MustCreate(base, CompilerOptions{10, false});
+  auto pc = MustCreate(base, CompilerOptions{10, false, {}});
   size_t tables = pc->compiled().tables.size();
   policy::Workload w =
       MakeWorkload("shop", "db-admin", {{"app", "db"}, {"role", "admin"}}, {"10.0.0.9"});
@@ -243,6 +243,81 @@ TEST(CompilerIncremental, UnsharedTablesGetTheirOwnCopy) {
   auto full = CompilePolicy(grown);
   ASSERT_TRUE(full.ok());
   ExpectSameVerdicts(grown, pc->compiled(), *full);
+}
+
+TEST(CompilerIncremental, AnAgentsViewHasTablesOnlyForItsNodeAndGrowsThemOnDemand) {
+  Cluster base = BaseCluster();
+  for (auto& w : base.workloads) w.node = w.name == "db" ? "h1" : "h2";
+  CompilerOptions h1;
+  h1.node = "h1";
+  auto pc = MustCreate(base, h1);
+  const CompiledPolicy& cp = pc->compiled();
+  ASSERT_EQ(cp.endpoints.size(), 1u);
+  EXPECT_EQ(cp.endpoints.count("shop/db"), 1u);
+  EXPECT_EQ(cp.tables.size(), 1u);
+  // Identities of other nodes exist (they are peers) but have no table.
+  const CompiledIdentity* web = nullptr;
+  for (const auto& id : cp.identities) {
+    if (id.kind == identity::IdentityKind::kWorkload && id.workloads.front() == "shop/web")
+      web = &id;
+  }
+  ASSERT_NE(web, nullptr);
+  EXPECT_EQ(web->table_id, BULKHEAD_TABLE_NONE);
+  // db's table still tells every peer of the cluster apart.
+  auto full = CompilePolicy(base);
+  ASSERT_TRUE(full.ok());
+  for (const char* peer : {"10.0.0.1", "10.0.0.2", "10.0.1.1", "8.8.8.8"}) {
+    for (uint16_t port : {5432, 9187, 80}) {
+      auto a = Lookup(cp.maps, cp.endpoints.at("shop/db").table_id, Direction::kIngress, Ip(peer),
+                      Protocol::kTCP, port);
+      auto b = Lookup(full->maps, full->endpoints.at("shop/db").table_id, Direction::kIngress,
+                      Ip(peer), Protocol::kTCP, port);
+      EXPECT_EQ(a.value.verdict, b.value.verdict) << peer << " " << port;
+      EXPECT_EQ(a.value.rule_id, b.value.rule_id) << peer << " " << port;
+    }
+  }
+  // A workload on another node: ipcache only, no endpoint, no table.
+  policy::Workload remote =
+      MakeWorkload("shop", "web-2", {{"app", "web"}}, {"10.0.0.7"}, {{"http", Protocol::kTCP, 80}});
+  remote.node = "h2";
+  auto d1 = pc->AddWorkload(remote);
+  ASSERT_TRUE(d1.ok()) << d1.status();
+  EXPECT_EQ(d1->binding.table_id, BULKHEAD_TABLE_NONE);
+  EXPECT_FALSE(d1->new_table);
+  EXPECT_EQ(cp.endpoints.count("shop/web-2"), 0u);
+  EXPECT_EQ(d1->ipcache.size(), 1u);
+  // The first web pod on h1: web's identity exists but had no table here; now it does.
+  PolicyMaps before = cp.maps;
+  policy::Workload local = remote;
+  local.name = "web-3";
+  local.ips = {Ip("10.0.0.8")};
+  local.node = "h1";
+  auto d2 = pc->AddWorkload(local);
+  ASSERT_TRUE(d2.ok()) << d2.status();
+  EXPECT_FALSE(d2->new_identity);
+  EXPECT_TRUE(d2->new_table);
+  EXPECT_NE(d2->binding.table_id, BULKHEAD_TABLE_NONE);
+  EXPECT_EQ(cp.endpoints.at("shop/web-3").table_id, d2->binding.table_id);
+  EXPECT_FALSE(d2->ports.empty());
+  Apply(*d2, before);
+  ExpectSameEntries(before.ports, cp.maps.ports);
+  ExpectSameEntries(before.peers, cp.maps.peers);
+  ExpectSameEntries(before.ipcache, cp.maps.ipcache);
+  Cluster grown = base;
+  grown.workloads.push_back(remote);
+  grown.workloads.push_back(local);
+  auto grown_full = CompilePolicy(grown);
+  ASSERT_TRUE(grown_full.ok());
+  Evaluator ev(grown);
+  for (const char* src : {"shop/client", "ops/mon", "shop/db"}) {
+    for (uint16_t port : {79, 80, 81}) {
+      Flow f = MakeFlow(grown, src, "shop/web-3", Protocol::kTCP, port);
+      auto r = Lookup(cp.maps, d2->binding.table_id, Direction::kIngress, *f.src.ip, Protocol::kTCP,
+                      port);
+      auto v = ev.EvaluateDirection(f, Direction::kIngress);
+      EXPECT_EQ(r.allowed(), v.allowed) << src << " " << port << ": " << v.Explain();
+    }
+  }
 }
 
 TEST(CompilerIncremental, RejectsDuplicatesWithoutChangingAnything) {
