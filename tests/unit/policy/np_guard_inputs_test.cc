@@ -8,7 +8,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -32,16 +31,22 @@ std::string Errors(const LoadResult& r) {
   return s;
 }
 
-// The `ns/name[Kind]` workload names of an expected-connlist.txt, up to its first blank
-// line (some files append other sections after it).
+// The `ns/name[Kind]` workload names of an expected-connlist.txt ("SRC => DST : ..." lines),
+// up to its first blank line (some files append other sections after it).
 std::set<std::string> ExpectedWorkloadNames(const fs::path& file) {
   std::ifstream in(file);
   std::set<std::string> names;
-  static const std::regex kName(R"(([A-Za-z0-9._-]+/[A-Za-z0-9._-]+)\[([A-Za-z]+)\])");
   std::string line;
   while (std::getline(in, line) && !line.empty()) {
-    for (std::sregex_iterator it(line.begin(), line.end(), kName), end; it != end; ++it) {
-      names.insert((*it)[1].str() + "[" + (*it)[2].str() + "]");
+    std::istringstream words(line);
+    std::string src, arrow, dst;
+    words >> src >> arrow >> dst;
+    for (const std::string& end : {src, dst}) {
+      // Workloads are ns/name[Kind]; addresses are ranges[External].
+      size_t bracket = end.find('[');
+      if (bracket == std::string::npos || end.back() != ']') continue;
+      if (end.find('/') == std::string::npos || end.find('/') > bracket) continue;
+      names.insert(end);
     }
   }
   return names;
