@@ -11,6 +11,8 @@ QUICK=0
 JOBS=${JOBS:-$(nproc)}
 export CCACHE_DIR=${CCACHE_DIR:-/var/cache/bulkhead-ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Relative paths in the cache key, so that clones in other folders hit the same cache.
+export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=true
 mkdir -p "$CCACHE_DIR" 2>/dev/null || export CCACHE_DIR="$HOME/.cache/bulkhead-ccache"
 
 step() { printf '\n==== %s (%s)\n' "$1" "$(date +%T)"; }
