@@ -121,6 +121,42 @@ BENCHMARK(BM_CompileAll)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2);
 
+// An agent's view: the tables of one node's endpoints (about a twentieth of them), with
+// peers and the ipcache of the whole cluster.
+void BM_CompileNode(benchmark::State& st) {
+  const policy::Cluster& c = TheCluster();
+  CompilerOptions options;
+  options.node = "node-0";
+  Timer timer;
+  engine::CompileStats stats;
+  size_t endpoints = 0;
+  for (auto _ : st) {
+    timer.Start();
+    auto r = CompilePolicy(c, options);
+    timer.Stop();
+    if (!r.ok()) {
+      st.SkipWithError(std::string(r.status().message()).c_str());
+      return;
+    }
+    st.PauseTiming();
+    stats = engine::ComputeStats(*r);
+    endpoints = r->endpoints.size();
+    r = absl::StatusOr<CompiledPolicy>();
+    st.ResumeTiming();
+  }
+  timer.Record("compile_node", static_cast<double>(st.iterations()));
+  Numbers()["node_endpoints"] = static_cast<double>(endpoints);
+  Numbers()["node_tables"] = static_cast<double>(stats.tables);
+  Numbers()["node_peers"] = static_cast<double>(stats.peer_entries);
+  Numbers()["node_ports"] = static_cast<double>(stats.port_entries);
+  Numbers()["node_bytes"] = static_cast<double>(stats.map_bytes);
+  st.counters["endpoints"] = static_cast<double>(endpoints);
+  st.counters["tables"] = static_cast<double>(stats.tables);
+  st.counters["peer_entries"] = static_cast<double>(stats.peer_entries);
+  st.counters["port_entries"] = static_cast<double>(stats.port_entries);
+}
+BENCHMARK(BM_CompileNode)->Unit(benchmark::kMillisecond)->MinTime(2);
+
 // What one added workload is, per variant.
 enum class AddKind { kReplica = 0, kNewIdentity = 1, kNewTable = 2 };
 
@@ -320,11 +356,19 @@ void PrintSummary() {
   };
   line("full compile, shared tables:", "compile", "ms", 1e3);
   line("full compile, one table per identity:", "compile_unshared", "ms", 1e3);
+  line("agent view of one node (node-0):", "compile_node", "ms", 1e3);
   line("add a workload, existing identity:", "add_replica", "ms", 1e3);
   line("add a workload, new identity, shared table:", "add_new_identity", "ms", 1e3);
   line("add a workload, new identity, new table:", "add_new_table", "ms", 1e3);
   line("baseline: evaluator, one flow (both dirs):", "eval_flow", "us", 1e6);
   line("baseline: naive evaluator-driven compile:", "naive_compile", "s ", 1.0);
+  if (n.count("node_tables")) {
+    std::printf(
+        "agent view of node-0: %.0f endpoints, %.0f tables, %.0f peer and %.0f port entries, "
+        "%.1f KiB\n",
+        n["node_endpoints"], n["node_tables"], n["node_peers"], n["node_ports"],
+        n["node_bytes"] / 1024);
+  }
   if (n.count("compile_heap")) {
     std::printf("heap of the compiled result: %.1f MiB (one table per identity: %.1f MiB)\n",
                 n["compile_heap"] / (1 << 20), n["compile_unshared_heap"] / (1 << 20));

@@ -170,6 +170,7 @@ inline policy::Cluster SyntheticCluster(const SyntheticOptions& o = {}) {
       w.service_account = sa;
       w.named_ports = ports;
       int n = ip_seq++;
+      w.node = "node-" + std::to_string(n % 20);  // replicas land on different nodes
       w.ips.push_back(IpAddr::V4(0x0a000000u | static_cast<uint32_t>(n + 1)));
       if (n % 2 == 0) {
         IpAddr v6 = *IpAddr::Parse("fd00::");

@@ -397,12 +397,12 @@ bool PolicyCompiler::State::PredMatches(const PredRec& pred, const PeerRec& peer
 
 void PolicyCompiler::State::IndexPredicates() {
   std::map<std::string, uint32_t> by_canon;
-  for (uint32_t pi = 0; pi < policies.size(); ++pi) {
-    const policy::Policy& p = *policies[pi].policy;
+  for (const PolicyRec& prec : policies) {
+    const policy::Policy& p = *prec.policy;
     for (int d = 0; d < 2; ++d) {
       const auto& rules_d = p.Rules(ci::DirOf(d));
       for (size_t r = 0; r < rules_d.size(); ++r) {
-        ci::RuleRec& rr = rules[policies[pi].rules[d][r]];
+        ci::RuleRec& rr = rules[prec.rules[d][r]];
         for (const auto& peer : rules_d[r].peers) {
           std::string canon = absl::StrCat(static_cast<int>(peer.kind), "/");
           switch (peer.kind) {
@@ -886,8 +886,8 @@ absl::Status PolicyCompiler::State::CompileAll() {
     ci_out.kind = identity::IdentityKind::kCidr;
     ci_out.cidr = c.cidr;
     ci_out.node = !peers[peer_index[c.id]].nodes.empty();
-    out.identities.push_back(std::move(ci_out));
     EmitIpcache(c.cidr, c.id, ci_out.node ? BULKHEAD_IPCACHE_F_NODE : 0, nullptr);
+    out.identities.push_back(std::move(ci_out));
   }
   // Workload addresses last: where a workload address equals a cut /32 or /128, the
   // workload wins (a workload's address is never "outside").

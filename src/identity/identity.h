@@ -43,7 +43,8 @@ struct PortDefinition {
   std::string name;
   policy::Protocol protocol = policy::Protocol::kTCP;
   uint16_t port = 0;
-  auto operator<=>(const PortDefinition&) const = default;
+  // clang-tidy 14 misreads the defaulted comparison as a literal-0 comparison.
+  auto operator<=>(const PortDefinition&) const = default;  // NOLINT(modernize-use-nullptr)
   bool operator==(const PortDefinition&) const = default;
 };
 
@@ -63,7 +64,8 @@ struct IdentityKey {
   std::string service_account;
   std::vector<PortDefinition> named_ports;  // sorted, unique
 
-  auto operator<=>(const IdentityKey&) const = default;
+  // clang-tidy 14 misreads the defaulted comparison as a literal-0 comparison.
+  auto operator<=>(const IdentityKey&) const = default;  // NOLINT(modernize-use-nullptr)
   bool operator==(const IdentityKey&) const = default;
 
   // The canonical attribute list: "ns:k=v" for namespace labels, "k=v" for workload

@@ -13,12 +13,10 @@ Cidr PrefixOf(const IpAddr& ip, int prefix_len) {
   int width = ip.BitWidth();
   for (int byte = 0; byte < 16; ++byte) {
     int first_bit = byte * 8;
-    if (first_bit >= width) {
-      c.addr.bytes[byte] = 0;
+    if (first_bit >= width || first_bit >= prefix_len) {
+      c.addr.bytes[byte] = 0;  // beyond the address or the prefix
     } else if (first_bit + 8 <= prefix_len) {
       continue;
-    } else if (first_bit >= prefix_len) {
-      c.addr.bytes[byte] = 0;
     } else {
       int keep = prefix_len - first_bit;
       c.addr.bytes[byte] &= static_cast<uint8_t>(0xffu << (8 - keep));
