@@ -42,5 +42,9 @@ class Subcommand {
 using RegisterFn = std::unique_ptr<Subcommand> (*)(CLI::App& root);
 
 std::unique_ptr<Subcommand> RegisterSimulate(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterAgent(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterEndpoints(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterObserve(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterExplain(CLI::App& root);
 
 }  // namespace bulkhead::cli

@@ -14,7 +14,7 @@ namespace {
 // the subcommands live in a static library, and a linker drops objects that nothing
 // references, static registrars included.
 constexpr RegisterFn kSubcommands[] = {
-    &RegisterSimulate,
+    &RegisterSimulate, &RegisterExplain, &RegisterAgent, &RegisterEndpoints, &RegisterObserve,
 };
 
 int Main(int argc, char** argv) {

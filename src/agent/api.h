@@ -1,0 +1,38 @@
+// The agent's local API: newline-delimited JSON requests and responses on a unix socket
+// (docs/agent.md), and the loop that serves it next to the watches and the event reader.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "agent/agent.h"
+#include "nlohmann/json.hpp"
+
+namespace bulkhead::agent {
+
+// Which events an `observe` stream wants; empty fields match everything.
+struct ObserveFilter {
+  std::string workload;  // "ns/name": the event's endpoint or its peer
+  std::string verdict;   // allow, deny, audit, learn
+  uint16_t port = 0;     // destination port
+  bool Matches(const nlohmann::json& event) const;
+};
+
+// Answers one request: {"method": "status"|"endpoints"|"explain"|"reload"|"observe", ...}.
+// The response is {"ok": true, "result": ...} or {"ok": false, "error": "..."}. For
+// "observe", *observe is set and the caller streams {"event": {...}} lines afterwards.
+nlohmann::json HandleRequest(Agent& agent, const nlohmann::json& request,
+                             std::optional<ObserveFilter>* observe);
+
+struct RunOptions {
+  std::string socket_path;   // unix socket of the local API
+  std::string metrics_addr;  // "127.0.0.1:9470"; empty: no metrics listener
+};
+
+// Serves until SIGINT or SIGTERM: watches the policy directory and the inventory (inotify),
+// reloads on change, reads flow events, answers the API and metrics. Returns 0 on a clean
+// stop, 1 when a listener cannot be set up.
+int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptions& options);
+
+}  // namespace bulkhead::agent

@@ -1,0 +1,344 @@
+// Agent loop: one thread polls the inotify watches, the API and metrics sockets, and the
+// datapath's flow events; everything the Agent does happens on this thread.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <list>
+
+#include "agent/api.h"
+#include "spdlog/spdlog.h"
+
+namespace bulkhead::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// An owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      if (fd_ >= 0) close(fd_);
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+constexpr size_t kMaxClientBuffer = 1 << 20;  // an observer further behind loses events
+constexpr size_t kMaxRequestLine = 64 * 1024;
+
+struct Client {
+  Fd fd;
+  std::string in;
+  std::string out;
+  std::optional<ObserveFilter> observe;
+  bool closing = false;
+};
+
+Fd ListenUnix(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) {
+    spdlog::error("socket path too long: {}", path);
+    return Fd();
+  }
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  unlink(path.c_str());  // a socket left by a killed agent
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Fd();
+  addr.sun_family = AF_UNIX;
+  std::copy(path.begin(), path.end(), addr.sun_path);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      chmod(path.c_str(), 0660) != 0 || listen(fd.get(), 64) != 0) {
+    spdlog::error("cannot listen on {}: {}", path, strerror(errno));
+    return Fd();
+  }
+  return fd;
+}
+
+// Listens on host:port; only loopback addresses are accepted (metrics are not for the net).
+Fd ListenMetrics(const std::string& addr_text) {
+  size_t colon = addr_text.rfind(':');
+  if (colon == std::string::npos) {
+    spdlog::error("--metrics: expected HOST:PORT, got {}", addr_text);
+    return Fd();
+  }
+  std::string host = addr_text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  int port = 0;
+  try {
+    port = std::stoi(addr_text.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) {
+    spdlog::error("--metrics: bad port in {}", addr_text);
+    return Fd();
+  }
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  int family = AF_INET;
+  in_addr a4{};
+  in6_addr a6{};
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+    if ((ntohl(a4.s_addr) >> 24) != 127) {
+      spdlog::error("--metrics: {} is not a loopback address", host);
+      return Fd();
+    }
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(static_cast<uint16_t>(port));
+    sin->sin_addr = a4;
+    len = sizeof(*sin);
+  } else if (inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6)) {
+    family = AF_INET6;
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(port));
+    sin6->sin6_addr = a6;
+    len = sizeof(*sin6);
+  } else {
+    spdlog::error("--metrics: {} is not a loopback address", host);
+    return Fd();
+  }
+  Fd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (!fd.valid() || bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+      listen(fd.get(), 16) != 0) {
+    spdlog::error("cannot listen on {}: {}", addr_text, strerror(errno));
+    return Fd();
+  }
+  return fd;
+}
+
+// Sends what the client's buffer holds without blocking; false when the peer is gone.
+bool Flush(Client& c) {
+  while (!c.out.empty()) {
+    ssize_t n = send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c.out.erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n < 0 && errno == EINTR) continue;
+    return false;
+  }
+  return true;
+}
+
+// Answers one HTTP request on a metrics connection (GET /metrics), then closes it.
+void ServeMetrics(int listen_fd, Agent& agent) {
+  Fd conn(accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
+  if (!conn.valid()) return;
+  std::string req;
+  char buf[2048];
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  while (req.find("\r\n\r\n") == std::string::npos && req.size() < 16384 &&
+         Clock::now() < deadline) {
+    pollfd p{conn.get(), POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;
+    ssize_t n = recv(conn.get(), buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    req.append(buf, static_cast<size_t>(n));
+  }
+  std::string status = "200 OK";
+  std::string body;
+  if (req.rfind("GET /metrics", 0) == 0 || req.rfind("GET / ", 0) == 0) {
+    body = agent.Metrics();
+  } else {
+    status = "404 Not Found";
+    body = "only GET /metrics\n";
+  }
+  std::string resp = "HTTP/1.1 " + status +
+                     "\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n"
+                     "Content-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body;
+  size_t off = 0;
+  while (off < resp.size() && Clock::now() < deadline + std::chrono::seconds(2)) {
+    ssize_t n = send(conn.get(), resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+}
+
+void AddWatches(int inotify_fd, const AgentOptions& o) {
+  const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
+                        IN_DELETE_SELF | IN_ATTRIB;
+  std::error_code ec;
+  inotify_add_watch(inotify_fd, o.policies_dir.c_str(), mask);
+  for (fs::recursive_directory_iterator it(o.policies_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->is_directory(ec)) inotify_add_watch(inotify_fd, it->path().c_str(), mask);
+  }
+  // The inventory's directory, so that an editor's rename-over is seen too.
+  fs::path inv_dir = fs::path(o.inventory_file).parent_path();
+  if (inv_dir.empty()) inv_dir = ".";
+  inotify_add_watch(inotify_fd, inv_dir.c_str(), mask);
+}
+
+}  // namespace
+
+int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptions& options) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  Fd sigfd(signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+  Fd inotify(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (!inotify.valid() || !sigfd.valid()) {
+    spdlog::error("cannot set up signalfd/inotify: {}", strerror(errno));
+    return 1;
+  }
+  AddWatches(inotify.get(), agent_options);
+  Fd api = ListenUnix(options.socket_path);
+  if (!api.valid()) return 1;
+  Fd metrics;
+  if (!options.metrics_addr.empty()) {
+    metrics = ListenMetrics(options.metrics_addr);
+    if (!metrics.valid()) return 1;
+  }
+  spdlog::info("agent API on {}{}{}", options.socket_path,
+               options.metrics_addr.empty() ? "" : ", metrics on http://",
+               options.metrics_addr.empty() ? "" : options.metrics_addr + "/metrics");
+
+  std::list<Client> clients;
+  bool reload_pending = false;
+  Clock::time_point reload_at = Clock::now();
+  Clock::time_point next_retry = Clock::now() + std::chrono::seconds(2);
+  bool stop = false;
+  while (!stop) {
+    std::vector<pollfd> fds;
+    fds.push_back({sigfd.get(), POLLIN, 0});
+    fds.push_back({inotify.get(), POLLIN, 0});
+    fds.push_back({api.get(), POLLIN, 0});
+    fds.push_back({metrics.valid() ? metrics.get() : -1, POLLIN, 0});
+    for (auto& c : clients) {
+      fds.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
+    }
+    // Events are read at least every 50 ms (IDatapath has no portable readiness fd).
+    int n = poll(fds.data(), fds.size(), 50);
+    if (n < 0 && errno != EINTR) {
+      spdlog::error("poll: {}", strerror(errno));
+      return 1;
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo si;
+      if (read(sigfd.get(), &si, sizeof(si)) > 0) {
+        spdlog::info("signal {}: stopping (enforcement stays in the kernel)", si.ssi_signo);
+        stop = true;
+      }
+    }
+    if (fds[1].revents & POLLIN) {
+      char buf[8192];
+      while (read(inotify.get(), buf, sizeof(buf)) > 0) {
+      }
+      // Editors write in several steps: wait for the burst to end.
+      reload_pending = true;
+      reload_at = Clock::now() + std::chrono::milliseconds(150);
+    }
+    const auto now = Clock::now();
+    if (reload_pending && now >= reload_at) {
+      reload_pending = false;
+      AddWatches(inotify.get(), agent_options);  // new subdirectories
+      (void)agent.Reload();
+    } else if (agent.NeedsRetry() && now >= next_retry) {
+      next_retry = now + std::chrono::seconds(2);
+      (void)agent.Reload();
+    }
+
+    // Flow events to observers.
+    auto polled = agent.datapath().PollEvents(0, [&](const bh_flow_event& ev) {
+      nlohmann::json desc = agent.RecordEvent(ev);
+      std::string line;
+      for (auto& c : clients) {
+        if (!c.observe || !c.observe->Matches(desc)) continue;
+        if (line.empty()) line = nlohmann::json{{"event", desc}}.dump() + "\n";
+        if (c.out.size() > kMaxClientBuffer) {
+          agent.CountDroppedObserverEvents(1);
+          continue;
+        }
+        c.out += line;
+      }
+    });
+    if (!polled.ok())
+      spdlog::warn("reading flow events: {}", std::string(polled.status().message()));
+
+    if (fds[2].revents & POLLIN) {
+      for (;;) {
+        int cfd = accept4(api.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) break;
+        clients.push_back(Client{Fd(cfd), "", "", std::nullopt, false});
+      }
+    }
+    if (fds[3].revents & POLLIN) ServeMetrics(metrics.get(), agent);
+
+    size_t i = 4;
+    for (auto& c : clients) {
+      const short rev = i < fds.size() && fds[i].fd == c.fd.get() ? fds[i].revents : 0;
+      ++i;
+      if (rev & (POLLIN | POLLHUP | POLLERR)) {
+        char buf[4096];
+        ssize_t r = recv(c.fd.get(), buf, sizeof(buf), 0);
+        if (r <= 0 && !(r < 0 && (errno == EAGAIN || errno == EINTR))) {
+          c.closing = true;
+          continue;
+        }
+        if (r > 0) c.in.append(buf, static_cast<size_t>(r));
+        size_t nl;
+        while ((nl = c.in.find('\n')) != std::string::npos) {
+          std::string line = c.in.substr(0, nl);
+          c.in.erase(0, nl + 1);
+          nlohmann::json resp;
+          nlohmann::json req = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+          if (req.is_discarded()) {
+            resp = {{"ok", false}, {"error", "request is not valid JSON"}};
+          } else {
+            resp = HandleRequest(agent, req, &c.observe);
+          }
+          c.out += resp.dump() + "\n";
+        }
+        if (c.in.size() > kMaxRequestLine) {
+          c.out += nlohmann::json{{"ok", false}, {"error", "request line too long"}}.dump() + "\n";
+          c.in.clear();
+        }
+      }
+      if (!Flush(c)) c.closing = true;
+    }
+    clients.remove_if([](const Client& c) { return c.closing; });
+  }
+  unlink(options.socket_path.c_str());
+  return 0;
+}
+
+}  // namespace bulkhead::agent
