@@ -228,6 +228,29 @@ conn_echo() {
 start_agent || exit 1
 "$BH" endpoints --socket "$SOCK" || fail "endpoints"
 check_matrix "initial policy"
+# explain answers from the kernel's tables, named by the rule table.
+"$BH" explain --socket "$SOCK" --from alpha/web --to alpha/db --port 80 >"$T/explain.txt" 2>&1
+grep -q ': allow$' "$T/explain.txt" && grep -q 'by NetworkPolicy alpha/db-ingress ingress\[0\]' "$T/explain.txt" ||
+  { fail "explain alpha/web -> alpha/db:80"; cat "$T/explain.txt" >&2; }
+# observe streams the events of real flows with verdict, workload, peer, policy and rule.
+# --workload matches either side: the egress event on alpha/web and the ingress one on alpha/db.
+timeout 10 "$BH" observe --socket "$SOCK" --workload alpha/db --verdict allow --port 80 -n 2 -o json \
+  >"$T/observe-allow.json" 2>&1 &
+OBS1=$!
+timeout 10 "$BH" observe --socket "$SOCK" --verdict deny --port 80 -n 1 -o json \
+  >"$T/observe-deny.json" 2>&1 &
+OBS2=$!
+sleep 0.5
+probe 0 1 tcp 80 >/dev/null  # alpha/web -> alpha/db:80: allowed by db-ingress
+probe 0 2 tcp 80 >/dev/null  # alpha/web -> beta/web:80: beta/web is isolated, TCP 80 not allowed
+wait "$OBS1" "$OBS2"
+for want in '"workload":"alpha/db"' '"peer":"alpha/web"' '"verdict":"allow"' \
+            '"policy":"NetworkPolicy alpha/db-ingress"' '"rule":"ingress[0]"'; do
+  grep -F '"direction":"ingress"' "$T/observe-allow.json" | grep -qF "$want" || { fail "observe (allow) lacks $want"; cat "$T/observe-allow.json" >&2; }
+done
+for want in '"workload":"beta/web"' '"peer":"alpha/web"' '"verdict":"deny"' '"drop_reason":"policy"'; do
+  grep -qF "$want" "$T/observe-deny.json" || { fail "observe (deny) lacks $want"; cat "$T/observe-deny.json" >&2; }
+done
 METRICS=$(printf 'GET /metrics HTTP/1.0\r\n\r\n' | in_ns "$R" timeout 3 socat - TCP:127.0.0.1:9470)
 for m in 'bulkhead_datapath_packets_total{outcome="drop_policy"}' bulkhead_agent_resident_memory_bytes \
          'bulkhead_datapath_events_total{result="lost"}' bulkhead_agent_cpu_seconds_total; do
