@@ -28,11 +28,16 @@ nlohmann::json HandleRequest(Agent& agent, const nlohmann::json& request,
 struct RunOptions {
   std::string socket_path;   // unix socket of the local API
   std::string metrics_addr;  // "127.0.0.1:9470"; empty: no metrics listener
+  // When >= 0, the loop also stops once this fd is readable (an eventfd or pipe: lets a test
+  // or an embedding program stop it without signals).
+  int stop_fd = -1;
+  // When set, handles SIGINT/SIGTERM (blocks them in the calling thread, reads a signalfd).
+  bool handle_signals = true;
 };
 
-// Serves until SIGINT or SIGTERM: watches the policy directory and the inventory (inotify),
-// reloads on change, reads flow events, answers the API and metrics. Returns 0 on a clean
-// stop, 1 when a listener cannot be set up.
+// Serves until SIGINT or SIGTERM (or stop_fd): watches the policy directory and the inventory
+// (inotify), reloads on change, reads flow events, answers the API and metrics. Returns 0 on a
+// clean stop, 1 when a listener cannot be set up.
 int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptions& options);
 
 }  // namespace bulkhead::agent

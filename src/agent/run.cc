@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
@@ -208,15 +209,18 @@ void AddWatches(int inotify_fd, const AgentOptions& o) {
 }  // namespace
 
 int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptions& options) {
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  Fd sigfd(signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+  Fd sigfd;
+  if (options.handle_signals) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    sigfd = Fd(signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+  }
   Fd inotify(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-  if (!inotify.valid() || !sigfd.valid()) {
+  if (!inotify.valid() || (options.handle_signals && !sigfd.valid())) {
     spdlog::error("cannot set up signalfd/inotify: {}", strerror(errno));
     return 1;
   }
@@ -243,6 +247,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     fds.push_back({inotify.get(), POLLIN, 0});
     fds.push_back({api.get(), POLLIN, 0});
     fds.push_back({metrics.valid() ? metrics.get() : -1, POLLIN, 0});
+    fds.push_back({options.stop_fd, POLLIN, 0});
     for (auto& c : clients) {
       fds.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
     }
@@ -259,6 +264,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
         stop = true;
       }
     }
+    if (fds[4].revents & (POLLIN | POLLHUP)) stop = true;
     if (fds[1].revents & POLLIN) {
       char buf[8192];
       while (read(inotify.get(), buf, sizeof(buf)) > 0) {
@@ -303,7 +309,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     }
     if (fds[3].revents & POLLIN) ServeMetrics(metrics.get(), agent);
 
-    size_t i = 4;
+    size_t i = 5;
     for (auto& c : clients) {
       const short rev = i < fds.size() && fds[i].fd == c.fd.get() ? fds[i].revents : 0;
       ++i;
