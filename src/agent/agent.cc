@@ -188,7 +188,16 @@ absl::Status Agent::Reload(bool force) {
     spdlog::error("policy not applied (last good stays in force): {}", last_error_);
     return hash.status();
   }
-  if (!force && !needs_retry_ && *hash == applied_hash_) return absl::OkStatus();
+  if (!force && *hash == applied_hash_) {
+    if (!needs_retry_) return absl::OkStatus();
+    // Re-apply only when a pending endpoint can now make progress: every apply bumps the
+    // generation, which makes the datapath re-check every open flow.
+    bool progress = false;
+    for (const auto& e : endpoints_) {
+      if (!e.error.empty() && (e.ifindex != 0 || resolver_(e.host_interface).ok())) progress = true;
+    }
+    if (!progress) return absl::OkStatus();
+  }
 
   policy::LoadResult loaded = policy::LoadPaths({options_.policies_dir, options_.inventory_file});
   std::vector<std::string> errors;

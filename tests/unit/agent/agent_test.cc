@@ -207,6 +207,11 @@ TEST_F(AgentTest, MissingInterfaceIsRetriedAndReported) {
                          [](const auto& e) { return e.value("workload", "") == "shop/db"; });
   ASSERT_NE(db, eps.end());
   EXPECT_NE(db->value("error", "").find("veth-db"), std::string::npos);
+  // Still missing: no re-apply (it would bump the generation and re-check every flow).
+  const uint32_t gen = a->StatusJson().value("generation", 0U);
+  ASSERT_TRUE(a->Reload().ok());
+  EXPECT_EQ(a->StatusJson().value("generation", 0U), gen);
+  EXPECT_TRUE(a->NeedsRetry());
   interfaces_["veth-db"] = 13;
   ASSERT_TRUE(a->Reload().ok());
   EXPECT_FALSE(a->NeedsRetry());
