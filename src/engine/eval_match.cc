@@ -208,6 +208,7 @@ std::string DescribeRulePeers(const policy::Policy& policy, const policy::Rule& 
   if (rule.all_peers) return "any peer";
   if (rule.peers.empty()) return "no peer";
   std::vector<std::string> parts;
+  parts.reserve(rule.peers.size());
   for (const auto& p : rule.peers) parts.push_back(DescribePeer(policy, p));
   return Join(parts, " or ");
 }
@@ -215,6 +216,7 @@ std::string DescribeRulePeers(const policy::Policy& policy, const policy::Rule& 
 std::string DescribePorts(const std::vector<PortMatch>& ports) {
   if (ports.empty()) return "any port";
   std::vector<std::string> parts;
+  parts.reserve(ports.size());
   for (const auto& p : ports) parts.push_back(p.ToString());
   return Join(parts, ", ");
 }

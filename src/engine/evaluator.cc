@@ -18,7 +18,8 @@ using policy::Workload;
 namespace internal {
 
 // Which policies select one workload, per direction, in evaluation order.
-struct WorkloadEntry {
+// (clang-tidy 14 flags the implicit copy loop variable of the array members as reserved.)
+struct WorkloadEntry {  // NOLINT(bugprone-reserved-identifier)
   const policy::Labels* ns_labels = nullptr;
   Mode mode = Mode::kEnforce;
   // Index 0 ingress, 1 egress.

@@ -74,8 +74,8 @@ std::optional<Peer> DecodeAdminPeer(Decoder& d, const Field& f, Direction dir, A
   std::vector<std::string_view> fields = {"namespaces", "pods"};
   // ANP ingress peers are in-cluster only; the native kind also takes networks and nodes.
   if (dir == Direction::kEgress || flavor == AdminFlavor::kNative) {
-    fields.push_back("nodes");
-    fields.push_back("networks");
+    fields.emplace_back("nodes");
+    fields.emplace_back("networks");
   }
   if (fields.size() == 2) {
     d.OnlyKnownFields(f, {"namespaces", "pods"});

@@ -51,7 +51,7 @@ struct LabelSelector {
 // IP protocol numbers. Policy ports use TCP, UDP and SCTP; flows may also be ICMP/ICMPv6,
 // which only rules without port restrictions allow.
 enum class Protocol : uint8_t { kICMP = 1, kTCP = 6, kUDP = 17, kICMPv6 = 58, kSCTP = 132 };
-const char* ProtocolName(Protocol p);                  // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6"
+const char* ProtocolName(Protocol p);  // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6"
 std::optional<Protocol> ParseProtocol(std::string_view name);  // case-insensitive
 inline bool HasPorts(Protocol p) {
   return p == Protocol::kTCP || p == Protocol::kUDP || p == Protocol::kSCTP;
@@ -138,9 +138,9 @@ struct PortMatch {
 // One peer of a rule. Exactly one of the kinds applies.
 struct Peer {
   enum class Kind {
-    kPods,      // workloads: namespace scope + pod selector
-    kIpBlock,   // addresses outside the cluster: NetworkPolicy ipBlock, ANP networks
-    kNodes,     // ANP nodes: node IPs by node labels
+    kPods,     // workloads: namespace scope + pod selector
+    kIpBlock,  // addresses outside the cluster: NetworkPolicy ipBlock, ANP networks
+    kNodes,    // ANP nodes: node IPs by node labels
   };
   Kind kind = Kind::kPods;
 
@@ -148,7 +148,7 @@ struct Peer {
   // otherwise the peer is in `same_namespace` (NetworkPolicy podSelector-only peer).
   std::optional<LabelSelector> namespace_selector;
   std::string same_namespace;
-  std::optional<LabelSelector> pod_selector;  // unset: every workload in scope
+  std::optional<LabelSelector> pod_selector;   // unset: every workload in scope
   std::optional<std::string> service_account;  // native kinds
   std::optional<ProcessSelector> process;      // native kinds
 

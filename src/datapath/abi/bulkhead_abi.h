@@ -181,5 +181,4 @@ BULKHEAD_STATIC_ASSERT(BULKHEAD_IPCACHE_PREFIX_BASE ==
                                 __builtin_offsetof(struct bulkhead_ipcache_key, family)),
                        "ipcache prefix base counts family and pad");
 
-
 #endif /* BULKHEAD_DATAPATH_ABI_BULKHEAD_ABI_H_ */
