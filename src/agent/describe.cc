@@ -68,34 +68,6 @@ const char* DropName(uint8_t d) {
   }
 }
 
-const char* TierName(uint8_t t) {
-  switch (t) {
-    case BULKHEAD_TIER_ADMIN:
-      return "admin";
-    case BULKHEAD_TIER_NAMESPACE:
-      return "namespace";
-    case BULKHEAD_TIER_BASELINE:
-      return "baseline";
-    default:
-      return "default";
-  }
-}
-
-const char* ReasonName(uint8_t r) {
-  switch (r) {
-    case BULKHEAD_REASON_RULE:
-      return "rule";
-    case BULKHEAD_REASON_ISOLATED:
-      return "isolated";
-    case BULKHEAD_REASON_DEFAULT_ALLOW:
-      return "default-allow";
-    case BULKHEAD_REASON_DEFAULT_DENY:
-      return "default-deny";
-    default:
-      return "unknown";
-  }
-}
-
 std::string ProtocolString(uint8_t p) {
   switch (p) {
     case 6:
@@ -116,7 +88,7 @@ std::string ProtocolString(uint8_t p) {
 // The rule as people name it: policy, and the rule's name or its place.
 void NameRule(const RuleTable* rt, uint32_t rule_id, uint8_t reason, nlohmann::json& j) {
   j["rule_id"] = rule_id;
-  j["reason"] = ReasonName(reason);
+  j["reason"] = engine::AbiReasonName(reason);
   j["policy"] = "";
   j["rule"] = "";
   if (rt == nullptr || rule_id == BULKHEAD_RULE_NONE || rule_id >= rt->rules.size()) return;
@@ -153,7 +125,7 @@ nlohmann::json Agent::DescribeEvent(const bh_flow_event& ev) const {
   j["peer"] = PeerName(ev.peer_identity, ev.policy_table_id);
   j["table"] = ev.policy_table_id;
   j["generation"] = ev.policy_generation;
-  j["tier"] = TierName(ev.tier);
+  j["tier"] = engine::AbiTierName(ev.tier);
   j["drop_reason"] = DropName(ev.drop_reason);
   NameRule(RulesForTable(ev.policy_table_id), ev.rule_id, ev.policy_reason, j);
   return j;
@@ -237,7 +209,7 @@ absl::StatusOr<nlohmann::json> Agent::Explain(const std::string& from, const std
     j["policy_denies"] = d->policy_denies;
     j["drop_reason"] = DropName(d->drop_reason);
     if (d->entry) {
-      j["tier"] = TierName(d->entry->tier);
+      j["tier"] = engine::AbiTierName(d->entry->tier);
       NameRule(RulesForTable(d->endpoint.policy_table_id), d->entry->rule_id, d->entry->reason, j);
     }
     if (d->outcome == BH_EV_DENY) allowed = false;

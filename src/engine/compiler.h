@@ -188,6 +188,11 @@ uint16_t PortKeyPort(const bulkhead_policy_port_key& key);  // host byte order
 // A stable, human-readable text dump of everything compiled (golden tests, debugging).
 std::string DumpCompiledPolicy(const CompiledPolicy& compiled);
 
+// Names of the ABI's tier (BULKHEAD_TIER_*) and reason (BULKHEAD_REASON_*) codes, as the
+// dump, the agent's events and `explain` print them; "?" for an unknown code.
+const char* AbiTierName(uint8_t tier);
+const char* AbiReasonName(uint8_t reason);
+
 // Counts for benchmarks and the CLI.
 struct CompileStats {
   size_t identities = 0;  // workload + CIDR identities

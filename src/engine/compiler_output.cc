@@ -100,19 +100,6 @@ LookupResult Lookup(const PolicyMaps& maps, uint32_t table_id, Direction directi
   return LookupIdentity(maps, table_id, direction, peer, protocol, port);
 }
 
-namespace {
-
-const char* VerdictName(uint8_t v) {
-  switch (v) {
-    case BULKHEAD_VERDICT_ALLOW:
-      return "ALLOW";
-    case BULKHEAD_VERDICT_DENY:
-      return "DENY";
-    default:
-      return "?";
-  }
-}
-
 const char* AbiTierName(uint8_t t) {
   switch (t) {
     case BULKHEAD_TIER_ADMIN:
@@ -138,6 +125,19 @@ const char* AbiReasonName(uint8_t r) {
       return "default-allow";
     case BULKHEAD_REASON_DEFAULT_DENY:
       return "default-deny";
+    default:
+      return "?";
+  }
+}
+
+namespace {
+
+const char* VerdictName(uint8_t v) {
+  switch (v) {
+    case BULKHEAD_VERDICT_ALLOW:
+      return "ALLOW";
+    case BULKHEAD_VERDICT_DENY:
+      return "DENY";
     default:
       return "?";
   }
