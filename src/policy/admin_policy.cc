@@ -316,15 +316,7 @@ void DecodeAdminLike(ObjectContext& ctx, AdminFlavor flavor) {
   p.applies_egress = !p.egress.empty();
 
   if (flavor == AdminFlavor::kNative) {
-    if (auto s = d.String(d.Get(spec, "description"))) p.description = *s;
-    if (auto s = d.String(d.Get(spec, "owner"))) p.owner = *s;
-    Field mode = d.Get(spec, "mode");
-    std::optional<Mode> spec_mode = d.ModeValue(mode, /*allow_learn=*/false);
-    if (spec_mode && annotation_mode && *spec_mode != *annotation_mode) {
-      d.Error(mode, std::string("spec.mode ") + ModeName(*spec_mode) + " contradicts annotation " +
-                        std::string(kModeAnnotation) + "=" + ModeName(*annotation_mode));
-    }
-    p.mode = spec_mode.value_or(annotation_mode.value_or(Mode::kEnforce));
+    DecodeNativePolicyFields(d, spec, annotation_mode, p);
   } else {
     p.mode = annotation_mode.value_or(Mode::kEnforce);
   }

@@ -109,4 +109,9 @@ std::optional<ProcessSelector> DecodeProcessSelector(Decoder& d, const Field& f)
 // Cross-object checks, defaulting and merging into the Cluster (assemble.cc).
 Cluster Assemble(Collected collected, std::vector<Diagnostic>* diagnostics);
 
+// The fields every native policy kind shares: spec.description, spec.owner and spec.mode
+// (which must agree with the bulkhead.io/mode annotation when both are given).
+void DecodeNativePolicyFields(Decoder& d, const Field& spec, std::optional<Mode> annotation_mode,
+                              Policy& p);
+
 }  // namespace bulkhead::policy::internal

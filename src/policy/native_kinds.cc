@@ -273,6 +273,12 @@ void DecodeDefaultDeny(ObjectContext& ctx) {
   } else {
     p.applies_ingress = p.applies_egress = true;
   }
+  DecodeNativePolicyFields(d, spec, annotation_mode, p);
+  if (!ctx.name.empty()) ctx.out->policies.push_back(std::move(piece));
+}
+
+void DecodeNativePolicyFields(Decoder& d, const Field& spec, std::optional<Mode> annotation_mode,
+                              Policy& p) {
   if (auto s = d.String(d.Get(spec, "description"))) p.description = *s;
   if (auto s = d.String(d.Get(spec, "owner"))) p.owner = *s;
   Field mode = d.Get(spec, "mode");
@@ -282,7 +288,6 @@ void DecodeDefaultDeny(ObjectContext& ctx) {
                       std::string(kModeAnnotation) + "=" + ModeName(*annotation_mode));
   }
   p.mode = spec_mode.value_or(annotation_mode.value_or(Mode::kEnforce));
-  if (!ctx.name.empty()) ctx.out->policies.push_back(std::move(piece));
 }
 
 }  // namespace bulkhead::policy::internal

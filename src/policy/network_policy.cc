@@ -285,15 +285,7 @@ void DecodeNpLike(ObjectContext& ctx, NpFlavor flavor) {
   }
 
   if (flavor.native) {
-    if (auto s = d.String(d.Get(spec, "description"))) p.description = *s;
-    if (auto s = d.String(d.Get(spec, "owner"))) p.owner = *s;
-    Field mode = d.Get(spec, "mode");
-    std::optional<Mode> spec_mode = d.ModeValue(mode, /*allow_learn=*/false);
-    if (spec_mode && annotation_mode && *spec_mode != *annotation_mode) {
-      d.Error(mode, std::string("spec.mode ") + ModeName(*spec_mode) + " contradicts annotation " +
-                        std::string(kModeAnnotation) + "=" + ModeName(*annotation_mode));
-    }
-    p.mode = spec_mode.value_or(annotation_mode.value_or(Mode::kEnforce));
+    DecodeNativePolicyFields(d, spec, annotation_mode, p);
     Field process = d.Get(spec, "process");
     if (process.present()) p.subject.process = DecodeProcessSelector(d, process);
   } else {
