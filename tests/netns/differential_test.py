@@ -625,12 +625,775 @@ def seed_from_env():
     return random.SystemRandom().randrange(1, 2**31)
 
 
+
+# ----------------------------------------------------------------------------------------------
+# Inside a workload's netns: an echo server, and a client that holds long-lived connections.
+# ----------------------------------------------------------------------------------------------
+
+def echo_server(port):
+    """TCP and UDP echo on [::]:port, both families (dual-stack sockets). Prints "ready"."""
+    import selectors
+    import socket
+    sel = selectors.DefaultSelector()
+    listeners = []
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET6, kind)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(512)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, "listen" if kind == socket.SOCK_STREAM else "udp")
+        listeners.append(s)
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            s = key.fileobj
+            try:
+                if key.data == "listen":
+                    c, _ = s.accept()
+                    c.setblocking(False)
+                    sel.register(c, selectors.EVENT_READ, "conn")
+                elif key.data == "udp":
+                    data, peer = s.recvfrom(2048)
+                    s.sendto(data, peer)
+                else:
+                    data = s.recv(4096)
+                    if not data:
+                        sel.unregister(s)
+                        s.close()
+                    else:
+                        s.send(data)  # small lines: the send buffer always has room
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                if key.data == "conn":
+                    sel.unregister(s)
+                    s.close()
+
+
+def hold_client():
+    """Long-lived connections from this netns, driven by JSON lines on stdin:
+      {"op": "open", "targets": [{"id", "proto", "dst", "port"}], "timeout": S}
+        -> {"opened": {id: "ok" | "failed: why"}}   (TCP connect, or a UDP exchange)
+      {"op": "check", "token": T, "timeout": S}
+        -> {"checked": {id: "alive" | "dead" | "closed: why"}}   (T echoed on each, in time?)
+    Every connection keeps its 5-tuple for its whole life."""
+    import selectors
+    import socket
+    import time
+    conns = {}  # id -> socket
+
+    def exchange(targets, token, timeout):
+        """Sends token+id on each, waits until each echoes it or the time is up."""
+        sel = selectors.DefaultSelector()
+        want = {}
+        result = {}
+        bufs = {}
+        for i in targets:
+            s = conns.get(i)
+            if s is None:
+                continue
+            msg = f"{token}-{i}\n".encode()
+            try:
+                s.send(msg)
+            except OSError as e:
+                result[i] = f"closed: {e.strerror or e}"
+                continue
+            want[i] = msg
+            bufs[i] = b""
+            sel.register(s, selectors.EVENT_READ, i)
+        deadline = time.monotonic() + timeout
+        while want and time.monotonic() < deadline:
+            for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+                i = key.data
+                s = key.fileobj
+                try:
+                    data = s.recv(4096)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:
+                    result[i] = f"closed: {e.strerror or e}"
+                    sel.unregister(s)
+                    want.pop(i, None)
+                    continue
+                if not data and s.type == socket.SOCK_STREAM:
+                    result[i] = "closed: the peer closed it"
+                    sel.unregister(s)
+                    want.pop(i, None)
+                    continue
+                bufs[i] += data
+                if want.get(i) and want[i] in bufs[i]:
+                    result[i] = "alive"
+                    sel.unregister(s)
+                    del want[i]
+        for i in want:
+            result[i] = "dead"
+            sel.unregister(conns[i])
+        sel.close()
+        return result
+
+    for line in sys.stdin:
+        req = json.loads(line)
+        timeout = float(req.get("timeout", 2.0))
+        if req["op"] == "open":
+            opened = {}
+            pending = {}
+            sel = selectors.DefaultSelector()
+            for t in req["targets"]:
+                fam = socket.AF_INET6 if ":" in t["dst"] else socket.AF_INET
+                kind = socket.SOCK_STREAM if t["proto"] == "tcp" else socket.SOCK_DGRAM
+                s = socket.socket(fam, kind)
+                s.setblocking(False)
+                try:
+                    s.connect((t["dst"], int(t["port"])))
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as e:
+                    opened[t["id"]] = f"failed: {e.strerror or e}"
+                    s.close()
+                    continue
+                if kind == socket.SOCK_STREAM:
+                    pending[t["id"]] = s
+                    sel.register(s, selectors.EVENT_WRITE, t["id"])
+                else:
+                    conns[t["id"]] = s
+            deadline = time.monotonic() + timeout
+            while pending and time.monotonic() < deadline:
+                for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+                    s = key.fileobj
+                    sel.unregister(s)
+                    del pending[key.data]
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        opened[key.data] = f"failed: {os.strerror(err)}"
+                        s.close()
+                    else:
+                        conns[key.data] = s
+            for i, s in pending.items():
+                opened[i] = "failed: connect timed out"
+                s.close()
+            sel.close()
+            # A connection is open when one exchange went through (UDP: the only proof).
+            new = [t["id"] for t in req["targets"] if t["id"] in conns and t["id"] not in opened]
+            for i, r in exchange(new, "open", timeout).items():
+                if r == "alive":
+                    opened[i] = "ok"
+                else:
+                    opened[i] = "failed: " + ("no echo" if r == "dead" else r)
+                    conns.pop(i).close()
+            print(json.dumps({"opened": opened}), flush=True)
+        elif req["op"] == "check":
+            print(json.dumps({"checked": exchange(list(conns), req["token"], timeout)}),
+                  flush=True)
+        else:
+            print(json.dumps({"error": f"unknown op {req['op']}"}), flush=True)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# The lab, driven through `bulkhead lab` (docs/lab.md) and the agent's local API.
+# ----------------------------------------------------------------------------------------------
+
+import signal  # noqa: E402
+import time  # noqa: E402
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class Lab:
+    """One `bulkhead lab` brought up for a test; `down()` removes it (also after failures)."""
+
+    def __init__(self, bulkhead, name, lab_file, policies_dir, log=print):
+        self.bh = bulkhead
+        self.name = name
+        self.lab_file = lab_file
+        self.policies_dir = policies_dir
+        self.log = log
+        self.status = None
+        self.up_done = False
+
+    def cmd(self, *args, check=True, timeout=120):
+        r = subprocess.run([self.bh, *args], capture_output=True, text=True, timeout=timeout,
+                           check=False)
+        if check and r.returncode != 0:
+            raise LabError(f"`bulkhead {' '.join(args)}` exited {r.returncode}:\n"
+                           f"{(r.stdout + r.stderr).rstrip()}")
+        return r
+
+    def up(self):
+        self.up_done = True  # from here on, down() has something to remove
+        t0 = time.monotonic()
+        self.cmd("lab", "up", "-f", self.lab_file, "--policies", self.policies_dir, "--name",
+                 self.name, "-o", "json", timeout=300)
+        self.refresh()
+        self.log(f"lab {self.name}: up in {time.monotonic() - t0:.1f} s, "
+                 f"{len(self.status['workloads'])} workloads, agent pid {self.agent_pid()}")
+
+    def refresh(self):
+        r = self.cmd("lab", "status", "--name", self.name, "-o", "json", check=False)
+        try:
+            self.status = json.loads(r.stdout)
+        except json.JSONDecodeError as e:
+            raise LabError(f"`bulkhead lab status` printed no JSON ({e}):\n{r.stdout}{r.stderr}")
+        return self.status
+
+    def down(self):
+        if not self.up_done:
+            return True
+        r = self.cmd("lab", "down", "--name", self.name, check=False, timeout=300)
+        if r.returncode != 0:
+            self.log(f"lab down failed:\n{(r.stdout + r.stderr).rstrip()}")
+            return False
+        return True
+
+    # -- facts --
+    @property
+    def cluster(self):
+        return self.status["cluster_inventory"]
+
+    @property
+    def socket(self):
+        return self.status["agent_socket"]
+
+    def workloads(self):
+        return sorted(w["workload"] for w in self.status["workloads"])
+
+    def netns_path(self, workload):
+        for w in self.status["workloads"]:
+            if w["workload"] == workload:
+                ns = w["netns"]
+                return ns if ns.startswith("/") else f"/run/netns/{ns}"
+        raise LabError(f"no workload {workload}")
+
+    def address(self, workload, family):
+        for w in self.status["workloads"]:
+            if w["workload"] == workload:
+                for ip in w["ips"]:
+                    if (":" in ip) == (family == 6):
+                        return ip
+        raise LabError(f"{workload} has no IPv{family} address")
+
+    def host_netns_path(self):
+        ns = self.status["host_netns"]
+        return ns if ns.startswith("/") else f"/run/netns/{ns}"
+
+    def agent_pid(self):
+        return self.status["agent"]["pid"]
+
+    # -- the agent --
+    def agent_status(self):
+        r = self.cmd("agent", "status", "--socket", self.socket, "-o", "json", check=False,
+                     timeout=10)
+        if r.returncode != 0:
+            return None
+        try:
+            return json.loads(r.stdout)
+        except json.JSONDecodeError:
+            return None
+
+    def revision(self):
+        st = self.agent_status()
+        return st.get("revision") if st else None
+
+    def wait_revision_change(self, old, timeout=20.0):
+        """Waits until the agent has applied a revision other than `old`; returns it."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            st = self.agent_status()
+            if st and st.get("ready") and st.get("revision") not in (None, "", old):
+                return st["revision"]
+            if st and st.get("last_error"):
+                last = st["last_error"]
+            time.sleep(0.05)
+        raise LabError(f"the agent did not apply a new revision within {timeout:.0f} s "
+                       f"(still {old}; last error: {last or 'none'})")
+
+    def explain(self, src, dst, protocol, port):
+        r = self.cmd("explain", "--socket", self.socket, "--from", src, "--to", dst, "--port",
+                     str(port), "--protocol", protocol.lower(), check=False, timeout=10)
+        return (r.stdout + r.stderr).rstrip()
+
+    # -- probes --
+    def probe_matrix(self, ports, protocols, families, timeout_ms=None):
+        """{(family, PROTO, port): {(src, dst): allowed}} from one concurrent `lab probe
+        --matrix`; diagonal included (a workload to itself never leaves its netns)."""
+        args = ["lab", "probe", "--name", self.name, "--matrix",
+                "--port", ",".join(str(p) for p in ports),
+                "--protocol", ",".join(p.lower() for p in protocols),
+                "--family", ",".join(str(f) for f in families), "-o", "json"]
+        if timeout_ms:
+            args += ["--timeout", str(timeout_ms)]
+        r = self.cmd(*args, check=False)
+        if r.returncode != 0:
+            raise LabError(f"`bulkhead {' '.join(args)}` exited {r.returncode}:\n"
+                           f"{r.stderr.rstrip()}")
+        doc = json.loads(r.stdout)
+        if isinstance(doc, dict):
+            doc = [dict(doc, family=families[0])]
+        out = {}
+        for m in doc:
+            key = (int(m["family"]), m["protocol"].upper(), int(m["port"]))
+            out[key] = {(s, d): v == "allow" for s, row in m["matrix"].items()
+                        for d, v in row.items()}
+        return out
+
+    def probe_one(self, src, dst, protocol, port, family):
+        """(allowed, what the probe saw) for one flow."""
+        r = self.cmd("lab", "probe", "--name", self.name, "--from", src, "--to", dst, "--port",
+                     str(port), "--protocol", protocol.lower(), "--family", str(family),
+                     "-o", "json", check=False)
+        try:
+            j = json.loads(r.stdout)
+            seen = f"{j['result']} ({j['outcome']}{': ' + j['detail'] if j.get('detail') else ''}, "\
+                   f"{j['millis']:.0f} ms, to {j['address']})"
+        except (json.JSONDecodeError, KeyError):
+            seen = (r.stdout + r.stderr).strip()
+        return r.returncode == 0, seen
+
+    def in_netns(self, workload, argv, **kw):
+        return subprocess.Popen(["nsenter", f"--net={self.netns_path(workload)}", *argv], **kw)
+
+
+class HoldClients:
+    """One `hold` client per source workload: long-lived TCP and UDP connections."""
+
+    def __init__(self, lab, script):
+        self.lab = lab
+        self.procs = {}
+        for w in lab.workloads():
+            self.procs[w] = lab.in_netns(w, [sys.executable, script, "hold"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True, bufsize=1)
+
+    def _ask(self, w, req):
+        p = self.procs[w]
+        p.stdin.write(json.dumps(req) + "\n")
+        p.stdin.flush()
+        line = p.stdout.readline()
+        if not line:
+            raise LabError(f"the hold client in {w} died")
+        return json.loads(line)
+
+    def _all(self, reqs):
+        """Sends every request first, then reads: the clients work in parallel."""
+        for w, req in reqs.items():
+            self.procs[w].stdin.write(json.dumps(req) + "\n")
+            self.procs[w].stdin.flush()
+        out = {}
+        for w in reqs:
+            line = self.procs[w].stdout.readline()
+            if not line:
+                raise LabError(f"the hold client in {w} died")
+            out[w] = json.loads(line)
+        return out
+
+    def open(self, conns):
+        """conns: [(src, dst, proto, family)] -> {conn: "ok" | "failed: ..."}."""
+        reqs = {}
+        for src, dst, proto, fam in conns:
+            reqs.setdefault(src, {"op": "open", "targets": [], "timeout": 3})
+            reqs[src]["targets"].append({"id": f"{proto}{fam}:{dst}", "proto": proto,
+                                         "dst": self.lab.address(dst, fam), "port": HOLD_PORT})
+        out = {}
+        for src, resp in self._all(reqs).items():
+            for cid, res in resp["opened"].items():
+                proto, rest = cid[:3], cid[3:]
+                fam, dst = rest.split(":", 1)
+                out[(src, dst, proto, int(fam))] = res
+        return out
+
+    def check(self, token):
+        """{conn: "alive" | "dead" | "closed: ..."} for every open connection."""
+        out = {}
+        resps = self._all({w: {"op": "check", "token": token, "timeout": 2}
+                           for w in self.procs})
+        for src, resp in resps.items():
+            for cid, res in resp["checked"].items():
+                proto, rest = cid[:3], cid[3:]
+                fam, dst = rest.split(":", 1)
+                out[(src, dst, proto, int(fam))] = res
+        return out
+
+    def close(self):
+        for p in self.procs.values():
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = {}
+
+
+def word(allowed):
+    return "allow" if allowed else "deny"
+
+
+class DifferentialRun:
+    FAMILIES = [4, 6]
+    PROTOCOLS = ["TCP", "UDP"]
+    MAX_DETAILS = 12  # fully explained mismatches per stage; the rest are counted
+
+    def __init__(self, bulkhead, seed, sets):
+        self.bh = bulkhead
+        self.seed = seed
+        self.sets = sets
+        self.rng = random.Random(seed)
+        self.failures = 0
+        self.tmp = None
+        self.lab = None
+        self.echo = []
+        self.holds = None
+        self.restarted_agent = None
+        self.policy_file = None
+        self.compared = 0
+
+    def log(self, msg):
+        print(msg, flush=True)
+
+    def fail(self, msg):
+        self.failures += 1
+        print("FAIL: " + msg, file=sys.stderr, flush=True)
+
+    def simulate_paths(self):
+        return [self.lab.policies_dir, self.lab.cluster]
+
+    def show_policies(self, stage):
+        with open(self.policy_file, encoding="utf-8") as f:
+            text = f.read()
+        print(f"---- policies of stage '{stage}' ({self.policy_file}, BULKHEAD_SEED={self.seed})\n"
+              f"{text}---- end of policies", file=sys.stderr, flush=True)
+
+    # -- stages --
+    def write_policies(self, docs, label):
+        old = self.lab.revision() if self.lab else None
+        write_file_atomically(self.policy_file, set_text(docs, self.seed, label))
+        if self.lab:
+            rev = self.lab.wait_revision_change(old)
+            self.log(f"[{label}] the agent applied revision {rev}")
+
+    def check_matrices(self, stage, families=None, ports=None, agent_up=True):
+        """The kernel's verdicts for every ordered pair against simulate's; returns the
+        number of mismatches. Kernel 'blocked' where simulate allows is probed once more
+        (a lost datagram is not a verdict); kernel 'connected' where simulate denies never is."""
+        families = families or self.FAMILIES
+        ports = ports or PROBE_PORTS
+        t0 = time.monotonic()
+        sim = {(proto, port): simulate_matrix(self.bh, self.simulate_paths(), proto, port)
+               for proto in self.PROTOCOLS for port in ports}
+        kernel = self.lab.probe_matrix(ports, self.PROTOCOLS, families)
+        mismatches = []
+        compared = allowed = 0
+        for (fam, proto, port), km in sorted(kernel.items()):
+            sm = sim[(proto, port)]
+            for (s, d), k_allowed in sorted(km.items()):
+                if s == d:
+                    continue
+                if (s, d) not in sm:
+                    self.fail(f"[{stage}] simulate has no verdict for {s} -> {d}")
+                    continue
+                compared += 1
+                allowed += sm[(s, d)]
+                if k_allowed != sm[(s, d)]:
+                    mismatches.append((s, d, proto, port, fam, sm[(s, d)], k_allowed))
+        real = []
+        for m in mismatches:
+            s, d, proto, port, fam, want, got = m
+            if want and not got:
+                again, seen = self.lab.probe_one(s, d, proto, port, fam)
+                if again:
+                    self.log(f"[{stage}] note: {s} -> {d} {proto}/{port} IPv{fam} was blocked in "
+                             f"the matrix, connected when probed again ({seen})")
+                    continue
+            real.append(m)
+        self.compared += compared
+        self.log(f"[{stage}] {compared} flows (IPv{'+'.join(map(str, families))}, "
+                 f"{'+'.join(self.PROTOCOLS)}, ports {','.join(map(str, ports))}): "
+                 f"{allowed} allowed, {compared - allowed} denied by simulate; "
+                 f"{len(real)} disagree with the kernel ({time.monotonic() - t0:.1f} s)")
+        if real:
+            self.report(stage, real, agent_up)
+        return len(real)
+
+    def report(self, stage, mismatches, agent_up):
+        self.fail(f"[{stage}] the kernel and simulate disagree on {len(mismatches)} flows "
+                  f"(BULKHEAD_SEED={self.seed})")
+        self.show_policies(stage)
+        for i, (s, d, proto, port, fam, want, got) in enumerate(mismatches):
+            head = (f"[{stage}] {s} -> {d} {proto}/{port} IPv{fam}: simulate {word(want)}, "
+                    f"kernel {word(got)}")
+            if i >= self.MAX_DETAILS:
+                print(head, file=sys.stderr)
+                continue
+            _, seen = self.lab.probe_one(s, d, proto, port, fam)
+            print(f"{head}\n  kernel probe again: {seen}\n  simulate says:\n    " +
+                  simulate_explain(self.bh, self.simulate_paths(), s, d, proto, port)
+                  .replace("\n", "\n    "), file=sys.stderr)
+            if agent_up:
+                print("  the agent's tables say:\n    " +
+                      self.lab.explain(s, d, proto, port).replace("\n", "\n    "),
+                      file=sys.stderr)
+        sys.stderr.flush()
+
+    def hold_verdicts(self):
+        """Simulate's verdicts on HOLD_PORT: {(src, dst, proto): allowed}, proto lower-case."""
+        out = {}
+        for proto in self.PROTOCOLS:
+            for (s, d), ok in simulate_matrix(self.bh, self.simulate_paths(), proto,
+                                              HOLD_PORT).items():
+                if s != d:
+                    out[(s, d, proto.lower())] = ok
+        return out
+
+    def open_allowed(self, stage, verdicts):
+        """Opens a long-lived connection for every pair simulate allows on HOLD_PORT."""
+        conns = [(s, d, p, fam) for (s, d, p), ok in sorted(verdicts.items()) if ok
+                 for fam in self.FAMILIES]
+        opened = self.holds.open(conns)
+        bad = [(c, r) for c, r in sorted(opened.items()) if r != "ok"]
+        for (s, d, p, fam), r in bad[:self.MAX_DETAILS]:
+            self.fail(f"[{stage}] {s} -> {d} {p.upper()}/{HOLD_PORT} IPv{fam}: simulate allows "
+                      f"it, but the connection did not open ({r})\n  simulate says:\n    " +
+                      simulate_explain(self.bh, self.simulate_paths(), s, d, p, HOLD_PORT)
+                      .replace("\n", "\n    "))
+        if bad:
+            self.show_policies(stage)
+        self.log(f"[{stage}] opened {len(opened) - len(bad)} long-lived connections "
+                 f"(TCP and UDP, IPv4 and IPv6, port {HOLD_PORT})")
+        return [c for c, r in opened.items() if r == "ok"]
+
+    def check_held(self, stage, expect_alive, token):
+        """expect_alive: {conn: True (must answer) | False (must be cut)}."""
+        got = self.holds.check(token)
+        wrong = []
+        for conn, alive in sorted(expect_alive.items()):
+            state = got.get(conn, "closed: not held")
+            if alive and state != "alive":
+                wrong.append((conn, "should be alive", state))
+            elif not alive and state == "alive":
+                wrong.append((conn, "should be cut", state))
+        n_alive = sum(1 for a in expect_alive.values() if a)
+        self.log(f"[{stage}] {len(expect_alive)} held connections: {n_alive} must answer, "
+                 f"{len(expect_alive) - n_alive} must be cut; {len(wrong)} wrong")
+        for (s, d, p, fam), want, state in wrong[:self.MAX_DETAILS]:
+            self.fail(f"[{stage}] held {p.upper()} {s} -> {d}:{HOLD_PORT} IPv{fam} {want}, "
+                      f"but is {state}\n  simulate says:\n    " +
+                      simulate_explain(self.bh, self.simulate_paths(), s, d, p, HOLD_PORT)
+                      .replace("\n", "\n    "))
+        if wrong:
+            self.show_policies(stage)
+        return not wrong
+
+    # -- the agent's kill -9 and restart --
+    def agent_argv(self, pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode() for a in f.read().split(b"\0") if a]
+
+    def restart_agent(self, argv, log_path):
+        log = open(log_path, "ab")  # noqa: SIM115 (handed to the child)
+        self.restarted_agent = subprocess.Popen(
+            ["nsenter", f"--net={self.lab.host_netns_path()}", *argv], stdout=log,
+            stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    # -- the whole run --
+    def run(self):
+        import tempfile
+        self.log(f"differential test: BULKHEAD_SEED={self.seed} ({self.sets} random policy sets)")
+        self.tmp = tempfile.mkdtemp(prefix="bh-diff-")
+        name = f"diff-{os.getpid()}-{self.rng.randrange(16**4):04x}"
+        lab = lab_doc(name, self.rng)
+        modes = [f"{n['name']}={n['mode']}" for n in lab["spec"]["namespaces"] if "mode" in n]
+        lab_file = os.path.join(self.tmp, "lab.yaml")
+        with open(lab_file, "w", encoding="utf-8") as f:
+            f.write(to_yaml(lab))
+        policies = os.path.join(self.tmp, "policies")
+        os.makedirs(policies)
+        self.policy_file = os.path.join(policies, "policies.yaml")
+        sets = [generate_set(self.rng) for _ in range(self.sets)]
+        self.write_policies(sets[0], "set 1")
+        self.lab = Lab(self.bh, name, lab_file, policies, self.log)
+        self.lab.up()
+        self.log(f"lab {name}: namespace modes: {', '.join(modes) or 'all enforce'}")
+        workloads = self.lab.workloads()
+        if len(workloads) < 9:
+            self.fail(f"the lab has {len(workloads)} workloads, not 9")
+        script = os.path.abspath(__file__)
+        for w in workloads:
+            p = self.lab.in_netns(w, [sys.executable, script, "echo", "--port", str(HOLD_PORT)],
+                                  stdout=subprocess.PIPE, text=True)
+            self.echo.append(p)
+            if p.stdout.readline().strip() != "ready":
+                raise LabError(f"the echo server in {w} did not start")
+        self.holds = HoldClients(self.lab, script)
+
+        # 1. the first set
+        self.check_matrices("set 1")
+
+        # 2. a policy update: held connections that lose their allow are cut, others survive
+        before = self.hold_verdicts()
+        held = self.open_allowed("set 1, before the update", before)
+        update, lost, kept = None, [], []
+        for _ in range(40):
+            cand = mutate_set(self.rng, sets[0])
+            with open(self.candidate_file(), "w", encoding="utf-8") as f:
+                f.write(set_text(cand, self.seed, "candidate"))
+            after = self._verdicts_of(cand)
+            lost = [c for c in held if not after[c[:3]]]
+            kept = [c for c in held if after[c[:3]]]
+            if lost and kept:
+                update = cand
+                break
+            update = cand
+        if not (lost and kept):
+            self.log("[update] note: no update among 40 candidates both cuts and keeps a held "
+                     "connection; using the last one")
+        self.write_policies(update, "set 1, updated")
+        self.check_held("set 1, updated", {c: c in kept for c in held}, "upd")
+        self.check_matrices("set 1, updated")
+
+        # 3. kill -9 of the agent: enforcement and held connections go on; restart adopts
+        self.holds.close()
+        self.holds = HoldClients(self.lab, script)
+        now = self.hold_verdicts()
+        held = self.open_allowed("before kill -9", now)
+        rev = self.lab.revision()
+        self.lab.refresh()
+        pid = self.lab.agent_pid()
+        argv = self.agent_argv(pid)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+                break
+            time.sleep(0.05)
+        if self.lab.agent_status() is not None:
+            self.fail("the agent still answers after kill -9")
+        self.log(f"[kill -9] agent pid {pid} killed at revision {rev}")
+        self.check_held("agent down", {c: True for c in held}, "down")
+        self.check_matrices("agent down", agent_up=False)
+        self.restart_agent(argv, self.lab.status["agent_log"])
+        rounds = 0
+        t0 = time.monotonic()
+        while True:
+            # Probe while the agent starts: no denied flow may pass in any round.
+            ready = (self.lab.agent_status() or {}).get("ready", False)
+            self.check_matrices(f"agent restarting, round {rounds + 1}", families=[4, 6],
+                                agent_up=False)
+            rounds += 1
+            if ready or time.monotonic() - t0 > 30:
+                break
+        st = self.lab.agent_status()
+        if not st or not st.get("ready"):
+            self.fail("the restarted agent is not ready after 30 s")
+        else:
+            self.log(f"[restart] agent ready at revision {st.get('revision')} after {rounds} "
+                     f"probe rounds")
+            if st.get("revision") != rev:
+                self.fail(f"the revision changed across the restart: {rev} -> {st.get('revision')}")
+        self.check_held("after the restart", {c: True for c in held}, "restarted")
+        self.check_matrices("after the restart")
+        self.holds.close()
+        self.holds = None
+
+        # 4. the other random sets
+        for i, docs in enumerate(sets[1:], start=2):
+            self.write_policies(docs, f"set {i}")
+            self.check_matrices(f"set {i}")
+
+    def candidate_file(self):
+        return os.path.join(self.tmp, "candidate.yaml")
+
+    def _verdicts_of(self, docs):
+        del docs  # written to candidate_file() by the caller
+        path = self.candidate_file()
+        out = {}
+        for proto in self.PROTOCOLS:
+            for (s, d), ok in simulate_matrix(self.bh, [path, self.lab.cluster], proto,
+                                              HOLD_PORT).items():
+                if s != d:
+                    out[(s, d, proto.lower())] = ok
+        return out
+
+    def cleanup(self):
+        import shutil
+        if self.holds:
+            self.holds.close()
+        for p in self.echo:
+            p.terminate()
+        for p in self.echo:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        ok = True
+        if self.lab:
+            ok = self.lab.down()
+        if self.restarted_agent and self.restarted_agent.poll() is None:
+            self.restarted_agent.kill()
+            self.restarted_agent.wait()
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return ok
+
+
+def run_cmd(bulkhead):
+    if os.geteuid() != 0:
+        print("SKIPPED: the netns differential test needs root (network namespaces, bpffs, TC); "
+              "run it as root", file=sys.stderr)
+        return 77
+    for tool in ("nsenter",):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
+            print(f"FAIL: {tool} is not installed", file=sys.stderr)
+            return 1
+    seed = seed_from_env()
+    sets = int(os.environ.get("BULKHEAD_DIFF_SETS", "3"))
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    r = DifferentialRun(bulkhead, seed, max(1, sets))
+    t0 = time.monotonic()
+    try:
+        r.run()
+    except (LabError, RuntimeError, OSError, subprocess.SubprocessError) as e:
+        r.fail(f"{e}")
+    finally:
+        if not r.cleanup():
+            r.fail("the lab was not removed completely")
+    took = time.monotonic() - t0
+    if r.failures:
+        print(f"FAILED: {r.failures} problems; replay with BULKHEAD_SEED={seed} ({took:.0f} s)",
+              file=sys.stderr)
+        return 1
+    print(f"PASS: {r.compared} flows compared with simulate, BULKHEAD_SEED={seed} ({took:.0f} s)")
+    return 0
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "run" and len(argv) == 3:
+        return run_cmd(os.path.abspath(argv[2]))
     if cmd == "gencheck" and len(argv) == 3:
         return gencheck(os.path.abspath(argv[2]))
     if cmd == "generate":
         return generate_cmd(argv[2:])
+    if cmd == "echo" and len(argv) == 4 and argv[2] == "--port":
+        echo_server(int(argv[3]))
+        return 1
+    if cmd == "hold" and len(argv) == 2:
+        hold_client()
+        return 0
     print("usage: differential_test.py run|gencheck PATH/TO/bulkhead | generate [--sets N] DIR",
           file=sys.stderr)
     return 2
