@@ -97,6 +97,12 @@ void AppendSelector(std::string& s, const policy::LabelSelector& sel) {
   s += "}";
 }
 
+// Invalid pins are the caller's input: say which option they came from.
+absl::Status PinError(const absl::Status& s) {
+  if (s.code() != absl::StatusCode::kInvalidArgument) return s;
+  return absl::InvalidArgumentError(absl::StrCat("compiler: pinned_identities: ", s.message()));
+}
+
 // One peer identity the tables distinguish: a workload identity or a CIDR identity.
 struct PeerRec {
   NumericIdentity id = 0;
@@ -715,8 +721,9 @@ absl::Status PolicyCompiler::State::CompileAll() {
     for (const auto& ip : w.ips) workload_ips.emplace(ip, w.Id());
     keys.push_back(identity::MakeIdentityKey(NamespaceLabels(w.namespace_name), w, filter));
   }
-  auto allocator_or = identity::IdentityAllocator::ForKeys(keys);
-  if (!allocator_or.ok()) return allocator_or.status();
+  auto allocator_or =
+      identity::IdentityAllocator::ForKeys(keys, options.pinned_identities.workloads);
+  if (!allocator_or.ok()) return PinError(allocator_or.status());
   allocator = std::move(*allocator_or);
   // The identities that need a table: those of the workloads on this node (all without one).
   std::set<NumericIdentity> local_ids;
@@ -740,8 +747,9 @@ absl::Status PolicyCompiler::State::CompileAll() {
   for (const auto& node : cluster->nodes) {
     for (const auto& ip : node.ips) cut.push_back(identity::HostPrefix(ip));
   }
-  auto cidrs_or = identity::CidrIdentities::ForCidrs(std::move(cut));
-  if (!cidrs_or.ok()) return cidrs_or.status();
+  auto cidrs_or =
+      identity::CidrIdentities::ForCidrs(std::move(cut), options.pinned_identities.cidrs);
+  if (!cidrs_or.ok()) return PinError(cidrs_or.status());
   cidrs = std::move(*cidrs_or);
 
   IndexPolicies();
@@ -1070,6 +1078,15 @@ absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload&
   auto& names = s.MutableIdentity(id)->workloads;
   names.insert(std::upper_bound(names.begin(), names.end(), workload.Id()), workload.Id());
   return delta;
+}
+
+PinnedIdentities PinsOf(const CompiledPolicy& compiled) {
+  PinnedIdentities pins;
+  for (const CompiledIdentity& ci_entry : compiled.identities) {
+    if (ci_entry.key) pins.workloads.emplace(*ci_entry.key, ci_entry.id);
+    if (ci_entry.cidr) pins.cidrs.emplace(*ci_entry.cidr, ci_entry.id);
+  }
+  return pins;
 }
 
 absl::StatusOr<CompiledPolicy> CompilePolicy(const policy::Cluster& cluster,

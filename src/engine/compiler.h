@@ -34,6 +34,19 @@
 
 namespace bulkhead::engine {
 
+// Identity numbers to keep from an earlier compile (PinsOf), or numbers assigned elsewhere
+// (a server's cluster-wide identities). A key (workload identity key, or CIDR) that this
+// compile has keeps its pinned number; a key it does not have keeps its number reserved: no
+// other key gets it. New keys take, in sorted order, the lowest free numbers of their range
+// that no pin holds. So between the pinned compile and this one an identity number never
+// names two different things, and a live datapath can move from one to the other without a
+// window in which the ipcache and the tables disagree on what a number means.
+struct PinnedIdentities {
+  std::map<identity::IdentityKey, identity::NumericIdentity> workloads;  // 256 .. 2^24-1
+  std::map<policy::Cidr, identity::NumericIdentity> cidrs;               // from 2^24
+  bool empty() const { return workloads.empty() && cidrs.empty(); }
+};
+
 struct CompilerOptions {
   // Table ids of this compile are table_id_base, +1, ... To switch a live datapath
   // atomically, pass a base above every live table id (CompiledPolicy::NextTableIdBase of
@@ -47,6 +60,10 @@ struct CompilerOptions {
   // ipcache and every table's peer classes still cover the whole cluster. Empty: every
   // workload is an endpoint.
   std::string node;
+  // Numbers to keep (see PinnedIdentities). Empty: identities are numbered from the start of
+  // their ranges in sorted key order. Invalid pins (a number outside its range, one number
+  // pinned to two keys) are an error.
+  PinnedIdentities pinned_identities;
 };
 
 struct CompiledIdentity {
@@ -102,6 +119,9 @@ struct CompiledPolicy {
   // collide with this one.
   uint32_t NextTableIdBase() const;
 };
+
+// The identities of `compiled` (workload and CIDR) as pins for the next compile.
+PinnedIdentities PinsOf(const CompiledPolicy& compiled);
 
 // The writes of an incremental update, in the order a loader must apply them so that no
 // lookup ever sees a partial state: port entries of new classes and tables first, then

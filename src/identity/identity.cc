@@ -99,14 +99,49 @@ IdentityKey MakeIdentityKey(const policy::Labels& namespace_labels,
 }
 
 absl::StatusOr<IdentityAllocator> IdentityAllocator::ForKeys(std::vector<IdentityKey> keys) {
+  return ForKeys(std::move(keys), {});
+}
+
+absl::StatusOr<IdentityAllocator> IdentityAllocator::ForKeys(
+    std::vector<IdentityKey> keys, const std::map<IdentityKey, NumericIdentity>& pinned) {
+  IdentityAllocator a;
+  std::map<NumericIdentity, const IdentityKey*> owner;
+  for (const auto& [key, id] : pinned) {
+    if (KindOf(id) != IdentityKind::kWorkload) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "identity: pinned number ", id, " of ", key.ToString(), " is not a workload identity (",
+          kFirstWorkloadIdentity, "..", kFirstCidrIdentity - 1, ")"));
+    }
+    auto [it, inserted] = owner.emplace(id, &key);
+    if (!inserted) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("identity: number ", id, " is pinned to two keys: ", it->second->ToString(),
+                       " and ", key.ToString()));
+    }
+    a.blocked_.insert(id);
+  }
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  IdentityAllocator a;
-  for (auto& key : keys) {
+  // Pinned keys first, so that the others find their numbers taken.
+  for (const auto& key : keys) {
+    auto it = pinned.find(key);
+    if (it == pinned.end()) continue;
+    a.by_key_.emplace(key, it->second);
+    a.by_id_.emplace(it->second, key);
+  }
+  for (const auto& key : keys) {
+    if (pinned.count(key) != 0) continue;
     auto id = a.Allocate(key);
     if (!id.ok()) return id.status();
   }
   return a;
+}
+
+NumericIdentity IdentityAllocator::NextFree() {
+  while (next_ < kFirstCidrIdentity && (blocked_.count(next_) != 0 || by_id_.count(next_) != 0)) {
+    ++next_;
+  }
+  return next_ < kFirstCidrIdentity ? next_ : 0;
 }
 
 NumericIdentity IdentityAllocator::Find(const IdentityKey& key) const {
@@ -117,7 +152,7 @@ NumericIdentity IdentityAllocator::Find(const IdentityKey& key) const {
 absl::StatusOr<NumericIdentity> IdentityAllocator::Allocate(const IdentityKey& key, bool* created) {
   if (created != nullptr) *created = false;
   if (NumericIdentity id = Find(key); id != 0) return id;
-  if (next_ >= kFirstCidrIdentity) {
+  if (NextFree() == 0) {
     return absl::ResourceExhaustedError(
         absl::StrCat("identity: more than ", kFirstCidrIdentity - kFirstWorkloadIdentity,
                      " distinct workload identities; cannot allocate one for ", key.ToString()));

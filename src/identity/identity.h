@@ -108,11 +108,22 @@ IdentityKey MakeIdentityKey(const policy::Labels& namespace_labels,
 // the sorted keys get kFirstWorkloadIdentity, +1, ... so the same cluster always yields the
 // same numbers. Later allocations (a workload added incrementally) take the next free
 // number and never renumber existing identities.
+//
+// Pins carry numbers over from an earlier allocation (a previous compile, or numbers a
+// server assigned cluster-wide): a pinned key that is among the keys keeps its number, and
+// no other key ever gets a pinned number, even when the pinned key is absent, so a number
+// never names two different keys between the earlier allocation and this one.
 class IdentityAllocator {
  public:
   IdentityAllocator() = default;
   // Fails when there are more keys than workload identities.
   static absl::StatusOr<IdentityAllocator> ForKeys(std::vector<IdentityKey> keys);
+  // The same with pins: pinned keys keep their number; the other keys, sorted, take the
+  // lowest numbers from kFirstWorkloadIdentity that are neither pinned nor taken. Fails
+  // (InvalidArgument) when a pinned number is outside the workload range or pinned to two
+  // keys, and when the range is exhausted. Without pins, equal to ForKeys(keys).
+  static absl::StatusOr<IdentityAllocator> ForKeys(
+      std::vector<IdentityKey> keys, const std::map<IdentityKey, NumericIdentity>& pinned);
 
   // The identity of `key`, or 0 when it has none.
   NumericIdentity Find(const IdentityKey& key) const;
@@ -124,8 +135,12 @@ class IdentityAllocator {
   const std::map<NumericIdentity, IdentityKey>& identities() const { return by_id_; }
 
  private:
+  // The lowest number >= next_ that is neither taken nor blocked (0 when exhausted).
+  NumericIdentity NextFree();
+
   std::map<IdentityKey, NumericIdentity> by_key_;
   std::map<NumericIdentity, IdentityKey> by_id_;
+  std::set<NumericIdentity> blocked_;  // pinned numbers: never given to another key
   NumericIdentity next_ = kFirstWorkloadIdentity;
 };
 

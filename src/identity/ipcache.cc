@@ -2,6 +2,8 @@
 #include "identity/ipcache.h"
 
 #include <algorithm>
+#include <limits>
+#include <set>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -66,6 +68,11 @@ std::vector<IpCacheEntry> IpCache::Entries() const {
 }
 
 absl::StatusOr<CidrIdentities> CidrIdentities::ForCidrs(std::vector<Cidr> cidrs) {
+  return ForCidrs(std::move(cidrs), {});
+}
+
+absl::StatusOr<CidrIdentities> CidrIdentities::ForCidrs(
+    std::vector<Cidr> cidrs, const std::map<Cidr, NumericIdentity>& pinned) {
   for (auto& c : cidrs) c = PrefixOf(c.addr, c.prefix_len);
   std::sort(cidrs.begin(), cidrs.end());
   cidrs.erase(std::unique(cidrs.begin(), cidrs.end()), cidrs.end());
@@ -73,13 +80,52 @@ absl::StatusOr<CidrIdentities> CidrIdentities::ForCidrs(std::vector<Cidr> cidrs)
     return absl::ResourceExhaustedError(
         absl::StrCat("identity: too many distinct CIDRs (", cidrs.size(), ")"));
   }
-  CidrIdentities out;
-  NumericIdentity next = kFirstCidrIdentity;
-  for (const auto& c : cidrs) {
-    out.all_.push_back(CidrIdentity{c, next});
-    out.index_.Upsert(c, next, 0);
-    ++next;
+  std::map<Cidr, NumericIdentity> pins;  // normalized
+  std::map<NumericIdentity, Cidr> owner;
+  for (const auto& [cidr, id] : pinned) {
+    if (KindOf(id) != IdentityKind::kCidr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("identity: pinned number ", id, " of ", cidr.ToString(),
+                       " is not a CIDR identity (from ", kFirstCidrIdentity, ")"));
+    }
+    const Cidr c = PrefixOf(cidr.addr, cidr.prefix_len);
+    auto [it, inserted] = owner.emplace(id, c);
+    if (!inserted && !(it->second == c)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("identity: number ", id, " is pinned to two CIDRs: ", it->second.ToString(),
+                       " and ", c.ToString()));
+    }
+    auto [pit, pin_inserted] = pins.emplace(c, id);
+    if (!pin_inserted && pit->second != id) {
+      return absl::InvalidArgumentError(absl::StrCat("identity: CIDR ", c.ToString(),
+                                                     " is pinned to two numbers: ", pit->second,
+                                                     " and ", id));
+    }
   }
+  CidrIdentities out;
+  std::set<NumericIdentity> taken;
+  for (const auto& [id, c] : owner) taken.insert(id);
+  uint64_t next = kFirstCidrIdentity;
+  for (const auto& c : cidrs) {
+    NumericIdentity id;
+    if (auto it = pins.find(c); it != pins.end()) {
+      id = it->second;
+    } else {
+      while (next <= std::numeric_limits<NumericIdentity>::max() &&
+             taken.count(static_cast<NumericIdentity>(next)) != 0) {
+        ++next;
+      }
+      if (next > std::numeric_limits<NumericIdentity>::max()) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("identity: no CIDR identity left for ", c.ToString()));
+      }
+      id = static_cast<NumericIdentity>(next++);
+    }
+    out.all_.push_back(CidrIdentity{c, id});
+    out.index_.Upsert(c, id, 0);
+  }
+  std::sort(out.all_.begin(), out.all_.end(),
+            [](const CidrIdentity& a, const CidrIdentity& b) { return a.id < b.id; });
   return out;
 }
 

@@ -73,7 +73,15 @@ class CidrIdentities {
   CidrIdentities() = default;
   // Fails when there are more CIDRs than the CIDR identity range holds.
   static absl::StatusOr<CidrIdentities> ForCidrs(std::vector<Cidr> cidrs);
+  // The same with pins (as IdentityAllocator's): a pinned CIDR among `cidrs` keeps its
+  // number; the others, sorted, take the lowest numbers from kFirstCidrIdentity that are not
+  // pinned (to any CIDR, present or not). Fails (InvalidArgument) when a pinned number is not
+  // a CIDR identity or is pinned to two CIDRs. Pinned CIDRs are compared with their host
+  // bits cleared. Without pins, equal to ForCidrs(cidrs).
+  static absl::StatusOr<CidrIdentities> ForCidrs(std::vector<Cidr> cidrs,
+                                                 const std::map<Cidr, NumericIdentity>& pinned);
 
+  // Sorted by identity.
   const std::vector<CidrIdentity>& all() const { return all_; }
   // The identity of exactly `cidr`, or 0 when it is not a cut CIDR.
   NumericIdentity Find(const Cidr& cidr) const;

@@ -495,7 +495,7 @@ std::string Compare(const DirectionVerdict& v, const LookupResult& r, const Comp
 // How the cluster is compiled for one round: all at once; some workloads added one by one
 // afterwards; one table per identity; an agent's view of node h1 (only its endpoints are
 // checked); the agent's view built incrementally.
-enum class Build { kFull, kIncremental, kUnshared, kNode, kNodeIncremental };
+enum class Build { kFull, kIncremental, kUnshared, kNode, kNodeIncremental, kPinned };
 const char* BuildName(Build b) {
   switch (b) {
     case Build::kFull:
@@ -508,6 +508,8 @@ const char* BuildName(Build b) {
       return "node h1";
     case Build::kNodeIncremental:
       return "node h1, incremental";
+    case Build::kPinned:
+      return "pinned to a previous compile";
   }
   return "?";
 }
@@ -526,7 +528,7 @@ void RunRound(uint64_t run_seed, int round, Totals& totals) {
   uint64_t seed = run_seed * 1000003u + static_cast<uint64_t>(round);
   Gen g(seed);
   Cluster cluster = RandomCluster(g);
-  Build build = static_cast<Build>(round % 5);
+  Build build = static_cast<Build>(round % 6);
   auto where = [&] {
     return "replay: BULKHEAD_SEED=" + std::to_string(run_seed) + " (round " +
            std::to_string(round) + ", " + BuildName(build) + ")\ncluster:\n" +
@@ -555,8 +557,47 @@ void RunRound(uint64_t run_seed, int round, Totals& totals) {
     }
     cp = &inc->compiled();
   } else {
+    if (build == Build::kPinned) {
+      // Numbers from a previous compile of the cluster without some workloads and policies
+      // (so keys and CIDRs come and go, and the unpinned numbering would shift).
+      Cluster previous = cluster;
+      for (int i = g.Int(1, 3); i > 0 && previous.workloads.size() > 1; --i) {
+        previous.workloads.erase(previous.workloads.begin() +
+                                 g.Int(0, static_cast<int>(previous.workloads.size()) - 1));
+      }
+      if (!previous.policies.empty() && g.Chance(0.5)) {
+        previous.policies.erase(previous.policies.begin() +
+                                g.Int(0, static_cast<int>(previous.policies.size()) - 1));
+      }
+      auto prev = CompilePolicy(previous, options);
+      ASSERT_TRUE(prev.ok()) << prev.status() << "\n" << where();
+      options.pinned_identities = PinsOf(*prev);
+    }
     auto compiled = CompilePolicy(cluster, options);
     ASSERT_TRUE(compiled.ok()) << compiled.status() << "\n" << where();
+    if (build == Build::kPinned) {
+      std::set<identity::NumericIdentity> pinned;
+      for (const auto& [k, id] : options.pinned_identities.workloads) pinned.insert(id);
+      for (const auto& [k, id] : options.pinned_identities.cidrs) pinned.insert(id);
+      for (const auto& id : compiled->identities) {
+        const identity::NumericIdentity* want = nullptr;
+        if (id.key) {
+          auto it = options.pinned_identities.workloads.find(*id.key);
+          if (it != options.pinned_identities.workloads.end()) want = &it->second;
+        } else if (id.cidr) {
+          auto it = options.pinned_identities.cidrs.find(*id.cidr);
+          if (it != options.pinned_identities.cidrs.end()) want = &it->second;
+        } else {
+          continue;  // reserved
+        }
+        if (want != nullptr) {
+          ASSERT_EQ(id.id, *want) << "a pinned identity was renumbered\n" << where();
+        } else {
+          ASSERT_EQ(pinned.count(id.id), 0u) << "a new key took pinned number " << id.id << "\n"
+                                             << where();
+        }
+      }
+    }
     full_storage = std::move(*compiled);
     cp = &full_storage;
     if (round % 10 == 0) {

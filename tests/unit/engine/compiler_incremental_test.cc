@@ -11,6 +11,14 @@
 namespace bulkhead::engine {
 namespace {
 
+// Options with a table id base and table sharing, the rest defaulted.
+CompilerOptions Options(uint32_t table_id_base, bool share_tables) {
+  CompilerOptions o;
+  o.table_id_base = table_id_base;
+  o.share_tables = share_tables;
+  return o;
+}
+
 using namespace testing;  // NOLINT: test builders
 using policy::Direction;
 namespace ci = compiler_internal;
@@ -229,7 +237,7 @@ TEST(CompilerIncremental, ANewPolicySetGetsANewTableAboveTheLiveIds) {
 
 TEST(CompilerIncremental, UnsharedTablesGetTheirOwnCopy) {
   Cluster base = BaseCluster();
-  auto pc = MustCreate(base, CompilerOptions{10, false, {}});
+  auto pc = MustCreate(base, Options(10, false));
   size_t tables = pc->compiled().tables.size();
   policy::Workload w =
       MakeWorkload("shop", "db-admin", {{"app", "db"}, {"role", "admin"}}, {"10.0.0.9"});

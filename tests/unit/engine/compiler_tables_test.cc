@@ -14,6 +14,14 @@
 namespace bulkhead::engine {
 namespace {
 
+// Options with a table id base and table sharing, the rest defaulted.
+CompilerOptions Options(uint32_t table_id_base, bool share_tables) {
+  CompilerOptions o;
+  o.table_id_base = table_id_base;
+  o.share_tables = share_tables;
+  return o;
+}
+
 using namespace testing;  // NOLINT: test builders
 namespace ci = compiler_internal;
 using policy::Direction;
@@ -469,7 +477,7 @@ TEST(Compiler, DefaultDenyCarriesItsRuleId) {
 TEST(Compiler, SharedAndUnsharedTablesGiveTheSameVerdicts) {
   Cluster c = ShopCluster();
   CompiledPolicy shared = MustCompile(c);
-  CompiledPolicy own = MustCompile(c, CompilerOptions{100, false, {}});
+  CompiledPolicy own = MustCompile(c, Options(100, false));
   EXPECT_EQ(own.tables.size(), own.identities.size() - 3 - ComputeStats(own).cidr_identities);
   EXPECT_LE(shared.tables.size(), own.tables.size());
   EXPECT_EQ(own.tables.front().table_id, 100u);
@@ -496,13 +504,13 @@ TEST(Compiler, SharedAndUnsharedTablesGiveTheSameVerdicts) {
 TEST(Compiler, TableIdBaseKeepsANewCompileApartFromTheLiveOne) {
   Cluster c = ShopCluster();
   CompiledPolicy live = MustCompile(c);
-  CompiledPolicy next = MustCompile(c, CompilerOptions{live.NextTableIdBase(), true, {}});
+  CompiledPolicy next = MustCompile(c, Options(live.NextTableIdBase(), true));
   std::set<uint32_t> live_ids;
   for (const auto& t : live.tables) live_ids.insert(t.table_id);
   for (const auto& t : next.tables) EXPECT_EQ(live_ids.count(t.table_id), 0u);
   EXPECT_EQ(next.tables.front().table_id, live.tables.back().table_id + 1);
-  EXPECT_FALSE(CompilePolicy(c, CompilerOptions{0, true, {}}).ok());
-  EXPECT_FALSE(CompilePolicy(c, CompilerOptions{0xffffffffu, true, {}}).ok());
+  EXPECT_FALSE(CompilePolicy(c, Options(0, true)).ok());
+  EXPECT_FALSE(CompilePolicy(c, Options(0xffffffffu, true)).ok());
 }
 
 TEST(Compiler, RejectsOneAddressOnTwoWorkloadsAndDuplicateIds) {
