@@ -1,0 +1,145 @@
+// Where an agent's apply spends its time, without a kernel: writes the benchmark's scenario,
+// then times what the agent does for one policy change (read and validate every file,
+// compile the node's view, turn the result into map entries) and prints the phases with
+// their medians, and ratios against a baseline measured in the same run (reading the files'
+// bytes). Usage: agent_apply_profile [--rules N] [--local N] [--remote N]
+//                [--placement all|local] [--runs N] [--keep DIR]
+#include <malloc.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/compiler.h"
+#include "policy/loader.h"
+#include "scenario.h"
+
+namespace bulkhead::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+struct Timing {
+  std::string name;
+  std::vector<double> ms;
+  double Median() const {
+    std::vector<double> v = ms;
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+  }
+  double Max() const { return ms.empty() ? 0 : *std::max_element(ms.begin(), ms.end()); }
+};
+
+int Main(int argc, char** argv) {
+  ScenarioOptions o;
+  int runs = 7;
+  std::string keep;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--rules") {
+      o.rules = std::stoi(value);
+    } else if (flag == "--local") {
+      o.local_workloads = std::stoi(value);
+    } else if (flag == "--remote") {
+      o.remote_workloads = std::stoi(value);
+    } else if (flag == "--placement") {
+      o.placement = value;
+    } else if (flag == "--runs") {
+      runs = std::stoi(value);
+    } else if (flag == "--keep") {
+      keep = value;
+    } else {
+      std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  const fs::path dir = keep.empty() ? fs::temp_directory_path() /
+                                          ("bh-apply-profile-" + std::to_string(getpid()))
+                                    : fs::path(keep);
+  if (auto s = WriteScenario(o, dir.string()); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  {
+    std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, true);
+  }
+  const std::vector<std::string> paths = {(dir / "rules").string(),
+                                          (dir / "inventory.yaml").string()};
+
+  Timing read{"read the files' bytes (baseline)", {}};
+  Timing load{"load + validate every file (policy::LoadPaths)", {}};
+  Timing compile{"compile the node's view (PolicyCompiler::Create)", {}};
+  Timing entries{"map entries as vectors (Entries())", {}};
+  engine::CompileStats stats;
+  size_t rules = 0, workloads = 0;
+  for (int run = 0; run < runs; ++run) {
+    auto t0 = Clock::now();
+    size_t bytes = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      if (!e.is_regular_file()) continue;
+      std::ifstream in(e.path(), std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      bytes += ss.str().size();
+    }
+    auto t1 = Clock::now();
+    policy::LoadResult loaded = policy::LoadPaths(paths);
+    auto t2 = Clock::now();
+    if (!loaded.ok()) {
+      for (const auto& d : loaded.diagnostics) std::fprintf(stderr, "%s\n", d.ToString().c_str());
+      return 1;
+    }
+    engine::CompilerOptions copts;
+    copts.node = o.node;
+    auto compiler = engine::PolicyCompiler::Create(loaded.cluster, copts);
+    auto t3 = Clock::now();
+    if (!compiler.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(compiler.status().message()).c_str());
+      return 1;
+    }
+    const auto& maps = (*compiler)->compiled().maps;
+    auto peers = maps.peers.Entries();
+    auto ports = maps.ports.Entries();
+    auto ipc = maps.ipcache.Entries();
+    auto t4 = Clock::now();
+    read.ms.push_back(Ms(t1 - t0));
+    load.ms.push_back(Ms(t2 - t1));
+    compile.ms.push_back(Ms(t3 - t2));
+    entries.ms.push_back(Ms(t4 - t3));
+    stats = engine::ComputeStats((*compiler)->compiled());
+    rules = 0;
+    for (const auto& p : loaded.cluster.policies) rules += p.ingress.size() + p.egress.size();
+    workloads = loaded.cluster.workloads.size();
+    (void)bytes;
+  }
+  std::printf("scenario: %zu workloads (%d local), %zu rules, placement %s\n", workloads,
+              o.local_workloads, rules, o.placement.c_str());
+  std::printf("compiled: %zu identities, %zu tables, %zu ipcache, %zu peer, %zu port entries\n",
+              stats.identities, stats.tables, stats.ipcache_entries, stats.peer_entries,
+              stats.port_entries);
+  std::printf("heap in use after the runs: %.1f MiB\n",
+              static_cast<double>(mallinfo2().uordblks) / (1 << 20));
+  std::printf("\n%-52s %10s %10s %8s\n", "phase", "median ms", "max ms", "ratio");
+  const double base = read.Median();
+  for (const Timing* t : {&read, &load, &compile, &entries}) {
+    std::printf("%-52s %10.2f %10.2f %7.1fx\n", t->name.c_str(), t->Median(), t->Max(),
+                base > 0 ? t->Median() / base : 0);
+  }
+  if (keep.empty()) fs::remove_all(dir);
+  return 0;
+}
+
+}  // namespace
+}  // namespace bulkhead::bench
+
+int main(int argc, char** argv) { return bulkhead::bench::Main(argc, argv); }
