@@ -1,7 +1,7 @@
 // Load generator of the datapath traffic benchmark (bench/datapath/run.sh): a TCP server, and
 // clients for the new-connection rate, UDP packets per second, request/response latency and bulk
-// TCP throughput; each client prints one JSON line with its figure and the CPU time the whole
-// machine (and any watched process, e.g. the agent) spent over the measured window.
+// TCP throughput; each client prints one JSON line with its figure and the CPU time that the whole
+// machine, the agent and our own processes spent over the measured window.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -73,10 +73,18 @@ class Fd {
 
 // ---- CPU accounting ----
 
+// Which processes' CPU time a client reports besides the machine's: the agent's (the cost of
+// the system under test), and our own (this process, the server, the UDP sink, ksoftirqd), whose
+// system time holds the packet path that ran in their context, without other users' noise.
+struct Watch {
+  std::vector<int> agent;
+  std::vector<int> own;
+};
+
 // /proc/stat's aggregate "cpu" line and the user/system ticks of watched processes.
 struct CpuSnapshot {
   uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  std::vector<std::pair<uint64_t, uint64_t>> procs;  // utime, stime of each watched pid
+  std::vector<std::pair<uint64_t, uint64_t>> agent, own;  // utime, stime of each pid
 };
 
 std::pair<uint64_t, uint64_t> ProcTicks(int pid) {
@@ -84,7 +92,8 @@ std::pair<uint64_t, uint64_t> ProcTicks(int pid) {
   std::string line;
   if (!std::getline(in, line)) return {0, 0};  // gone: counts nothing
   // The command name (field 2) may hold spaces; fields after its closing parenthesis are
-  // plain. utime and stime are fields 14 and 15, the 12th and 13th after the state (field 3).
+  // plain. utime and stime are fields 14 and 15 (the state is field 3). For a process they
+  // include its threads, also those that have ended.
   std::istringstream rest(line.substr(line.rfind(')') + 2));
   std::string field;
   uint64_t utime = 0, stime = 0;
@@ -95,7 +104,7 @@ std::pair<uint64_t, uint64_t> ProcTicks(int pid) {
   return {utime, stime};
 }
 
-CpuSnapshot TakeCpu(const std::vector<int>& pids) {
+CpuSnapshot TakeCpu(const Watch& watch) {
   CpuSnapshot s;
   std::ifstream in("/proc/stat");
   std::string label;
@@ -105,27 +114,33 @@ CpuSnapshot TakeCpu(const std::vector<int>& pids) {
     std::fprintf(stderr, "loadgen: /proc/stat does not start with the cpu line\n");
     std::exit(2);
   }
-  for (int pid : pids) s.procs.push_back(ProcTicks(pid));
+  for (int pid : watch.agent) s.agent.push_back(ProcTicks(pid));
+  s.own.push_back(ProcTicks(getpid()));
+  for (int pid : watch.own) s.own.push_back(ProcTicks(pid));
   return s;
 }
 
-// Prints the CPU seconds spent between two snapshots as JSON fields (no braces).
+// The CPU seconds spent between two snapshots, as JSON fields (no braces).
 std::string CpuJson(const CpuSnapshot& a, const CpuSnapshot& b) {
   const double tick = 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
   auto d = [tick](uint64_t x, uint64_t y) { return static_cast<double>(y - x) * tick; };
-  double watched_user = 0, watched_sys = 0;
-  for (size_t i = 0; i < a.procs.size(); ++i) {
-    watched_user += d(a.procs[i].first, b.procs[i].first);
-    watched_sys += d(a.procs[i].second, b.procs[i].second);
-  }
-  char buf[512];
+  auto sum = [&](const auto& x, const auto& y, bool user) {
+    double total = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      total += user ? d(x[i].first, y[i].first) : d(x[i].second, y[i].second);
+    }
+    return total;
+  };
+  char buf[640];
   std::snprintf(buf, sizeof(buf),
                 "\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"cpu_irq_s\":%.3f,"
                 "\"cpu_softirq_s\":%.3f,\"cpu_idle_s\":%.3f,\"cpu_steal_s\":%.3f,"
-                "\"watched_user_s\":%.3f,\"watched_sys_s\":%.3f",
+                "\"agent_user_s\":%.3f,\"agent_sys_s\":%.3f,\"own_user_s\":%.3f,"
+                "\"own_sys_s\":%.3f",
                 d(a.user, b.user) + d(a.nice, b.nice), d(a.system, b.system), d(a.irq, b.irq),
                 d(a.softirq, b.softirq), d(a.idle, b.idle) + d(a.iowait, b.iowait),
-                d(a.steal, b.steal), watched_user, watched_sys);
+                d(a.steal, b.steal), sum(a.agent, b.agent, true), sum(a.agent, b.agent, false),
+                sum(a.own, b.own, true), sum(a.own, b.own, false));
   return buf;
 }
 
@@ -321,9 +336,9 @@ int RunServer(const std::vector<int>& ports, int threads) {
 
 // New connections: connect, send the mode byte, read one byte back, close with RST
 // (SO_LINGER 0) so that no TIME_WAIT holds the client's ports.
-int RunConnect(const sockaddr_in& to, double duration, int threads, const std::vector<int>& pids) {
+int RunConnect(const sockaddr_in& to, double duration, int threads, const Watch& watch) {
   std::atomic<uint64_t> ok{0}, failed{0};
-  const CpuSnapshot before = TakeCpu(pids);
+  const CpuSnapshot before = TakeCpu(watch);
   const auto start = Clock::now();
   const auto end =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration));
@@ -350,7 +365,7 @@ int RunConnect(const sockaddr_in& to, double duration, int threads, const std::v
   }
   for (auto& t : workers) t.join();
   const double wall = Seconds(Clock::now() - start);
-  const CpuSnapshot after = TakeCpu(pids);
+  const CpuSnapshot after = TakeCpu(watch);
   std::printf(
       "{\"test\":\"connect\",\"ops\":%lu,\"failed\":%lu,\"wall_s\":%.3f,\"rate\":%.1f,%s}\n",
       static_cast<unsigned long>(ok.load()), static_cast<unsigned long>(failed.load()), wall,
@@ -360,8 +375,7 @@ int RunConnect(const sockaddr_in& to, double duration, int threads, const std::v
 
 // Request/response on one connection: `size` bytes out, the same back, one at a time; the
 // latency of each round trip goes into the percentiles.
-int RunRequestResponse(const sockaddr_in& to, double duration, int size,
-                       const std::vector<int>& pids) {
+int RunRequestResponse(const sockaddr_in& to, double duration, int size, const Watch& watch) {
   Fd fd = Connect(to, kModeEcho, std::chrono::milliseconds(2000));
   if (fd.get() < 0) Die("connect");
   std::vector<char> msg(static_cast<size_t>(size), 'r'), back(static_cast<size_t>(size));
@@ -371,7 +385,7 @@ int RunRequestResponse(const sockaddr_in& to, double duration, int size,
   }
   std::vector<double> lat_us;
   lat_us.reserve(1 << 20);
-  const CpuSnapshot before = TakeCpu(pids);
+  const CpuSnapshot before = TakeCpu(watch);
   const auto start = Clock::now();
   const auto end =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration));
@@ -383,7 +397,7 @@ int RunRequestResponse(const sockaddr_in& to, double duration, int size,
     t0 = t1;
   }
   const double wall = Seconds(Clock::now() - start);
-  const CpuSnapshot after = TakeCpu(pids);
+  const CpuSnapshot after = TakeCpu(watch);
   std::sort(lat_us.begin(), lat_us.end());
   auto pct = [&](double p) {
     return lat_us[std::min(lat_us.size() - 1,
@@ -399,11 +413,11 @@ int RunRequestResponse(const sockaddr_in& to, double duration, int size,
 
 // Bulk TCP: writes for `duration`, then half-closes and waits for the server's count of bytes
 // received; throughput is that count over the time until it arrived.
-int RunStream(const sockaddr_in& to, double duration, const std::vector<int>& pids) {
+int RunStream(const sockaddr_in& to, double duration, const Watch& watch) {
   Fd fd = Connect(to, kModeStream, std::chrono::milliseconds(10000));
   if (fd.get() < 0) Die("connect");
   std::vector<char> buf(128 * 1024, 's');
-  const CpuSnapshot before = TakeCpu(pids);
+  const CpuSnapshot before = TakeCpu(watch);
   const auto start = Clock::now();
   const auto end =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration));
@@ -414,7 +428,7 @@ int RunStream(const sockaddr_in& to, double duration, const std::vector<int>& pi
   uint64_t count = 0;
   if (!ReadAll(fd.get(), reinterpret_cast<char*>(&count), sizeof(count))) Die("stream count");
   const double wall = Seconds(Clock::now() - start);
-  const CpuSnapshot after = TakeCpu(pids);
+  const CpuSnapshot after = TakeCpu(watch);
   std::printf("{\"test\":\"stream\",\"bytes\":%lu,\"wall_s\":%.3f,\"gbit_s\":%.3f,%s}\n",
               static_cast<unsigned long>(count), wall, static_cast<double>(count) * 8 / wall / 1e9,
               CpuJson(before, after).c_str());
@@ -422,7 +436,7 @@ int RunStream(const sockaddr_in& to, double duration, const std::vector<int>& pi
 }
 
 // UDP flood: `size`-byte datagrams, 64 per sendmmsg, for `duration`.
-int RunUdpFlood(const sockaddr_in& to, double duration, int size, const std::vector<int>& pids) {
+int RunUdpFlood(const sockaddr_in& to, double duration, int size, const Watch& watch) {
   Fd fd(socket(AF_INET, SOCK_DGRAM, 0));
   if (fd.get() < 0) Die("socket");
   if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0) Die("connect");
@@ -437,7 +451,7 @@ int RunUdpFlood(const sockaddr_in& to, double duration, int size, const std::vec
     msgs[i].msg_hdr.msg_iovlen = 1;
   }
   uint64_t sent = 0, errors = 0;
-  const CpuSnapshot before = TakeCpu(pids);
+  const CpuSnapshot before = TakeCpu(watch);
   const auto start = Clock::now();
   const auto end =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration));
@@ -450,7 +464,7 @@ int RunUdpFlood(const sockaddr_in& to, double duration, int size, const std::vec
     sent += static_cast<uint64_t>(n);
   }
   const double wall = Seconds(Clock::now() - start);
-  const CpuSnapshot after = TakeCpu(pids);
+  const CpuSnapshot after = TakeCpu(watch);
   std::printf("{\"test\":\"udp-flood\",\"sent\":%lu,\"send_errors\":%lu,\"wall_s\":%.3f,%s}\n",
               static_cast<unsigned long>(sent), static_cast<unsigned long>(errors), wall,
               CpuJson(before, after).c_str());
@@ -532,7 +546,8 @@ int main(int argc, char** argv) {
   double duration = 5;
   int threads = 2, size = 1, port = 5001, idle_ms = 500, timeout_ms = 1000;
   double max_wait = 30;
-  std::vector<int> ports, pids;
+  std::vector<int> ports;
+  Watch watch;
 
   auto* server =
       app.add_subcommand("server", "TCP server for connect, rr and stream (runs until killed)");
@@ -542,7 +557,9 @@ int main(int argc, char** argv) {
   auto add_client = [&](CLI::App* c) {
     c->add_option("--to", to, "Server IPV4:PORT")->required();
     c->add_option("--duration", duration, "Seconds of load");
-    c->add_option("--cpu-pid", pids, "Also report this process's CPU time (repeatable)");
+    c->add_option("--agent-pid", watch.agent, "Report this process's CPU time as the agent's");
+    c->add_option("--own-pid", watch.own,
+                  "Count this process's CPU time with ours (server, sink, ksoftirqd)");
   };
   auto* connect =
       app.add_subcommand("connect", "New connections per second (connect, 1 byte each way, close)");
@@ -572,9 +589,9 @@ int main(int argc, char** argv) {
   if (*server) return RunServer(ports, threads);
   if (*sink) return RunUdpSink(port, idle_ms, max_wait);
   const sockaddr_in dest = ParseEndpoint(to);
-  if (*connect) return RunConnect(dest, duration, threads, pids);
-  if (*rr) return RunRequestResponse(dest, duration, size, pids);
-  if (*stream) return RunStream(dest, duration, pids);
-  if (*flood) return RunUdpFlood(dest, duration, size, pids);
+  if (*connect) return RunConnect(dest, duration, threads, watch);
+  if (*rr) return RunRequestResponse(dest, duration, size, watch);
+  if (*stream) return RunStream(dest, duration, watch);
+  if (*flood) return RunUdpFlood(dest, duration, size, watch);
   return RunProbe(dest, timeout_ms);
 }
