@@ -46,5 +46,6 @@ std::unique_ptr<Subcommand> RegisterAgent(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterEndpoints(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterObserve(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterExplain(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterLab(CLI::App& root);
 
 }  // namespace bulkhead::cli

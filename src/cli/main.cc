@@ -14,7 +14,8 @@ namespace {
 // the subcommands live in a static library, and a linker drops objects that nothing
 // references, static registrars included.
 constexpr RegisterFn kSubcommands[] = {
-    &RegisterSimulate, &RegisterExplain, &RegisterAgent, &RegisterEndpoints, &RegisterObserve,
+    &RegisterSimulate,  &RegisterExplain, &RegisterAgent,
+    &RegisterEndpoints, &RegisterObserve, &RegisterLab,
 };
 
 int Main(int argc, char** argv) {

@@ -1,0 +1,86 @@
+// `bulkhead lab up|down|status`: builds a lab from a Lab file — a host network namespace
+// running the real agent, and one netns per workload attached through the real CNI chain
+// (bridge + host-local, then bulkhead-cni) with a server in it — and takes it all down again.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lab/lab_file.h"
+#include "lab/state.h"
+#include "nlohmann/json.hpp"
+
+namespace bulkhead::lab {
+
+// Asks the agent at `socket` for its status (the local API's "status" result). Injected, so
+// this module does not depend on the agent library.
+using AgentStatusFn = std::function<absl::StatusOr<nlohmann::json>(const std::string& socket)>;
+
+// The CNI plugins the lab chains for every workload, in order.
+inline constexpr const char* kBridgePlugin = "bridge";
+inline constexpr const char* kBulkheadPlugin = "bulkhead-cni";
+inline constexpr const char* kLoopbackPlugin = "loopback";
+
+struct UpOptions {
+  std::string name;      // the lab's name (validated by the caller)
+  std::string policies;  // policy directory for the agent (absolute)
+  std::string lab_file;  // absolute path, recorded for status
+  std::string lab_file_content;
+  std::string pin_root;               // empty: /sys/fs/bpf/bulkhead/lab-NAME
+  std::vector<std::string> cni_path;  // where plugins are looked up, in order
+  std::string bulkhead_binary;        // runs `agent` and `lab serve`
+  std::string run_dir = kDefaultRunDir;
+  std::chrono::milliseconds agent_timeout{30000};
+  bool keep_on_failure = false;  // leave a failed lab for inspection (down removes it)
+};
+
+// Builds the lab. On failure everything made so far is removed (unless keep_on_failure)
+// and the error says which step failed. Progress lines go to `progress`.
+absl::StatusOr<LabState> Up(const LabSpec& spec, const UpOptions& options,
+                            const AgentStatusFn& agent_status, std::ostream& progress);
+
+struct DownReport {
+  bool found = false;                 // there was something of this lab
+  std::vector<std::string> warnings;  // steps that failed but did not stop the teardown
+  std::vector<std::string> left;      // what still exists afterwards (empty: all gone)
+};
+
+// Removes everything of lab `names.lab`: CNI DEL for each workload, servers and agent, every
+// process still in its namespaces, the namespaces, pins and state dir. Works from the state
+// file, and from the naming scheme when there is none (a lab whose `up` was killed early).
+// Idempotent.
+DownReport Down(const LabNames& names, std::ostream& progress);
+
+// What of lab `names.lab` still exists (netns, pin root, state dir, recorded processes).
+std::vector<std::string> Leftovers(const LabNames& names, const std::string& pin_root,
+                                   const std::vector<ProcessRecord>& processes);
+
+// The Inventory the agent reads: the lab's namespaces (labels, modes), no workloads (those
+// come from bulkhead-cni).
+std::string AgentInventoryYaml(const LabSpec& spec);
+// An Inventory of namespaces and workloads with their addresses, for `bulkhead simulate` on
+// the same policies (the reference evaluator's view of the lab).
+std::string ClusterInventoryYaml(const LabSpec& spec, const LabState& state);
+
+// The workloads' CNI network and the loopback network.
+nlohmann::json WorkloadConflist(const LabSpec& spec, const LabNames& names);
+nlohmann::json LoopbackConflist(const LabNames& names);
+
+// CNI_ARGS and the netconf "args" (labels, service account) of one workload.
+std::string WorkloadCniArgs(const LabWorkload& w, const std::string& container_id);
+nlohmann::json WorkloadNetconfArgs(const LabWorkload& w);
+
+// Default plugin search path: the directory of the bulkhead binary (bulkhead-cni is built
+// next to it), then Debian's and the usual CNI directories.
+std::vector<std::string> DefaultCniPath(const std::string& bulkhead_binary);
+
+// Resolves --name: the given one, else the only lab that exists.
+absl::StatusOr<std::string> ResolveLabName(const std::string& given, const std::string& run_dir);
+
+}  // namespace bulkhead::lab

@@ -1,0 +1,362 @@
+// Decodes and validates the Lab file with the policy loader's positioned readers, so its
+// errors read like every other manifest error (file:line:col, object, field).
+#include "lab/lab_file.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "policy/decode.h"
+#include "policy/yaml_reader.h"
+
+namespace bulkhead::lab {
+
+using policy::Diagnostic;
+using policy::internal::Decoder;
+using policy::internal::Field;
+using policy::internal::Reporter;
+
+namespace {
+
+constexpr std::string_view kApiVersion = "bulkhead.io/v1alpha1";
+
+std::string Quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// Subnets that cannot hold workloads: packets to them never reach a bridge.
+bool IsUnusableRange(const common::Cidr& c) {
+  static const common::Cidr kBad[] = {
+      *common::Cidr::Parse("0.0.0.0/8"),      *common::Cidr::Parse("127.0.0.0/8"),
+      *common::Cidr::Parse("169.254.0.0/16"), *common::Cidr::Parse("224.0.0.0/3"),
+      *common::Cidr::Parse("::/8"),           *common::Cidr::Parse("fe80::/10"),
+      *common::Cidr::Parse("ff00::/8"),
+  };
+  for (const auto& bad : kBad) {
+    if (bad.addr.v6 == c.addr.v6 && (bad.Contains(c) || c.Contains(bad))) return true;
+  }
+  return false;
+}
+
+// How many workload addresses host-local can hand out in `c`: the network address and the
+// gateway (the bridge) are taken, and the broadcast address in IPv4.
+uint64_t UsableAddresses(const common::Cidr& c) {
+  int host_bits = c.addr.BitWidth() - c.prefix_len;
+  if (host_bits >= 40) return UINT64_MAX;
+  uint64_t size = uint64_t{1} << host_bits;
+  uint64_t taken = c.addr.v6 ? 2 : 3;
+  return size > taken ? size - taken : 0;
+}
+
+class LabDecoder {
+ public:
+  LabDecoder(LabParseResult* out, Reporter* r) : spec_(out->spec), d_(r) {}
+
+  void Decode(const Field& root) {
+    Reporter& r = d_.reporter();
+    r.set_object("document 1");
+    if (!root.present() || !root.value->IsMap()) {
+      d_.Error(root, std::string("must be a Lab object (a map with apiVersion, kind, metadata "
+                                 "and spec), not ") +
+                         (root.present() ? policy::internal::DescribeType(*root.value) : "null"));
+      return;
+    }
+    d_.OnlyKnownFields(root, {"apiVersion", "kind", "metadata", "spec"});
+    Field kind = d_.Get(root, "kind");
+    if (auto k = d_.String(kind, true); k && *k != "Lab") {
+      d_.Error(kind, "kind " + Quote(*k) + " is not a lab file (expected kind: Lab)");
+    }
+    Field api = d_.Get(root, "apiVersion");
+    if (auto a = d_.String(api, true); a && *a != kApiVersion) {
+      d_.Error(api, "apiVersion " + Quote(*a) + " of Lab is not supported (" +
+                        std::string(kApiVersion) + ")");
+    }
+    Field meta = d_.Get(root, "metadata");
+    if (d_.Map(meta, true)) {
+      d_.OnlyKnownFields(meta, {"name", "labels", "annotations"});
+      Field name = d_.Get(meta, "name");
+      if (auto n = d_.String(name, true)) {
+        std::string problem = CheckLabName(*n);
+        if (problem.empty()) {
+          spec_.name = *n;
+          r.set_object("Lab " + *n);
+        } else {
+          d_.Error(name, "invalid lab name " + Quote(*n) + ": " + problem);
+        }
+      }
+      if (Field labels = d_.Get(meta, "labels"); labels.present()) d_.LabelMap(labels);
+      if (Field notes = d_.Get(meta, "annotations"); notes.present()) d_.Entries(notes);
+    }
+    Field spec = d_.Get(root, "spec");
+    if (!d_.Map(spec, true)) return;
+    d_.OnlyKnownFields(
+        spec, {"ipFamilies", "ipv4Subnet", "ipv6Subnet", "mode", "namespaces", "workloads"});
+    Families(spec);
+    spec_.mode = d_.ModeValue(d_.Get(spec, "mode"), /*allow_learn=*/true);
+    for (const Field& f : d_.List(d_.Get(spec, "namespaces"), /*required=*/true)) Namespace(f);
+    Field workloads = d_.Get(spec, "workloads");
+    std::vector<Field> items = d_.List(workloads, /*required=*/true);
+    if (workloads.present() && workloads.value->IsSequence() && items.empty()) {
+      d_.Error(workloads, "a lab needs at least one workload");
+    }
+    for (const Field& f : items) Workload(f);
+    Capacity(spec);
+  }
+
+ private:
+  void Families(const Field& spec) {
+    bool v4 = true, v6 = true;
+    Field fam = d_.Get(spec, "ipFamilies");
+    if (fam.present()) {
+      v4 = v6 = false;
+      auto list = d_.List(fam);
+      if (fam.value->IsSequence() && list.empty()) {
+        d_.Error(fam, "needs at least one of IPv4, IPv6");
+      }
+      for (const Field& item : list) {
+        auto s = d_.String(item, true);
+        if (!s) continue;
+        bool* which = *s == "IPv4" ? &v4 : *s == "IPv6" ? &v6 : nullptr;
+        if (which == nullptr) {
+          d_.Error(item, "unknown IP family " + Quote(*s) + " (IPv4 or IPv6)");
+        } else if (*which) {
+          d_.Error(item, "duplicate IP family " + Quote(*s));
+        } else {
+          *which = true;
+        }
+      }
+    }
+    spec_.ipv4_subnet = Subnet(d_.Get(spec, "ipv4Subnet"), false, v4, kDefaultIpv4Subnet);
+    spec_.ipv6_subnet = Subnet(d_.Get(spec, "ipv6Subnet"), true, v6, kDefaultIpv6Subnet);
+  }
+
+  std::optional<common::Cidr> Subnet(const Field& f, bool v6, bool wanted,
+                                     std::string_view fallback) {
+    const char* family = v6 ? "IPv6" : "IPv4";
+    if (!f.present()) {
+      return wanted ? common::Cidr::Parse(fallback) : std::nullopt;
+    }
+    auto c = d_.CidrValue(f, /*warn_host_bits=*/true);
+    if (!c) return std::nullopt;
+    if (c->addr.v6 != v6) {
+      d_.Error(f, c->ToString() + " is not an " + family + " range");
+      return std::nullopt;
+    }
+    if (!wanted) {
+      d_.Error(f, std::string("is set, but spec.ipFamilies leaves ") + family + " out");
+      return std::nullopt;
+    }
+    if (IsUnusableRange(*c)) {
+      d_.Error(f, c->ToString() +
+                      " cannot hold workloads (loopback, link-local, multicast or "
+                      "reserved addresses)");
+      return std::nullopt;
+    }
+    if (UsableAddresses(*c) == 0) {
+      d_.Error(f, c->ToString() + " is too small for a gateway and a workload");
+      return std::nullopt;
+    }
+    subnet_fields_[v6 ? 1 : 0] = f;
+    return c;
+  }
+
+  void Namespace(const Field& f) {
+    if (!d_.Map(f, true)) return;
+    d_.OnlyKnownFields(f, {"name", "labels", "mode"});
+    Field name = d_.Get(f, "name");
+    auto n = d_.String(name, true);
+    if (!n) return;
+    std::string problem = policy::internal::CheckDns1123Label(*n);
+    if (!problem.empty()) {
+      d_.Error(name, "invalid namespace name " + Quote(*n) + ": " + problem);
+      return;
+    }
+    if (auto it = namespace_lines_.find(*n); it != namespace_lines_.end()) {
+      d_.Error(name, "namespace " + Quote(*n) + " is already declared at line " +
+                         std::to_string(it->second));
+      return;
+    }
+    namespace_lines_[*n] = name.at()->line;
+    LabNamespace ns;
+    ns.name = *n;
+    if (Field labels = d_.Get(f, "labels"); labels.present()) {
+      ns.labels = d_.LabelMap(labels).value_or(policy::Labels{});
+    }
+    ns.mode = d_.ModeValue(d_.Get(f, "mode"), /*allow_learn=*/true);
+    spec_.namespaces.push_back(std::move(ns));
+  }
+
+  void Workload(const Field& f) {
+    if (!d_.Map(f, true)) return;
+    d_.OnlyKnownFields(f, {"namespace", "name", "labels", "serviceAccount", "ports"});
+    LabWorkload w;
+    bool ok = true;
+    Field ns = d_.Get(f, "namespace");
+    if (auto s = d_.String(ns, true)) {
+      w.namespace_name = *s;
+      if (namespace_lines_.count(*s) == 0) {
+        d_.Error(ns, "namespace " + Quote(*s) + " is not declared in spec.namespaces");
+        ok = false;
+      }
+    } else {
+      ok = false;
+    }
+    Field name = d_.Get(f, "name");
+    if (auto s = d_.String(name, true)) {
+      std::string problem = policy::internal::CheckDns1123Subdomain(*s);
+      if (!problem.empty()) {
+        d_.Error(name, "invalid workload name " + Quote(*s) + ": " + problem);
+        ok = false;
+      }
+      w.name = *s;
+    } else {
+      ok = false;
+    }
+    if (ok) {
+      if (auto it = workload_lines_.find(w.Id()); it != workload_lines_.end()) {
+        d_.Error(name, "workload " + Quote(w.Id()) + " is already declared at line " +
+                           std::to_string(it->second));
+        ok = false;
+      } else {
+        workload_lines_[w.Id()] = name.at()->line;
+      }
+    }
+    if (Field labels = d_.Get(f, "labels"); labels.present()) {
+      w.labels = d_.LabelMap(labels).value_or(policy::Labels{});
+    }
+    Field sa = d_.Get(f, "serviceAccount");
+    if (auto s = d_.String(sa)) {
+      std::string problem = policy::internal::CheckDns1123Subdomain(*s);
+      if (!problem.empty()) {
+        d_.Error(sa, "invalid service account name " + Quote(*s) + ": " + problem);
+      }
+      w.service_account = *s;
+    }
+    for (const Field& pf : d_.List(d_.Get(f, "ports"))) {
+      if (!d_.Map(pf, true)) continue;
+      d_.OnlyKnownFields(pf, {"port", "protocol"});
+      auto number = d_.PortNumber(d_.Get(pf, "port"), true);
+      Field proto_field = d_.Get(pf, "protocol");
+      auto proto = d_.PortProtocol(proto_field);
+      if (!number || !proto) continue;
+      if (*proto != policy::Protocol::kTCP && *proto != policy::Protocol::kUDP) {
+        d_.Error(proto_field, std::string("the lab's servers answer TCP and UDP only, not ") +
+                                  policy::ProtocolName(*proto));
+        continue;
+      }
+      LabPort p{*number, *proto};
+      if (std::find(w.ports.begin(), w.ports.end(), p) != w.ports.end()) {
+        d_.Error(pf, "duplicate port " + std::to_string(p.port) + "/" +
+                         policy::ProtocolName(p.protocol));
+        continue;
+      }
+      w.ports.push_back(p);
+    }
+    if (ok) spec_.workloads.push_back(std::move(w));
+  }
+
+  void Capacity(const Field& spec) {
+    const std::optional<common::Cidr>* subnets[] = {&spec_.ipv4_subnet, &spec_.ipv6_subnet};
+    for (int i = 0; i < 2; ++i) {
+      const auto& s = *subnets[i];
+      if (!s || UsableAddresses(*s) >= spec_.workloads.size()) continue;
+      Field at = subnet_fields_[i].present() ? subnet_fields_[i] : d_.Get(spec, "workloads");
+      d_.Error(at, s->ToString() + " has room for " + std::to_string(UsableAddresses(*s)) +
+                       " workloads, the lab has " + std::to_string(spec_.workloads.size()));
+    }
+  }
+
+  LabSpec& spec_;
+  Decoder d_;
+  std::map<std::string, int> namespace_lines_;
+  std::map<std::string, int> workload_lines_;
+  Field subnet_fields_[2];
+};
+
+}  // namespace
+
+const LabWorkload* LabSpec::FindWorkload(std::string_view id) const {
+  for (const auto& w : workloads) {
+    if (w.Id() == id) return &w;
+  }
+  return nullptr;
+}
+
+std::optional<policy::Mode> LabSpec::NamespaceMode(const LabNamespace& ns) const {
+  return ns.mode ? ns.mode : mode;
+}
+
+bool LabParseResult::ok() const {
+  for (const auto& d : diagnostics) {
+    if (d.severity == Diagnostic::Severity::kError) return false;
+  }
+  return true;
+}
+
+std::string CheckLabName(std::string_view name) {
+  std::string problem = policy::internal::CheckDns1123Label(name);
+  if (!problem.empty()) return problem;
+  if (name.size() > kMaxLabNameLength) {
+    return "must be no more than " + std::to_string(kMaxLabNameLength) + " characters";
+  }
+  return "";
+}
+
+LabParseResult ParseLab(std::string_view content, std::string_view file_name) {
+  LabParseResult out;
+  out.spec.file = std::string(file_name);
+  auto stream = policy::internal::ReadYamlStream(content);
+  for (const auto& e : stream.errors) {
+    Diagnostic d;
+    d.where.file = std::string(file_name);
+    d.where.document = e.document;
+    d.where.line = e.line;
+    d.where.column = e.column;
+    d.object = e.document > 0 ? "document " + std::to_string(e.document) : "";
+    d.message = e.message;
+    out.diagnostics.push_back(std::move(d));
+  }
+  if (!stream.errors.empty()) return out;
+  if (stream.documents.empty()) {
+    Diagnostic d;
+    d.where.file = std::string(file_name);
+    d.message = "holds no Lab object";
+    out.diagnostics.push_back(std::move(d));
+    return out;
+  }
+  Reporter r(&out.diagnostics, std::string(file_name), stream.documents[0].index);
+  LabDecoder(&out, &r).Decode(policy::internal::RootField(stream.documents[0].root));
+  for (size_t i = 1; i < stream.documents.size(); ++i) {
+    const auto& doc = stream.documents[i];
+    Reporter extra(&out.diagnostics, std::string(file_name), doc.index);
+    extra.set_object("document " + std::to_string(doc.index));
+    extra.Error(&doc.root, "", "a lab file holds exactly one Lab object");
+  }
+  return out;
+}
+
+LabParseResult ParseLabFile(const std::string& path) {
+  std::error_code ec;
+  std::string problem;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    problem = std::filesystem::exists(path, ec) ? "is not a regular file" : "does not exist";
+  }
+  std::stringstream buf;
+  if (problem.empty()) {
+    std::ifstream in(path, std::ios::binary);
+    if (in) buf << in.rdbuf();
+    if (!in || in.bad()) problem = "cannot be read";
+  }
+  if (!problem.empty()) {
+    LabParseResult out;
+    out.spec.file = path;
+    Diagnostic d;
+    d.where.file = path;
+    d.message = "the lab file " + problem;
+    out.diagnostics.push_back(std::move(d));
+    return out;
+  }
+  return ParseLab(buf.str(), path);
+}
+
+}  // namespace bulkhead::lab

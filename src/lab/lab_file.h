@@ -1,0 +1,78 @@
+// The Lab file (`kind: Lab`): namespaces and workloads that `bulkhead lab up` builds in network
+// namespaces, decoded with the policy loader's positioned YAML readers (docs/lab.md).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/ip.h"
+#include "policy/loader.h"
+#include "policy/model.h"
+
+namespace bulkhead::lab {
+
+// A port a workload's server listens on (TCP or UDP: what the lab serves).
+struct LabPort {
+  uint16_t port = 0;
+  policy::Protocol protocol = policy::Protocol::kTCP;
+  bool operator==(const LabPort&) const = default;
+};
+
+struct LabNamespace {
+  std::string name;
+  policy::Labels labels;  // as written (the agent adds kubernetes.io/metadata.name)
+  std::optional<policy::Mode> mode;
+};
+
+struct LabWorkload {
+  std::string namespace_name;
+  std::string name;
+  policy::Labels labels;
+  std::string service_account = "default";
+  std::vector<LabPort> ports;
+
+  std::string Id() const { return namespace_name + "/" + name; }
+};
+
+// Defaults of spec.ipv4Subnet and spec.ipv6Subnet. Every lab has its own host network
+// namespace, so labs may all use the same ranges.
+inline constexpr std::string_view kDefaultIpv4Subnet = "10.210.0.0/24";
+inline constexpr std::string_view kDefaultIpv6Subnet = "fd00:b4:1ab::/64";
+
+// Lab names are DNS-1123 labels of at most this length: they go into netns names, the
+// state path and the agent's socket path (108 bytes at most).
+inline constexpr size_t kMaxLabNameLength = 32;
+
+struct LabSpec {
+  std::string file;  // where it was read from
+  std::string name;  // metadata.name
+  // A family is served when its subnet is set (spec.ipFamilies; both by default).
+  std::optional<common::Cidr> ipv4_subnet;
+  std::optional<common::Cidr> ipv6_subnet;
+  std::optional<policy::Mode> mode;  // default mode of namespaces that set none
+  std::vector<LabNamespace> namespaces;
+  std::vector<LabWorkload> workloads;
+
+  const LabWorkload* FindWorkload(std::string_view id) const;
+  // The effective mode of a namespace: its own, else the lab's, else none (agent default).
+  std::optional<policy::Mode> NamespaceMode(const LabNamespace& ns) const;
+};
+
+struct LabParseResult {
+  LabSpec spec;
+  std::vector<policy::Diagnostic> diagnostics;
+  bool ok() const;
+};
+
+// Reads and validates a lab file. Every problem is a diagnostic naming file, line:column,
+// the object and the field; when any is an error, `spec` must not be used.
+LabParseResult ParseLabFile(const std::string& path);
+LabParseResult ParseLab(std::string_view content, std::string_view file_name);
+
+// Empty when `name` can name a lab, else what is wrong.
+std::string CheckLabName(std::string_view name);
+
+}  // namespace bulkhead::lab

@@ -1,0 +1,301 @@
+// Concurrent probes: sockets are created inside their source netns on a helper thread (a
+// socket keeps the namespace it was made in), then driven together on one epoll.
+#include "lab/probe.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "lab/netns.h"
+
+namespace bulkhead::lab {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kUdpResend = std::chrono::milliseconds(200);
+constexpr size_t kMaxAnswer = 4096;
+
+socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss) {
+  std::memset(ss, 0, sizeof *ss);
+  if (ip.v6) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(ss);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    std::memcpy(&s6->sin6_addr, ip.bytes.data(), 16);
+    return sizeof(sockaddr_in6);
+  }
+  auto* s4 = reinterpret_cast<sockaddr_in*>(ss);
+  s4->sin_family = AF_INET;
+  s4->sin_port = htons(port);
+  std::memcpy(&s4->sin_addr, ip.bytes.data(), 4);
+  return sizeof(sockaddr_in);
+}
+
+ProbeOutcome FromErrno(int err) {
+  switch (err) {
+    case ECONNREFUSED:
+      return ProbeOutcome::kRefused;
+    case ECONNRESET:
+    case EPIPE:
+      return ProbeOutcome::kReset;
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+    case ENETDOWN:
+    case EHOSTDOWN:
+    case EADDRNOTAVAIL:
+      return ProbeOutcome::kUnreachable;
+    case ETIMEDOUT:
+      return ProbeOutcome::kTimeout;
+    default:
+      return ProbeOutcome::kError;
+  }
+}
+
+struct Live {
+  Fd fd;
+  std::string error;  // set when the socket could not be made
+  bool tcp = true;
+  bool connected = false;
+  bool done = false;
+  std::string answer;
+  Clock::time_point start;
+  Clock::time_point next_send;
+};
+
+// Opens one socket per probe, each in its source namespace.
+void OpenSockets(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
+                 std::vector<Live>& live) {
+  std::thread t([&] {
+    std::string current;
+    for (size_t i = begin; i < end; ++i) {
+      const ProbeSpec& p = probes[i];
+      Live& l = live[i - begin];
+      l.tcp = p.protocol == policy::Protocol::kTCP;
+      if (p.source_netns != current) {
+        auto ns = OpenNetns(p.source_netns);
+        if (!ns.ok()) {
+          l.error = std::string(ns.status().message());
+          continue;
+        }
+        if (::setns(ns->get(), CLONE_NEWNET) != 0) {
+          l.error = absl::StrCat("entering ", p.source_netns, ": ", std::strerror(errno));
+          current.clear();
+          continue;
+        }
+        current = p.source_netns;
+      }
+      int fd = ::socket(p.dst.v6 ? AF_INET6 : AF_INET,
+                        (l.tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        l.error = absl::StrCat("socket: ", std::strerror(errno));
+        continue;
+      }
+      l.fd = Fd(fd);
+    }
+  });
+  t.join();
+}
+
+void Finish(Live& l, ProbeResult& r, ProbeOutcome o, std::string detail) {
+  l.done = true;
+  r.outcome = o;
+  r.detail = std::move(detail);
+  r.millis = std::chrono::duration<double, std::milli>(Clock::now() - l.start).count();
+  l.fd = Fd();
+}
+
+// An answer line decides the probe: the right id, or someone else.
+bool Judge(Live& l, ProbeResult& r, const ProbeSpec& p, bool eof) {
+  size_t nl = l.answer.find('\n');
+  if (nl == std::string::npos && !eof) return false;
+  std::string line = l.answer.substr(0, nl);
+  if (line == p.expect) {
+    Finish(l, r, ProbeOutcome::kConnected, "");
+  } else if (line.empty()) {
+    Finish(l, r, ProbeOutcome::kReset, "closed without an answer");
+  } else {
+    Finish(l, r, ProbeOutcome::kWrongPeer, "answered by \"" + line + "\"");
+  }
+  return true;
+}
+
+void SendDatagram(Live& l) {
+  static constexpr char kProbe[] = "probe\n";
+  ::send(l.fd.get(), kProbe, sizeof kProbe - 1, MSG_NOSIGNAL);
+  l.next_send = Clock::now() + kUdpResend;
+}
+
+absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
+                      std::chrono::milliseconds timeout, std::vector<ProbeResult>& results) {
+  std::vector<Live> live(end - begin);
+  OpenSockets(probes, begin, end, live);
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return absl::InternalError(absl::StrCat("epoll: ", std::strerror(errno)));
+  Fd epoll_fd(ep);
+  size_t pending = 0;
+  for (size_t k = 0; k < live.size(); ++k) {
+    Live& l = live[k];
+    const ProbeSpec& p = probes[begin + k];
+    ProbeResult& r = results[begin + k];
+    l.start = Clock::now();
+    if (!l.fd.valid()) {
+      Finish(l, r, ProbeOutcome::kError, l.error);
+      continue;
+    }
+    sockaddr_storage ss;
+    socklen_t len = FillAddr(p.dst, p.port, &ss);
+    int rc = ::connect(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), len);
+    if (rc != 0 && errno != EINPROGRESS) {
+      int err = errno;
+      Finish(l, r, FromErrno(err), std::strerror(err));
+      continue;
+    }
+    epoll_event ev{};
+    ev.data.u64 = k;
+    if (l.tcp) {
+      l.connected = rc == 0;
+      ev.events = l.connected ? EPOLLIN | EPOLLRDHUP : EPOLLOUT;
+    } else {
+      SendDatagram(l);
+      ev.events = EPOLLIN;
+    }
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, l.fd.get(), &ev) != 0) {
+      Finish(l, r, ProbeOutcome::kError, absl::StrCat("epoll_ctl: ", std::strerror(errno)));
+      continue;
+    }
+    ++pending;
+  }
+  auto deadline = Clock::now() + timeout;
+  std::vector<epoll_event> events(256);
+  while (pending > 0) {
+    auto now = Clock::now();
+    if (now >= deadline) break;
+    auto wake = deadline;
+    for (const auto& l : live) {
+      if (!l.done && !l.tcp) wake = std::min(wake, l.next_send);
+    }
+    int wait_ms = static_cast<int>(
+                      std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count()) +
+                  1;
+    int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), wait_ms);
+    if (n < 0 && errno != EINTR) {
+      return absl::InternalError(absl::StrCat("epoll_wait: ", std::strerror(errno)));
+    }
+    for (int e = 0; e < n; ++e) {
+      size_t k = events[e].data.u64;
+      Live& l = live[k];
+      if (l.done) continue;
+      const ProbeSpec& p = probes[begin + k];
+      ProbeResult& r = results[begin + k];
+      uint32_t what = events[e].events;
+      if (l.tcp && !l.connected) {
+        int err = 0;
+        socklen_t elen = sizeof err;
+        ::getsockopt(l.fd.get(), SOL_SOCKET, SO_ERROR, &err, &elen);
+        if (err != 0) {
+          Finish(l, r, FromErrno(err), std::strerror(err));
+          --pending;
+          continue;
+        }
+        if ((what & EPOLLOUT) == 0) continue;
+        l.connected = true;
+        epoll_event ev{};
+        ev.data.u64 = k;
+        ev.events = EPOLLIN | EPOLLRDHUP;
+        ::epoll_ctl(ep, EPOLL_CTL_MOD, l.fd.get(), &ev);
+        continue;
+      }
+      // Readable, hung up or in error: read what is there.
+      while (!l.done) {
+        char buf[1024];
+        ssize_t got = ::recv(l.fd.get(), buf, sizeof buf, 0);
+        if (got > 0) {
+          l.answer.append(buf, static_cast<size_t>(std::min<size_t>(got, kMaxAnswer)));
+          if (!l.tcp) {
+            Judge(l, r, p, /*eof=*/true);
+          } else {
+            Judge(l, r, p, /*eof=*/false);
+          }
+          continue;
+        }
+        if (got == 0 && l.tcp) {
+          Judge(l, r, p, /*eof=*/true);
+          break;
+        }
+        if (got < 0 && (errno == EAGAIN || errno == EINTR)) break;
+        int err = got < 0 ? errno : 0;
+        if (got < 0) Finish(l, r, FromErrno(err), std::strerror(err));
+        break;
+      }
+      if (l.done) --pending;
+    }
+    now = Clock::now();
+    for (auto& l : live) {
+      if (!l.done && !l.tcp && now >= l.next_send) SendDatagram(l);
+    }
+  }
+  for (size_t k = 0; k < live.size(); ++k) {
+    Live& l = live[k];
+    if (l.done) continue;
+    Finish(l, results[begin + k], ProbeOutcome::kTimeout,
+           l.tcp && l.connected ? "connected, but no answer in time" : "no answer in time");
+  }
+  return absl::OkStatus();
+}
+
+size_t BatchSize() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 65536);
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  // Room for the fds the process already has (stdio, epoll, netns, ...).
+  return rl.rlim_cur > 128 ? static_cast<size_t>(rl.rlim_cur - 64) : 64;
+}
+
+}  // namespace
+
+const char* ProbeOutcomeName(ProbeOutcome o) {
+  switch (o) {
+    case ProbeOutcome::kConnected:
+      return "connected";
+    case ProbeOutcome::kTimeout:
+      return "timeout";
+    case ProbeOutcome::kRefused:
+      return "refused";
+    case ProbeOutcome::kReset:
+      return "reset";
+    case ProbeOutcome::kUnreachable:
+      return "unreachable";
+    case ProbeOutcome::kWrongPeer:
+      return "wrong-peer";
+    case ProbeOutcome::kError:
+      return "error";
+  }
+  return "error";
+}
+
+absl::StatusOr<std::vector<ProbeResult>> RunProbes(const std::vector<ProbeSpec>& probes,
+                                                   std::chrono::milliseconds timeout) {
+  std::vector<ProbeResult> results(probes.size());
+  size_t batch = BatchSize();
+  for (size_t begin = 0; begin < probes.size(); begin += batch) {
+    size_t end = std::min(probes.size(), begin + batch);
+    if (auto s = RunBatch(probes, begin, end, timeout, results); !s.ok()) return s;
+  }
+  return results;
+}
+
+}  // namespace bulkhead::lab

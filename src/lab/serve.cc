@@ -1,0 +1,118 @@
+// A single-threaded poll loop over the workload's listening TCP and UDP sockets; every
+// connection or datagram gets the workload's id back at once.
+#include "lab/serve.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "lab/netns.h"
+
+namespace bulkhead::lab {
+namespace {
+
+socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss) {
+  std::memset(ss, 0, sizeof *ss);
+  if (ip.v6) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(ss);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    std::memcpy(&s6->sin6_addr, ip.bytes.data(), 16);
+    return sizeof(sockaddr_in6);
+  }
+  auto* s4 = reinterpret_cast<sockaddr_in*>(ss);
+  s4->sin_family = AF_INET;
+  s4->sin_port = htons(port);
+  std::memcpy(&s4->sin_addr, ip.bytes.data(), 4);
+  return sizeof(sockaddr_in);
+}
+
+struct Listener {
+  Fd fd;
+  bool tcp = false;
+};
+
+absl::StatusOr<Listener> Listen(const common::IpAddr& ip, const LabPort& p) {
+  bool tcp = p.protocol == policy::Protocol::kTCP;
+  std::string what = absl::StrCat(ip.v6 ? "[" : "", ip.ToString(), ip.v6 ? "]" : "", ":", p.port,
+                                  "/", tcp ? "TCP" : "UDP");
+  int fd = ::socket(ip.v6 ? AF_INET6 : AF_INET,
+                    (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat("socket for ", what, ": ", std::strerror(errno)));
+  Listener l{Fd(fd), tcp};
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ip.v6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  sockaddr_storage ss;
+  socklen_t len = FillAddr(ip, p.port, &ss);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    return absl::InternalError(absl::StrCat("bind ", what, ": ", std::strerror(errno)));
+  }
+  if (tcp && ::listen(fd, 1024) != 0) {
+    return absl::InternalError(absl::StrCat("listen ", what, ": ", std::strerror(errno)));
+  }
+  return l;
+}
+
+}  // namespace
+
+std::string ServerAnswer(const std::string& workload_id) { return workload_id + "\n"; }
+
+absl::Status Serve(const ServeOptions& options) {
+  std::vector<Listener> listeners;
+  for (const auto& ip : options.addresses) {
+    for (const auto& p : options.ports) {
+      auto l = Listen(ip, p);
+      if (!l.ok()) return l.status();
+      listeners.push_back(std::move(*l));
+    }
+  }
+  if (options.ready_fd >= 0) {
+    const char ready[] = "ready\n";
+    ssize_t n = ::write(options.ready_fd, ready, sizeof ready - 1);
+    (void)n;
+    ::close(options.ready_fd);
+  }
+  std::string answer = ServerAnswer(options.answer);
+  std::vector<pollfd> fds;
+  for (const auto& l : listeners) fds.push_back({l.fd.get(), POLLIN, 0});
+  while (true) {
+    int r = ::poll(fds.data(), fds.size(), -1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      int fd = fds[i].fd;
+      if (listeners[i].tcp) {
+        while (true) {
+          int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+          if (c < 0) break;
+          // One small write always fits a fresh socket's buffer; close sends FIN after it.
+          ssize_t n = ::send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+          (void)n;
+          ::close(c);
+        }
+      } else {
+        while (true) {
+          char buf[2048];
+          sockaddr_storage from;
+          socklen_t len = sizeof from;
+          ssize_t got =
+              ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+          if (got < 0) break;
+          ::sendto(fd, answer.data(), answer.size(), MSG_NOSIGNAL,
+                   reinterpret_cast<sockaddr*>(&from), len);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace bulkhead::lab

@@ -1,0 +1,29 @@
+// The server every lab workload runs (`bulkhead lab serve`, started by `lab up` inside the
+// workload's netns): it answers each TCP connection and UDP datagram on the workload's ports
+// with the workload's id, so that a probe knows which workload it reached.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/ip.h"
+#include "lab/lab_file.h"
+
+namespace bulkhead::lab {
+
+struct ServeOptions {
+  std::string answer;                     // the workload id ("x/a")
+  std::vector<common::IpAddr> addresses;  // bound one by one (replies leave from them)
+  std::vector<LabPort> ports;
+  int ready_fd = -1;  // >= 0: "ready\n" is written there (and it is closed) once all listen
+};
+
+// Binds every address and port, then answers until the process is killed. Returns only when
+// a socket cannot be set up or polling fails.
+absl::Status Serve(const ServeOptions& options);
+
+// The line a server sends: the id and a newline.
+std::string ServerAnswer(const std::string& workload_id);
+
+}  // namespace bulkhead::lab

@@ -1,0 +1,106 @@
+// What a lab has made, recorded in /run/bulkhead/lab/NAME/state.json before each thing is
+// made, so that `lab down` can undo any lab, also one whose `up` was killed halfway.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lab/lab_file.h"
+#include "lab/netns.h"
+#include "lab/process.h"
+#include "nlohmann/json.hpp"
+
+namespace bulkhead::lab {
+
+inline constexpr const char* kDefaultRunDir = "/run/bulkhead/lab";
+inline constexpr const char* kDefaultPinParent = "/sys/fs/bpf/bulkhead";
+
+// Names and paths derived from a lab's name. Every netns of lab NAME starts with
+// "bhlab-NAME_" (lab names have no '_'), so leftovers are found even without a state file.
+struct LabNames {
+  std::string lab;
+  std::string run_dir;  // parent of every lab's state dir
+
+  std::string StateDir() const;
+  std::string StatePath() const;  // state.json
+  std::string LockPath() const;
+  std::string LabCopyPath() const;      // lab.yaml: the lab file as it was brought up
+  std::string InventoryPath() const;    // the agent's Inventory: namespaces only
+  std::string ClusterPath() const;      // Inventory with the workloads and their IPs (simulate)
+  std::string NetConflistPath() const;  // the workloads' CNI network
+  std::string AgentStateDir() const;
+  std::string AgentSocket() const;
+  std::string AgentLog() const;
+  std::string IpamDir() const;
+  std::string ServerLog(const std::string& workload_id) const;
+  std::string NetnsPrefix() const;  // "bhlab-NAME_"
+  std::string HostNetns() const;
+  std::string WorkloadNetns(const std::string& workload_id) const;
+  std::string ContainerId(const std::string& workload_id) const;
+  std::string Bridge() const;          // at most 15 characters
+  std::string DefaultPinRoot() const;  // /sys/fs/bpf/bulkhead/lab-NAME
+};
+
+struct WorkloadState {
+  std::string id;  // namespace/name
+  std::vector<LabPort> ports;
+  std::string netns;  // name under /run/netns
+  std::string container_id;
+  std::string ifname = "eth0";
+  std::string cni_args;         // CNI_ARGS
+  nlohmann::json netconf_args;  // "args" given to every plugin
+  bool netns_created = false;   // set before the netns is made
+  bool cni_added = false;       // set before ADD runs: DEL must run
+  nlohmann::json cni_result;    // the chain's ADD result (prevResult of DEL)
+  std::vector<std::string> ips;
+  std::string host_interface;
+  ProcessRecord server;
+};
+
+struct LabState {
+  std::string name;
+  std::string phase;  // "building", "up"
+  std::string lab_file;
+  std::string policies;
+  std::string host_netns;
+  std::string bridge;
+  std::string pin_root;
+  std::vector<std::string> cni_path;
+  bool host_netns_created = false;
+  bool bpffs_mounted = false;  // this lab mounted bpffs on /sys/fs/bpf (left mounted by down)
+  ProcessRecord agent;
+  std::vector<WorkloadState> workloads;
+
+  WorkloadState* FindWorkload(std::string_view id);
+  const WorkloadState* FindWorkload(std::string_view id) const;
+};
+
+nlohmann::json StateToJson(const LabState& s);
+absl::StatusOr<LabState> StateFromJson(const nlohmann::json& j);
+
+absl::StatusOr<LabState> LoadState(const LabNames& names);
+// Atomically replaces state.json (write to a temporary file, then rename).
+absl::Status SaveState(const LabNames& names, const LabState& s);
+
+// The names of the labs that have a state dir under `run_dir`, sorted.
+std::vector<std::string> ListLabs(const std::string& run_dir);
+
+// An exclusive lock on a lab (flock on its lock file), released on destruction. Held by `up`
+// for its whole run and by `down`, so the two never interleave.
+class LabLock {
+ public:
+  // Waits up to `wait_ms` for the lock.
+  static absl::StatusOr<LabLock> Acquire(const std::string& path, int wait_ms);
+
+ private:
+  explicit LabLock(Fd fd) : fd_(std::move(fd)) {}
+  Fd fd_;
+};
+
+// Writes `content` to `path` through a temporary file and a rename.
+absl::Status WriteFileAtomic(const std::string& path, std::string_view content);
+
+}  // namespace bulkhead::lab
