@@ -1,5 +1,5 @@
-// Agent loop: one thread polls the inotify watches, the API and metrics sockets, and the
-// datapath's flow events; everything the Agent does happens on this thread.
+// Agent loop: one thread waits on the inotify watches, the API and metrics sockets, and the
+// datapath's flow events (its readiness fd); everything the Agent does happens on this thread.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -13,9 +13,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <list>
+#include <map>
 
 #include "agent/api.h"
 #include "spdlog/spdlog.h"
@@ -191,20 +194,86 @@ void ServeMetrics(int listen_fd, Agent& agent) {
   }
 }
 
-void AddWatches(int inotify_fd, const AgentOptions& o) {
+// The directories watched with inotify, by watch descriptor.
+struct Watches {
+  std::map<int, fs::path> dirs;
+  fs::path policies;       // the policy directory
+  fs::path inventory_dir;  // the inventory file's directory
+  std::string inventory;   // the inventory file's name in it
+};
+
+void AddWatches(int inotify_fd, const AgentOptions& o, Watches& w) {
   const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
                         IN_DELETE_SELF | IN_ATTRIB;
+  auto add = [&](const fs::path& dir) {
+    int wd = inotify_add_watch(inotify_fd, dir.c_str(), mask);
+    if (wd >= 0) w.dirs[wd] = dir;
+  };
   std::error_code ec;
-  inotify_add_watch(inotify_fd, o.policies_dir.c_str(), mask);
+  w.policies = fs::path(o.policies_dir);
+  add(w.policies);
   for (fs::recursive_directory_iterator it(o.policies_dir, ec), end; !ec && it != end;
        it.increment(ec)) {
-    if (it->is_directory(ec)) inotify_add_watch(inotify_fd, it->path().c_str(), mask);
+    if (it->is_directory(ec)) add(it->path());
   }
   // The inventory's directory, so that an editor's rename-over is seen too.
-  fs::path inv_dir = fs::path(o.inventory_file).parent_path();
-  if (inv_dir.empty()) inv_dir = ".";
-  inotify_add_watch(inotify_fd, inv_dir.c_str(), mask);
+  w.inventory_dir = fs::path(o.inventory_file).parent_path();
+  if (w.inventory_dir.empty()) w.inventory_dir = ".";
+  w.inventory = fs::path(o.inventory_file).filename().string();
+  add(w.inventory_dir);
 }
+
+bool IsManifestName(const std::string& name) {
+  std::string ext = fs::path(name).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == ".yaml" || ext == ".yml" || ext == ".json";
+}
+
+// What a batch of inotify events asks for.
+enum class Trigger { kNone, kSettle, kNow };
+
+// Reads every pending inotify event. A file that was written and closed, or renamed into
+// place, is complete: reload now (atomic writers rename, editors close). Creations, removals,
+// renames away and attribute changes may be the first step of a multi-step save (an editor
+// renames the old file away before writing the new one): reload after a short settle, unless
+// a completed write comes first. Events about other files (swap files, temporaries, backups)
+// are ignored.
+Trigger ReadInotify(int fd, const Watches& w) {
+  Trigger t = Trigger::kNone;
+  alignas(inotify_event) char buf[16384];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    for (char* p = buf; p < buf + n;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(p);
+      p += sizeof(inotify_event) + ev->len;
+      if (ev->mask & IN_Q_OVERFLOW) {
+        t = std::max(t, Trigger::kSettle);  // events were lost: look at everything
+        continue;
+      }
+      auto dir = w.dirs.find(ev->wd);
+      if (dir == w.dirs.end()) continue;
+      const std::string name = ev->len > 0 ? std::string(ev->name) : std::string();
+      const bool is_dir = (ev->mask & IN_ISDIR) != 0;
+      bool relevant = (ev->mask & IN_DELETE_SELF) != 0;
+      if (!name.empty()) {
+        const bool in_policies = dir->second == w.policies ||
+                                 dir->second.string().rfind(w.policies.string() + "/", 0) == 0;
+        const bool is_inventory = dir->second == w.inventory_dir && name == w.inventory;
+        relevant = is_inventory || (in_policies && (is_dir || IsManifestName(name)));
+      }
+      if (!relevant) continue;
+      const bool complete = (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) != 0;
+      t = std::max(t, complete ? Trigger::kNow : Trigger::kSettle);
+    }
+  }
+  return t;
+}
+
+// How long a removal, creation or rename-away waits for the rest of a multi-step save.
+constexpr auto kSettle = std::chrono::milliseconds(150);
+constexpr auto kRetryInterval = std::chrono::seconds(2);
 
 }  // namespace
 
@@ -224,7 +293,8 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     spdlog::error("cannot set up signalfd/inotify: {}", strerror(errno));
     return 1;
   }
-  AddWatches(inotify.get(), agent_options);
+  Watches watches;
+  AddWatches(inotify.get(), agent_options, watches);
   Fd api = ListenUnix(options.socket_path);
   if (!api.valid()) return 1;
   Fd metrics;
@@ -239,7 +309,8 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
   std::list<Client> clients;
   bool reload_pending = false;
   Clock::time_point reload_at = Clock::now();
-  Clock::time_point next_retry = Clock::now() + std::chrono::seconds(2);
+  Clock::time_point next_retry = Clock::now() + kRetryInterval;
+  const int events_fd = agent.datapath().EventsFd();
   bool stop = false;
   while (!stop) {
     std::vector<pollfd> fds;
@@ -248,11 +319,21 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     fds.push_back({api.get(), POLLIN, 0});
     fds.push_back({metrics.valid() ? metrics.get() : -1, POLLIN, 0});
     fds.push_back({options.stop_fd, POLLIN, 0});
+    fds.push_back({events_fd, POLLIN, 0});
     for (auto& c : clients) {
       fds.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
     }
-    // Events are read at least every 50 ms (IDatapath has no portable readiness fd).
-    int n = poll(fds.data(), fds.size(), 50);
+    // Sleep until something is ready or the next deadline (a settling reload, a retry).
+    // Without a readiness fd for events, read them every 50 ms.
+    int timeout_ms = events_fd < 0 ? 50 : -1;
+    auto until = [&](Clock::time_point t) {
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(t - Clock::now()).count();
+      int clamped = static_cast<int>(std::clamp<int64_t>(ms, 0, 60000));
+      timeout_ms = timeout_ms < 0 ? clamped : std::min(timeout_ms, clamped);
+    };
+    if (reload_pending) until(reload_at);
+    if (agent.NeedsRetry()) until(next_retry);
+    int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) {
       spdlog::error("poll: {}", strerror(errno));
       return 1;
@@ -265,40 +346,48 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
       }
     }
     if (fds[4].revents & (POLLIN | POLLHUP)) stop = true;
+    bool reload_now = false;
     if (fds[1].revents & POLLIN) {
-      char buf[8192];
-      while (read(inotify.get(), buf, sizeof(buf)) > 0) {
+      switch (ReadInotify(inotify.get(), watches)) {
+        case Trigger::kNow:
+          reload_now = true;
+          break;
+        case Trigger::kSettle:
+          if (!reload_pending) reload_at = Clock::now() + kSettle;
+          reload_pending = true;
+          break;
+        case Trigger::kNone:
+          break;
       }
-      // Editors write in several steps: wait for the burst to end.
-      reload_pending = true;
-      reload_at = Clock::now() + std::chrono::milliseconds(150);
     }
     const auto now = Clock::now();
-    if (reload_pending && now >= reload_at) {
+    if (reload_now || (reload_pending && now >= reload_at)) {
       reload_pending = false;
-      AddWatches(inotify.get(), agent_options);  // new subdirectories
+      AddWatches(inotify.get(), agent_options, watches);  // new subdirectories
       (void)agent.Reload();
     } else if (agent.NeedsRetry() && now >= next_retry) {
-      next_retry = now + std::chrono::seconds(2);
+      next_retry = now + kRetryInterval;
       (void)agent.Reload();
     }
 
     // Flow events to observers.
-    auto polled = agent.datapath().PollEvents(0, [&](const bh_flow_event& ev) {
-      nlohmann::json desc = agent.RecordEvent(ev);
-      std::string line;
-      for (auto& c : clients) {
-        if (!c.observe || !c.observe->Matches(desc)) continue;
-        if (line.empty()) line = nlohmann::json{{"event", desc}}.dump() + "\n";
-        if (c.out.size() > kMaxClientBuffer) {
-          agent.CountDroppedObserverEvents(1);
-          continue;
+    if (events_fd < 0 || (fds[5].revents & POLLIN)) {
+      auto polled = agent.datapath().PollEvents(0, [&](const bh_flow_event& ev) {
+        nlohmann::json desc = agent.RecordEvent(ev);
+        std::string line;
+        for (auto& c : clients) {
+          if (!c.observe || !c.observe->Matches(desc)) continue;
+          if (line.empty()) line = nlohmann::json{{"event", desc}}.dump() + "\n";
+          if (c.out.size() > kMaxClientBuffer) {
+            agent.CountDroppedObserverEvents(1);
+            continue;
+          }
+          c.out += line;
         }
-        c.out += line;
-      }
-    });
-    if (!polled.ok())
-      spdlog::warn("reading flow events: {}", std::string(polled.status().message()));
+      });
+      if (!polled.ok())
+        spdlog::warn("reading flow events: {}", std::string(polled.status().message()));
+    }
 
     if (fds[2].revents & POLLIN) {
       for (;;) {
@@ -309,7 +398,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     }
     if (fds[3].revents & POLLIN) ServeMetrics(metrics.get(), agent);
 
-    size_t i = 5;
+    size_t i = 6;
     for (auto& c : clients) {
       const short rev = i < fds.size() && fds[i].fd == c.fd.get() ? fds[i].revents : 0;
       ++i;

@@ -207,7 +207,7 @@ absl::Status BpfDatapath::ReattachRegistered() {
   return absl::OkStatus();
 }
 
-int BpfDatapath::events_fd() const { return ring_buffer__epoll_fd(state_->events.get()); }
+int BpfDatapath::EventsFd() const { return ring_buffer__epoll_fd(state_->events.get()); }
 
 absl::StatusOr<std::map<std::string, uint32_t>> BpfDatapath::MapIds() const {
   std::map<std::string, uint32_t> ids;

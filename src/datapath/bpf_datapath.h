@@ -96,10 +96,8 @@ class BpfDatapath final : public IDatapath {
   absl::StatusOr<Counters> ReadCounters() override;
   absl::StatusOr<ConntrackEntries> ListConntrack() override;
   absl::StatusOr<size_t> PollEvents(int timeout_ms, const EventCallback& callback) override;
-
-  // The ring buffer's epoll fd, for callers that wait on several sources; readable when
-  // events are pending (then call PollEvents(0, ...)).
-  int events_fd() const;
+  // The ring buffer's epoll fd (libbpf's ring_buffer__epoll_fd).
+  int EventsFd() const override;
 
  private:
   struct State;  // libbpf objects (skeleton, ring buffer), kept out of this header

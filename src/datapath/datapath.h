@@ -133,6 +133,11 @@ class IDatapath {
   // Delivers pending flow events to `callback`, waiting up to timeout_ms (0: do not wait,
   // -1: wait for at least one). Returns how many were delivered.
   virtual absl::StatusOr<size_t> PollEvents(int timeout_ms, const EventCallback& callback) = 0;
+  // A file descriptor that poll()/epoll report readable (POLLIN) while flow events are
+  // pending, and not readable once PollEvents(0, ...) has delivered them all: a caller that
+  // waits on several sources waits on this one instead of polling on a timer. Owned by the
+  // datapath and valid while it lives.
+  virtual int EventsFd() const = 0;
 };
 
 }  // namespace bulkhead::datapath

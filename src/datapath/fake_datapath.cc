@@ -1,7 +1,12 @@
 // FakeDatapath: the datapath's state in std::maps, with the kernel maps' matching rules.
 #include "datapath/fake_datapath.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -55,6 +60,20 @@ uint32_t PrefixOf(const Key& key) {
 }
 
 }  // namespace
+
+FakeDatapath::FakeDatapath() : events_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  // Without it the fake cannot keep its EventsFd contract: a broken test environment.
+  if (events_fd_ < 0) std::abort();
+}
+
+FakeDatapath::~FakeDatapath() { close(events_fd_); }
+
+void FakeDatapath::PushEvent(const bh_flow_event& event) {
+  events_.push_back(event);
+  const uint64_t one = 1;
+  // The counter only needs to be non-zero; a full counter (never, in a test) stays readable.
+  (void)!write(events_fd_, &one, sizeof(one));
+}
 
 absl::Status FakeDatapath::TakeInjectedFailure() {
   if (!fail_next_write_) return absl::OkStatus();
@@ -205,6 +224,10 @@ absl::StatusOr<ConntrackEntries> FakeDatapath::ListConntrack() {
 }
 
 absl::StatusOr<size_t> FakeDatapath::PollEvents(int /*timeout_ms*/, const EventCallback& callback) {
+  // Reset the eventfd first: an event pushed by the callback makes it readable again.
+  uint64_t count = 0;
+  while (read(events_fd_, &count, sizeof(count)) < 0 && errno == EINTR) {
+  }
   size_t n = 0;
   while (!events_.empty()) {
     bh_flow_event e = events_.front();

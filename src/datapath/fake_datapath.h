@@ -19,10 +19,14 @@ namespace bulkhead::datapath {
 // conntrack entries are whatever the test puts in.
 class FakeDatapath final : public IDatapath {
  public:
-  FakeDatapath() = default;
+  FakeDatapath();
+  ~FakeDatapath() override;
+  FakeDatapath(const FakeDatapath&) = delete;
+  FakeDatapath& operator=(const FakeDatapath&) = delete;
 
   // ---- test controls ----
-  void PushEvent(const bh_flow_event& event) { events_.push_back(event); }
+  // Queues an event (EventsFd() becomes readable).
+  void PushEvent(const bh_flow_event& event);
   void AddToCounter(int index, uint64_t delta) { counters_.values.at(index) += delta; }
   void SetConntrack(const bh_ct_key& key, const bh_ct_entry& entry);
   // The next call that writes (Upsert*, Delete*, Write*, Switch*, Attach, Detach,
@@ -51,6 +55,8 @@ class FakeDatapath final : public IDatapath {
   absl::StatusOr<Counters> ReadCounters() override { return counters_; }
   absl::StatusOr<ConntrackEntries> ListConntrack() override;
   absl::StatusOr<size_t> PollEvents(int timeout_ms, const EventCallback& callback) override;
+  // An eventfd, readable while events are queued.
+  int EventsFd() const override { return events_fd_; }
 
  private:
   using Bytes = std::vector<uint8_t>;
@@ -65,6 +71,7 @@ class FakeDatapath final : public IDatapath {
   std::map<Bytes, bulkhead_policy_port_value> ports_;
   std::map<Bytes, std::pair<bh_ct_key, bh_ct_entry>> conntrack_;
   std::deque<bh_flow_event> events_;
+  int events_fd_ = -1;
   Counters counters_;
   bh_settings settings_{};
   std::optional<absl::Status> fail_next_write_;

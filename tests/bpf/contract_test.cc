@@ -1,5 +1,7 @@
 // One IDatapath contract, run against BpfDatapath (kernel, root) and FakeDatapath (memory).
 #include <gtest/gtest.h>
+#include <linux/pkt_cls.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <array>
@@ -264,6 +266,55 @@ TEST_P(ContractTest, ExplainUsesLongestPrefixesAndTheMode) {
   FlowQuery nobody;
   nobody.ifindex = ifindex(2);
   EXPECT_EQ(dp.Explain(nobody).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Is `fd` readable within timeout_ms?
+bool Readable(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN) != 0;
+}
+
+TEST_P(ContractTest, EventsFdIsReadableWhileEventsArePending) {
+  IDatapath& dp = Datapath();
+  const int fd = dp.EventsFd();
+  ASSERT_GE(fd, 0);
+  EXPECT_FALSE(Readable(fd, 0)) << "no event yet";
+  // One event: a UDP packet from endpoint 0 whose table has no UDP entry (a denied miss).
+  PolicyTables t;
+  t.ports = {PortEntry(3, 0, BULKHEAD_DIR_EGRESS, kTcp, 0, 0, Allow(1))};
+  ASSERT_TRUE(dp.WritePolicyTables(t).ok());
+  ASSERT_TRUE(dp.UpsertEndpoint(MakeEndpoint(0, 3)).ok());
+  auto produce = [&] {
+    if (bpf_ != nullptr) {
+      auto rc = bpf_->TestRun(datapath::Program::kFromWorkload, ifindex(0),
+                              Frame(Udp("10.0.0.1", 1000, "10.9.9.9", 53)));
+      ASSERT_TRUE(rc.ok()) << rc.status();
+      EXPECT_EQ(*rc, TC_ACT_SHOT);
+    } else {
+      bh_flow_event ev{};
+      ev.ifindex = ifindex(0);
+      ev.verdict = BH_EV_DENY;
+      static_cast<datapath::FakeDatapath&>(dp).PushEvent(ev);
+    }
+  };
+  produce();
+  EXPECT_TRUE(Readable(fd, 2000)) << "an event is pending";
+  EXPECT_TRUE(Readable(fd, 0)) << "still pending until read";
+  std::vector<bh_flow_event> got;
+  auto n = dp.PollEvents(0, [&](const bh_flow_event& e) { got.push_back(e); });
+  ASSERT_TRUE(n.ok()) << n.status();
+  ASSERT_EQ(*n, 1u);
+  EXPECT_EQ(got[0].ifindex, ifindex(0));
+  EXPECT_EQ(got[0].verdict, BH_EV_DENY);
+  EXPECT_FALSE(Readable(fd, 0)) << "every event delivered";
+  // Readable again for the next one, and a wait on the fd ends when it comes.
+  produce();
+  produce();
+  EXPECT_TRUE(Readable(fd, 2000));
+  n = dp.PollEvents(0, [&](const bh_flow_event&) {});
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2u);
+  EXPECT_FALSE(Readable(fd, 0));
 }
 
 }  // namespace

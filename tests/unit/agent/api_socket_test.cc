@@ -87,6 +87,7 @@ class LockedDatapath final : public datapath::IDatapath {
     for (const auto& e : events) cb(e);
     return n;
   }
+  int EventsFd() const override { return fake_.EventsFd(); }  // fixed for the fake's life
 
  private:
   std::mutex mu_;
@@ -117,7 +118,7 @@ spec:
     ports: [{port: 80}]
 )";
     options_ = {(dir_ / "policies").string(), (dir_ / "inventory.yaml").string(),
-                (dir_ / "state").string()};
+                (dir_ / "state").string(), /*node=*/""};
     socket_ = (dir_ / "api.sock").string();
     agent_ = std::make_unique<Agent>(
         options_, dp_,
