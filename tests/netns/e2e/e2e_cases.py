@@ -4,11 +4,17 @@
 # `bulkhead simulate --matrix` on the grid's cluster.yaml equals the expected one.
 #
 #   e2e_cases.py simulate PATH/TO/bulkhead     (ctest e2e_cases_simulate, label conformance)
+#   e2e_cases.py lab PATH/TO/bulkhead          (ctest netns_e2e_cases, label netns, root): the
+#       cases replayed in one lab of the grid (lab.yaml): per case its policies go into the
+#       agent's directory, and the kernel's probe matrix (IPv4 and IPv6) must equal the
+#       expected one (and so must simulate's on the lab's own cluster inventory).
 import json
 import os
 import subprocess
 import sys
+import time
 
+sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -147,11 +153,125 @@ def check_simulate(bulkhead):
     return 1 if failures else 0
 
 
+
+def lab_has_named_ports(cluster_path):
+    """Whether the lab's cluster inventory gives its workloads named ports."""
+    with open(cluster_path, encoding="utf-8") as f:
+        text = f.read()
+    return "serve-80-tcp" in text
+
+
+def replay_in_lab(bulkhead):
+    if os.geteuid() != 0:
+        print("SKIPPED: replaying the e2e cases in the lab needs root (network namespaces, bpffs, "
+              "TC); run it as root", file=sys.stderr)
+        return 77
+    import random
+    import shutil
+    import signal
+    import tempfile
+    sys.path.insert(0, os.path.dirname(HERE))
+    import differential_test as dt
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    cases = load_cases()
+    tmp = tempfile.mkdtemp(prefix="bh-e2e-")
+    policies = os.path.join(tmp, "policies")
+    os.makedirs(policies)
+    policy_file = os.path.join(policies, "policies.yaml")
+    with open(policy_file, "w", encoding="utf-8") as f:
+        f.write("# no policy yet\n")
+    name = f"e2e-{os.getpid()}-{random.SystemRandom().randrange(16**4):04x}"
+    lab = dt.Lab(bulkhead, name, os.path.join(HERE, "lab.yaml"), policies)
+    failures = 0
+    replayed = skipped = 0
+    current = None
+    t0 = time.monotonic()
+
+    def fail(msg):
+        nonlocal failures
+        failures += 1
+        print("FAIL: " + msg, file=sys.stderr, flush=True)
+
+    try:
+        lab.up()
+        named = lab_has_named_ports(lab.cluster)
+        if not named:
+            print("note: the lab's workloads carry no named ports; the cases that need them are "
+                  "checked with simulate only (e2e_cases_simulate)")
+        for case in cases:
+            if not case.lab_replayable(named):
+                skipped += 1
+                print(f"skip {case.name}: lab: {case.lab}")
+                continue
+            with open(case.policies, encoding="utf-8") as f:
+                text = f.read()
+            if text != current:
+                old = lab.revision()
+                dt.write_file_atomically(policy_file, text)
+                lab.wait_revision_change(old)
+                current = text
+            paths = [policies, lab.cluster]
+            sim = dt.simulate_matrix(bulkhead, paths, case.protocol, case.port)
+            kernel = lab.probe_matrix([case.port], [case.protocol], [4, 6])
+            again = None
+            diffs = []
+            for (fam, proto, port), km in sorted(kernel.items()):
+                for (src, dst), want in sorted(case.expected.items()):
+                    got = km.get((src, dst))
+                    if got is None:
+                        diffs.append(f"  {src} -> {dst}: not probed")
+                        continue
+                    if want and not got:
+                        # One more matrix, never more: a lost datagram is not a verdict (a
+                        # flow that passed where it should not is never probed again).
+                        if again is None:
+                            again = lab.probe_matrix([case.port], [case.protocol], [4, 6])
+                        if again[(fam, proto, port)][(src, dst)]:
+                            print(f"note: {case.name}: {src} -> {dst} {proto}/{port} IPv{fam} "
+                                  "connected when probed again")
+                            got = True
+                    if got != want or sim.get((src, dst)) != want:
+                        _, seen = lab.probe_one(src, dst, proto, port, fam)
+                        diffs.append(
+                            f"  {src} -> {dst} {proto}/{port} IPv{fam}: expected {word(want)}, "
+                            f"kernel {word(got)} (again: {seen}), simulate "
+                            f"{word(sim.get((src, dst)))}\n    simulate says:\n      " +
+                            dt.simulate_explain(bulkhead, paths, src, dst, proto, port)
+                            .replace("\n", "\n      ") + "\n    the agent's tables say:\n      " +
+                            lab.explain(src, dst, proto, port).replace("\n", "\n      "))
+            replayed += 1
+            if diffs:
+                fail(f"{case.name} ({case.policies}, {case.protocol}/{case.port}):\n" +
+                     "\n".join(diffs[:12]) +
+                     (f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12 else "") +
+                     f"\n---- policies\n{text}---- end of policies")
+            else:
+                print(f"ok   {case.name}: {2 * len(case.expected)} flows "
+                      f"{case.protocol}/{case.port} IPv4+IPv6 as expected")
+    except (dt.LabError, RuntimeError, OSError, subprocess.SubprocessError) as e:
+        fail(str(e))
+    finally:
+        if not lab.down():
+            fail("the lab was not removed completely")
+        shutil.rmtree(tmp, ignore_errors=True)
+    took = time.monotonic() - t0
+    print(f"{replayed - failures} of {replayed} replayed cases as expected in the lab; {skipped} "
+          f"not replayable there ({took:.0f} s)")
+    return 1 if failures or replayed == 0 else 0
+
+
 def main(argv):
-    if len(argv) != 3 or argv[1] != "simulate":
-        print("usage: e2e_cases.py simulate PATH/TO/bulkhead", file=sys.stderr)
-        return 2
-    return check_simulate(os.path.abspath(argv[2]))
+    if len(argv) == 3 and argv[1] == "simulate":
+        return check_simulate(os.path.abspath(argv[2]))
+    if len(argv) == 3 and argv[1] == "lab":
+        return replay_in_lab(os.path.abspath(argv[2]))
+    print("usage: e2e_cases.py simulate|lab PATH/TO/bulkhead", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
