@@ -54,7 +54,7 @@ class LabDecoder {
 
   void Decode(const Field& root) {
     Reporter& r = d_.reporter();
-    r.set_object("document 1");
+    r.set_object("Lab");
     if (!root.present() || !root.value->IsMap()) {
       d_.Error(root, std::string("must be a Lab object (a map with apiVersion, kind, metadata "
                                  "and spec), not ") +
@@ -62,15 +62,7 @@ class LabDecoder {
       return;
     }
     d_.OnlyKnownFields(root, {"apiVersion", "kind", "metadata", "spec"});
-    Field kind = d_.Get(root, "kind");
-    if (auto k = d_.String(kind, true); k && *k != "Lab") {
-      d_.Error(kind, "kind " + Quote(*k) + " is not a lab file (expected kind: Lab)");
-    }
-    Field api = d_.Get(root, "apiVersion");
-    if (auto a = d_.String(api, true); a && *a != kApiVersion) {
-      d_.Error(api, "apiVersion " + Quote(*a) + " of Lab is not supported (" +
-                        std::string(kApiVersion) + ")");
-    }
+    // The name first, so that every later message names the lab.
     Field meta = d_.Get(root, "metadata");
     if (d_.Map(meta, true)) {
       d_.OnlyKnownFields(meta, {"name", "labels", "annotations"});
@@ -86,6 +78,16 @@ class LabDecoder {
       }
       if (Field labels = d_.Get(meta, "labels"); labels.present()) d_.LabelMap(labels);
       if (Field notes = d_.Get(meta, "annotations"); notes.present()) d_.Entries(notes);
+    }
+    Field kind = d_.Get(root, "kind");
+    if (auto k = d_.String(kind, true); k && *k != "Lab") {
+      d_.Error(kind, "kind " + Quote(*k) + " is not a lab file (expected kind: Lab)");
+      return;
+    }
+    Field api = d_.Get(root, "apiVersion");
+    if (auto a = d_.String(api, true); a && *a != kApiVersion) {
+      d_.Error(api, "apiVersion " + Quote(*a) + " of Lab is not supported (" +
+                        std::string(kApiVersion) + ")");
     }
     Field spec = d_.Get(root, "spec");
     if (!d_.Map(spec, true)) return;
@@ -324,7 +326,8 @@ LabParseResult ParseLab(std::string_view content, std::string_view file_name) {
     out.diagnostics.push_back(std::move(d));
     return out;
   }
-  Reporter r(&out.diagnostics, std::string(file_name), stream.documents[0].index);
+  // A lab file is one object: positions need no document index unless there are more.
+  Reporter r(&out.diagnostics, std::string(file_name), 0);
   LabDecoder(&out, &r).Decode(policy::internal::RootField(stream.documents[0].root));
   for (size_t i = 1; i < stream.documents.size(); ++i) {
     const auto& doc = stream.documents[i];

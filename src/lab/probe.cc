@@ -77,20 +77,28 @@ struct Live {
 void OpenSockets(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
                  std::vector<Live>& live) {
   std::thread t([&] {
+    // The namespace this thread started in stands for "our own" (an empty source_netns).
+    auto own = OpenNetns("/proc/thread-self/ns/net");
     std::string current;
     for (size_t i = begin; i < end; ++i) {
       const ProbeSpec& p = probes[i];
       Live& l = live[i - begin];
       l.tcp = p.protocol == policy::Protocol::kTCP;
       if (p.source_netns != current) {
-        auto ns = OpenNetns(p.source_netns);
-        if (!ns.ok()) {
-          l.error = std::string(ns.status().message());
+        absl::StatusOr<Fd> ns =
+            p.source_netns.empty()
+                ? (own.ok() ? absl::StatusOr<Fd>(Fd(::dup(own->get()))) : own.status())
+                : OpenNetns(p.source_netns);
+        if (!ns.ok() || !ns->valid()) {
+          l.error = ns.ok() ? absl::StrCat("dup: ", std::strerror(errno))
+                            : std::string(ns.status().message());
           continue;
         }
         if (::setns(ns->get(), CLONE_NEWNET) != 0) {
-          l.error = absl::StrCat("entering ", p.source_netns, ": ", std::strerror(errno));
-          current.clear();
+          l.error =
+              absl::StrCat("entering ", p.source_netns.empty() ? "our own netns" : p.source_netns,
+                           ": ", std::strerror(errno));
+          current.assign(1, '\n');  // unknown: enter again next time
           continue;
         }
         current = p.source_netns;

@@ -31,7 +31,7 @@ inline bool IsBlocked(ProbeOutcome o) {
 }
 
 struct ProbeSpec {
-  std::string source_netns;  // path of the source workload's network namespace
+  std::string source_netns;  // path of the source workload's netns; empty: our own
   common::IpAddr dst;
   uint16_t port = 0;
   policy::Protocol protocol = policy::Protocol::kTCP;

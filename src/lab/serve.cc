@@ -83,12 +83,14 @@ absl::Status Serve(const ServeOptions& options) {
   std::string answer = ServerAnswer(options.answer);
   std::vector<pollfd> fds;
   for (const auto& l : listeners) fds.push_back({l.fd.get(), POLLIN, 0});
+  if (options.stop_fd >= 0) fds.push_back({options.stop_fd, POLLIN, 0});
   while (true) {
     int r = ::poll(fds.data(), fds.size(), -1);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
     for (size_t i = 0; i < fds.size(); ++i) {
       if (fds[i].revents == 0) continue;
+      if (i == listeners.size()) return absl::OkStatus();  // stop_fd
       int fd = fds[i].fd;
       if (listeners[i].tcp) {
         while (true) {

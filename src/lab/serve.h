@@ -17,10 +17,11 @@ struct ServeOptions {
   std::vector<common::IpAddr> addresses;  // bound one by one (replies leave from them)
   std::vector<LabPort> ports;
   int ready_fd = -1;  // >= 0: "ready\n" is written there (and it is closed) once all listen
+  int stop_fd = -1;   // >= 0: Serve returns once this fd is readable (tests; the lab kills)
 };
 
-// Binds every address and port, then answers until the process is killed. Returns only when
-// a socket cannot be set up or polling fails.
+// Binds every address and port, then answers until the process is killed (or stop_fd is
+// readable: then it returns OK). Returns an error when a socket cannot be set up.
 absl::Status Serve(const ServeOptions& options);
 
 // The line a server sends: the id and a newline.

@@ -1,0 +1,228 @@
+// The Lab file decoder: the examples parse to what they say, and each kind of mistake is
+// reported with the file, line, object and field that hold it.
+#include "lab/lab_file.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace bulkhead::lab {
+namespace {
+
+std::string AllDiagnostics(const LabParseResult& r) {
+  std::string out;
+  for (const auto& d : r.diagnostics) out += d.ToString() + "\n";
+  return out;
+}
+
+TEST(LabFile, SmallExample) {
+  auto r = ParseLabFile(std::string(BULKHEAD_SOURCE_DIR) + "/examples/lab/small.yaml");
+  ASSERT_TRUE(r.ok()) << AllDiagnostics(r);
+  const LabSpec& s = r.spec;
+  EXPECT_EQ(s.name, "small");
+  ASSERT_EQ(s.namespaces.size(), 2u);
+  EXPECT_EQ(s.namespaces[0].name, "shop");
+  EXPECT_EQ(s.namespaces[0].labels.at("team"), "shop");
+  ASSERT_EQ(s.workloads.size(), 3u);
+  const LabWorkload* db = s.FindWorkload("shop/db");
+  ASSERT_NE(db, nullptr);
+  EXPECT_EQ(db->service_account, "db");
+  EXPECT_EQ(db->labels.at("app"), "db");
+  // The YAML alias gives every workload the same four ports.
+  ASSERT_EQ(db->ports.size(), 4u);
+  EXPECT_EQ(db->ports[1], (LabPort{80, policy::Protocol::kUDP}));
+  EXPECT_EQ(s.FindWorkload("shop/web")->service_account, "default");
+  // Dual stack by default.
+  ASSERT_TRUE(s.ipv4_subnet.has_value());
+  ASSERT_TRUE(s.ipv6_subnet.has_value());
+  EXPECT_EQ(s.ipv4_subnet->ToString(), kDefaultIpv4Subnet);
+  EXPECT_EQ(s.ipv6_subnet->ToString(), kDefaultIpv6Subnet);
+  EXPECT_FALSE(s.mode.has_value());
+}
+
+TEST(LabFile, KubernetesGridExample) {
+  auto r = ParseLabFile(std::string(BULKHEAD_SOURCE_DIR) + "/examples/lab/k8s-grid.yaml");
+  ASSERT_TRUE(r.ok()) << AllDiagnostics(r);
+  ASSERT_EQ(r.spec.namespaces.size(), 3u);
+  ASSERT_EQ(r.spec.workloads.size(), 9u);
+  for (const char* ns : {"x", "y", "z"}) {
+    for (const char* pod : {"a", "b", "c"}) {
+      const LabWorkload* w = r.spec.FindWorkload(std::string(ns) + "/" + pod);
+      ASSERT_NE(w, nullptr) << ns << "/" << pod;
+      EXPECT_EQ(w->labels.at("pod"), pod);
+      EXPECT_EQ(w->ports.size(), 4u);
+    }
+  }
+}
+
+TEST(LabFile, FamiliesSubnetsAndModes) {
+  auto r = ParseLab(R"(apiVersion: bulkhead.io/v1alpha1
+kind: Lab
+metadata: {name: v6only}
+spec:
+  ipFamilies: [IPv6]
+  ipv6Subnet: fd99::/120
+  mode: audit
+  namespaces:
+  - {name: a, mode: enforce}
+  - {name: b}
+  workloads:
+  - {namespace: a, name: w}
+)",
+                    "v6.yaml");
+  ASSERT_TRUE(r.ok()) << AllDiagnostics(r);
+  EXPECT_FALSE(r.spec.ipv4_subnet.has_value());
+  ASSERT_TRUE(r.spec.ipv6_subnet.has_value());
+  EXPECT_EQ(r.spec.ipv6_subnet->ToString(), "fd99::/120");
+  EXPECT_EQ(r.spec.NamespaceMode(r.spec.namespaces[0]), policy::Mode::kEnforce);
+  EXPECT_EQ(r.spec.NamespaceMode(r.spec.namespaces[1]), policy::Mode::kAudit);
+  EXPECT_TRUE(r.spec.workloads[0].ports.empty());
+}
+
+constexpr const char* kHead = R"(apiVersion: bulkhead.io/v1alpha1
+kind: Lab
+metadata: {name: t}
+)";
+
+struct BadCase {
+  const char* name;
+  std::string yaml;
+  std::string want;  // a substring of the diagnostics
+};
+
+class LabFileErrors : public testing::TestWithParam<BadCase> {};
+
+TEST_P(LabFileErrors, NameTheField) {
+  const BadCase& c = GetParam();
+  auto r = ParseLab(c.yaml, "lab.yaml");
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(AllDiagnostics(r).find(c.want), std::string::npos) << "want: " << c.want << "\ngot:\n"
+                                                               << AllDiagnostics(r);
+}
+
+const std::string kNs = "  namespaces: [{name: x}]\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, LabFileErrors,
+    testing::Values(
+        BadCase{"WrongKind",
+                "apiVersion: bulkhead.io/v1alpha1\nkind: Inventory\nmetadata: {name: t}\n",
+                "lab.yaml:2:7: error: Lab t: kind: kind \"Inventory\" is not a lab file"},
+        BadCase{
+            "WrongApiVersion", "apiVersion: v1\nkind: Lab\nmetadata: {name: t}\nspec: {}\n",
+            "lab.yaml:1:13: error: Lab t: apiVersion: apiVersion \"v1\" of Lab is not supported"},
+        BadCase{"NoName", "apiVersion: bulkhead.io/v1alpha1\nkind: Lab\nmetadata: {}\n",
+                "metadata.name: is required"},
+        BadCase{"BadName",
+                "apiVersion: bulkhead.io/v1alpha1\nkind: Lab\nmetadata: {name: My_Lab}\n",
+                "lab.yaml:3:18: error: Lab: metadata.name: invalid lab name \"My_Lab\""},
+        BadCase{"LongName",
+                "apiVersion: bulkhead.io/v1alpha1\nkind: Lab\nmetadata: {name: "
+                "abcdefghijabcdefghijabcdefghijabc}\n",
+                "must be no more than 32 characters"},
+        BadCase{"NoSpec", std::string(kHead), "lab.yaml:1:1: error: Lab t: spec: is required"},
+        BadCase{"UnknownField", std::string(kHead) + "spec:\n" + kNs + "  workload: []\n",
+                "lab.yaml:6:3: error: Lab t: spec.workload: unknown field \"workload\" (did you "
+                "mean \"workloads\"?)"},
+        BadCase{"NoWorkloads", std::string(kHead) + "spec:\n" + kNs,
+                "Lab t: spec.workloads: is required"},
+        BadCase{"EmptyWorkloads", std::string(kHead) + "spec:\n" + kNs + "  workloads: []\n",
+                "spec.workloads: a lab needs at least one workload"},
+        BadCase{
+            "UndeclaredNamespace",
+            std::string(kHead) + "spec:\n" + kNs + "  workloads:\n  - {namespace: q, name: a}\n",
+            "lab.yaml:7:17: error: Lab t: spec.workloads[0].namespace: namespace \"q\" is not "
+            "declared in spec.namespaces"},
+        BadCase{"DuplicateWorkload",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - {namespace: x, name: a}\n  - {namespace: x, name: a}\n",
+                "lab.yaml:8:26: error: Lab t: spec.workloads[1].name: workload \"x/a\" is already "
+                "declared at line 7"},
+        BadCase{"DuplicateNamespace",
+                std::string(kHead) +
+                    "spec:\n  namespaces: [{name: x}, {name: x}]\n  workloads: [{namespace: x, "
+                    "name: a}]\n",
+                "spec.namespaces[1].name: namespace \"x\" is already declared at line 5"},
+        BadCase{"BadNamespaceName",
+                std::string(kHead) + "spec:\n  namespaces: [{name: X}]\n  workloads: []\n",
+                "spec.namespaces[0].name: invalid namespace name \"X\""},
+        BadCase{"BadLabel",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - {namespace: x, name: a, labels: {\"-bad\": v}}\n",
+                "lab.yaml:7:38: error: Lab t: spec.workloads[0].labels[-bad]: invalid label key "
+                "\"-bad\""},
+        BadCase{"PortOutOfRange",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{port: 70000}]\n",
+                "lab.yaml:9:20: error: Lab t: spec.workloads[0].ports[0].port: port 70000 is out "
+                "of range"},
+        BadCase{"Sctp",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{port: 80, "
+                    "protocol: SCTP}]\n",
+                "spec.workloads[0].ports[0].protocol: the lab's servers answer TCP and UDP only, "
+                "not SCTP"},
+        BadCase{"DuplicatePort",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{port: 80}, {port: "
+                    "80, protocol: TCP}]\n",
+                "spec.workloads[0].ports[1]: duplicate port 80/TCP"},
+        BadCase{"BadSubnet",
+                std::string(kHead) + "spec:\n  ipv4Subnet: 10.1.0.0\n" + kNs +
+                    "  workloads: [{namespace: x, name: a}]\n",
+                "lab.yaml:5:15: error: Lab t: spec.ipv4Subnet: invalid CIDR \"10.1.0.0\""},
+        BadCase{"SubnetOfOtherFamily",
+                std::string(kHead) + "spec:\n  ipv4Subnet: fd00::/64\n" + kNs +
+                    "  workloads: [{namespace: x, name: a}]\n",
+                "spec.ipv4Subnet: fd00::/64 is not an IPv4 range"},
+        BadCase{"SubnetOfExcludedFamily",
+                std::string(kHead) + "spec:\n  ipFamilies: [IPv6]\n  ipv4Subnet: 10.0.0.0/24\n" +
+                    kNs + "  workloads: [{namespace: x, name: a}]\n",
+                "spec.ipv4Subnet: is set, but spec.ipFamilies leaves IPv4 out"},
+        BadCase{"LoopbackSubnet",
+                std::string(kHead) + "spec:\n  ipv4Subnet: 127.0.0.0/24\n" + kNs +
+                    "  workloads: [{namespace: x, name: a}]\n",
+                "spec.ipv4Subnet: 127.0.0.0/24 cannot hold workloads"},
+        BadCase{"SubnetTooSmall",
+                std::string(kHead) + "spec:\n  ipv4Subnet: 10.0.0.0/30\n" + kNs +
+                    "  workloads: [{namespace: x, name: a}, {namespace: x, name: b}]\n",
+                "spec.ipv4Subnet: 10.0.0.0/30 has room for 1 workloads, the lab has 2"},
+        BadCase{"UnknownFamily",
+                std::string(kHead) + "spec:\n  ipFamilies: [IPv5]\n" + kNs +
+                    "  workloads: [{namespace: x, name: a}]\n",
+                "spec.ipFamilies[0]: unknown IP family \"IPv5\""},
+        BadCase{"BadMode",
+                std::string(kHead) + "spec:\n  mode: strict\n" + kNs +
+                    "  workloads: [{namespace: x, name: a}]\n",
+                "spec.mode: unknown mode \"strict\""},
+        BadCase{"BadServiceAccount",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads: [{namespace: x, name: a, serviceAccount: \"No Good\"}]\n",
+                "spec.workloads[0].serviceAccount: invalid service account name \"No Good\""},
+        BadCase{"TwoDocuments",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads: [{namespace: x, name: a}]\n---\n" + kHead,
+                "document 2: a lab file holds exactly one Lab object"},
+        BadCase{"Syntax", "kind: Lab\nmetadata: {name: [\n", "lab.yaml:"},
+        BadCase{"NotAMap", "- 1\n- 2\n", "must be a Lab object"},
+        BadCase{"Empty", "", "lab.yaml: error: holds no Lab object"}),
+    [](const testing::TestParamInfo<BadCase>& info) { return info.param.name; });
+
+TEST(LabFile, MissingFile) {
+  auto r = ParseLabFile("/nonexistent/lab.yaml");
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(AllDiagnostics(r).find("/nonexistent/lab.yaml: error: the lab file does not exist"),
+            std::string::npos)
+      << AllDiagnostics(r);
+}
+
+TEST(LabFile, LabNames) {
+  EXPECT_EQ(CheckLabName("demo-1"), "");
+  EXPECT_NE(CheckLabName("Demo"), "");
+  EXPECT_NE(CheckLabName("a_b"), "");
+  EXPECT_NE(CheckLabName(""), "");
+  EXPECT_NE(CheckLabName(std::string(33, 'a')), "");
+}
+
+}  // namespace
+}  // namespace bulkhead::lab

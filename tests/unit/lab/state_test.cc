@@ -1,0 +1,184 @@
+// Lab naming, the state file's round trip, the lock, name resolution, and the Inventories the
+// lab writes (read back by the real policy loader).
+#include "lab/state.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "lab/lab.h"
+#include "policy/loader.h"
+
+namespace bulkhead::lab {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(LabNames, Scheme) {
+  LabNames n{"demo", "/run/bulkhead/lab"};
+  EXPECT_EQ(n.StateDir(), "/run/bulkhead/lab/demo");
+  EXPECT_EQ(n.AgentSocket(), "/run/bulkhead/lab/demo/agent.sock");
+  EXPECT_EQ(n.HostNetns(), "bhlab-demo_host");
+  EXPECT_EQ(n.WorkloadNetns("x/a"), "bhlab-demo_w_x_a");
+  EXPECT_EQ(n.ContainerId("x/a"), "bhlab_demo_x_a");
+  EXPECT_EQ(n.DefaultPinRoot(), "/sys/fs/bpf/bulkhead/lab-demo");
+  // Every netns of the lab shares the prefix, and no other lab's netns has it (lab names have
+  // no '_').
+  EXPECT_EQ(n.HostNetns().rfind(n.NetnsPrefix(), 0), 0u);
+  const LabNames other{"demo-2", ""};
+  EXPECT_NE(other.HostNetns().rfind(n.NetnsPrefix(), 0), 0u);
+  // Interface names are at most 15 characters, and labs get different bridges.
+  EXPECT_LE(n.Bridge().size(), 15u);
+  const LabNames longest{std::string(kMaxLabNameLength, 'z'), kDefaultRunDir};
+  EXPECT_LE(longest.Bridge().size(), 15u);
+  EXPECT_NE(n.Bridge(), other.Bridge());
+  // A long workload name still makes a usable file name, distinct per workload.
+  std::string a = n.WorkloadNetns("x/" + std::string(250, 'a'));
+  std::string b = n.WorkloadNetns("x/" + std::string(249, 'a') + "b");
+  EXPECT_LE(a.size(), 200u);
+  EXPECT_NE(a, b);
+  // The agent's socket path fits sockaddr_un even for the longest lab name.
+  EXPECT_LT(longest.AgentSocket().size(), 108u);
+}
+
+TEST(LabState, RoundTrip) {
+  LabState s;
+  s.name = "demo";
+  s.phase = "up";
+  s.lab_file = "/tmp/lab.yaml";
+  s.policies = "/tmp/p";
+  s.host_netns = "bhlab-demo_host";
+  s.host_netns_created = true;
+  s.bridge = "bhbr00000000";
+  s.pin_root = "/sys/fs/bpf/bulkhead/lab-demo";
+  s.bpffs_mounted = true;
+  s.cni_path = {"/usr/lib/cni"};
+  s.agent = {1234, 5678};
+  WorkloadState w;
+  w.id = "x/a";
+  w.ports = {{80, policy::Protocol::kTCP}, {81, policy::Protocol::kUDP}};
+  w.netns = "bhlab-demo_w_x_a";
+  w.container_id = "bhlab_demo_x_a";
+  w.cni_args = "IgnoreUnknown=1";
+  w.netconf_args = {{"cni", {{"labels", nlohmann::json::array()}}}};
+  w.netns_created = true;
+  w.cni_added = true;
+  w.cni_result = {{"cniVersion", "1.0.0"}};
+  w.ips = {"10.0.0.2", "fd00::2"};
+  w.host_interface = "veth1";
+  w.server = {99, 100};
+  s.workloads.push_back(w);
+  auto back = StateFromJson(nlohmann::json::parse(StateToJson(s).dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(StateToJson(*back), StateToJson(s));
+  EXPECT_EQ(back->workloads[0].ports[1], (LabPort{81, policy::Protocol::kUDP}));
+  EXPECT_EQ(back->agent.start_time, 5678u);
+  EXPECT_NE(back->FindWorkload("x/a"), nullptr);
+  EXPECT_EQ(back->FindWorkload("x/b"), nullptr);
+  EXPECT_FALSE(StateFromJson(nlohmann::json{{"version", 2}}).ok());
+  EXPECT_FALSE(StateFromJson(nlohmann::json{{"version", 1}}).ok());  // no name
+}
+
+class LabDirTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    run_ = fs::temp_directory_path() / ("bh-lab-state-" + std::to_string(::getpid()));
+    fs::create_directories(run_);
+  }
+  void TearDown() override { fs::remove_all(run_); }
+  fs::path run_;
+};
+
+TEST_F(LabDirTest, SaveLoadListAndResolve) {
+  LabNames n{"one", run_.string()};
+  EXPECT_TRUE(absl::IsNotFound(LoadState(n).status()));
+  EXPECT_TRUE(absl::IsNotFound(ResolveLabName("", run_.string()).status()));
+  fs::create_directories(n.StateDir());
+  LabState s;
+  s.name = "one";
+  s.phase = "building";
+  ASSERT_TRUE(SaveState(n, s).ok());
+  auto loaded = LoadState(n);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->phase, "building");
+  EXPECT_FALSE(fs::exists(n.StatePath() + ".tmp"));
+  EXPECT_EQ(ResolveLabName("", run_.string()).value(), "one");
+  EXPECT_EQ(ResolveLabName("two", run_.string()).value(), "two");
+  EXPECT_TRUE(absl::IsInvalidArgument(ResolveLabName("Bad_Name", run_.string()).status()));
+  fs::create_directories(run_ / "two");
+  EXPECT_EQ(ListLabs(run_.string()), (std::vector<std::string>{"one", "two"}));
+  auto ambiguous = ResolveLabName("", run_.string());
+  ASSERT_FALSE(ambiguous.ok());
+  EXPECT_NE(ambiguous.status().message().find("several labs are up (one, two)"), std::string::npos);
+  // A state file that is not JSON is an error, not an empty lab.
+  ASSERT_TRUE(WriteFileAtomic(n.StatePath(), "{not json").ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(LoadState(n).status()));
+}
+
+TEST_F(LabDirTest, LockIsExclusive) {
+  std::string path = (run_ / "lock").string();
+  auto first = LabLock::Acquire(path, 0);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = LabLock::Acquire(path, 100);
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(absl::IsUnavailable(second.status()));
+  { auto released = std::move(*first); }
+  first = absl::UnavailableError("moved");
+  EXPECT_TRUE(LabLock::Acquire(path, 0).ok());
+}
+
+TEST(LabInventories, ReadBackByThePolicyLoader) {
+  auto parsed = ParseLab(R"(apiVersion: bulkhead.io/v1alpha1
+kind: Lab
+metadata: {name: inv}
+spec:
+  mode: audit
+  namespaces:
+  - {name: x, labels: {team: "x-y", "example.com/tier": "1"}}
+  - {name: "y", mode: enforce}
+  workloads:
+  - {namespace: x, name: a, labels: {pod: a, "on": "true"}, serviceAccount: sa}
+  - {namespace: "y", name: b}
+)",
+                         "inv.yaml");
+  ASSERT_TRUE(parsed.ok()) << (parsed.diagnostics.empty() ? "" : parsed.diagnostics[0].ToString());
+  auto agent = policy::LoadString(AgentInventoryYaml(parsed.spec), "inventory.yaml");
+  ASSERT_TRUE(agent.ok()) << AgentInventoryYaml(parsed.spec);
+  EXPECT_TRUE(agent.cluster.workloads.empty());
+  const policy::Namespace* x = agent.cluster.FindNamespace("x");
+  ASSERT_NE(x, nullptr);
+  EXPECT_EQ(x->labels.at("team"), "x-y");
+  EXPECT_EQ(x->labels.at("example.com/tier"), "1");
+  EXPECT_EQ(x->mode, policy::Mode::kAudit);
+  EXPECT_EQ(agent.cluster.FindNamespace("y")->mode, policy::Mode::kEnforce);
+
+  LabState st;
+  WorkloadState wa;
+  wa.id = "x/a";
+  wa.ips = {"10.210.0.2", "fd00:b4:1ab::2"};
+  st.workloads.push_back(wa);
+  std::string yaml = ClusterInventoryYaml(parsed.spec, st);
+  auto cluster = policy::LoadString(yaml, "cluster.yaml");
+  ASSERT_TRUE(cluster.ok()) << yaml;
+  ASSERT_EQ(cluster.cluster.workloads.size(), 2u);
+  const policy::Workload* a = nullptr;
+  for (const auto& w : cluster.cluster.workloads) {
+    if (w.Id() == "x/a") a = &w;
+  }
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->labels.at("on"), "true");
+  EXPECT_EQ(a->service_account, "sa");
+  ASSERT_EQ(a->ips.size(), 2u);
+  EXPECT_EQ(a->ips[1].ToString(), "fd00:b4:1ab::2");
+}
+
+TEST(LabCniPath, DefaultsPutOurOwnDirectoryFirst) {
+  EXPECT_EQ(DefaultCniPath("/opt/bh/bin/bulkhead"),
+            (std::vector<std::string>{"/opt/bh/bin", "/usr/lib/cni", "/opt/cni/bin"}));
+  EXPECT_EQ(DefaultCniPath("/usr/lib/cni/bulkhead"),
+            (std::vector<std::string>{"/usr/lib/cni", "/opt/cni/bin"}));
+}
+
+}  // namespace
+}  // namespace bulkhead::lab
