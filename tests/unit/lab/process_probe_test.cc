@@ -161,7 +161,7 @@ TEST_F(ServeProbe, ConnectedWrongPeerRefusedAndTimeoutTogether) {
   EXPECT_STREQ(outcome(4), "refused");
   EXPECT_STREQ(outcome(5), "refused");
   EXPECT_STREQ(outcome(6), "timeout");
-  EXPECT_EQ((*r)[6].detail, "connected, but no answer in time");
+  EXPECT_EQ((*r)[6].detail, "connected, but no answer within 700 ms");
   EXPECT_STREQ(outcome(7), "timeout");
   for (size_t i = 8; i < specs.size(); ++i) EXPECT_STREQ(outcome(i), "connected") << i;
   EXPECT_TRUE(IsBlocked(ProbeOutcome::kTimeout));
