@@ -547,8 +547,11 @@ class LabCommand : public Subcommand {
       }
     } else {
       for (size_t i = 0; i < matrices.size(); ++i) {
+        // One combination prints exactly simulate's text; several name their family.
         if (i > 0) term.out << "\n";
-        term.out << style.Paint("IPv" + std::to_string(combos[i].family), Color::kBold) << "  ";
+        if (matrices.size() > 1) {
+          term.out << style.Paint("IPv" + std::to_string(combos[i].family), Color::kBold) << "  ";
+        }
         term.out << MatrixText(matrices[i], style);
       }
     }
