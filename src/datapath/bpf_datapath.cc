@@ -9,9 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <utility>
@@ -49,19 +52,71 @@ absl::Status CheckOnBpffs(const std::filesystem::path& path) {
   return absl::OkStatus();
 }
 
+// The MapSizes name of a kernel map.
+std::string_view SizeName(const bpf_map* map) {
+  static const std::pair<std::string_view, std::string_view> kNames[] = {
+      {"bh_ipcache", "ipcache"},
+      {"bh_pol_peer", "policy_peers"},
+      {"bh_pol_port", "policy_ports"},
+      {"bh_endpoints", "endpoints"},
+      {"bh_ep_addrs", "endpoint_addresses"},
+      {"bh_ct", "conntrack"},
+      {"bh_frags", "fragments"},
+      {"bh_events", "events_bytes"},
+      {"bh_attach", "endpoints"}};
+  const std::string_view kernel = bpf_map__name(map);
+  for (const auto& [k, n] : kNames) {
+    if (k == kernel) return n;
+  }
+  return kernel;
+}
+
+// A full map (E2BIG from a hash map, ENOSPC from an LPM trie) is said as such.
+absl::Status UpdateError(const bpf_map* map, int err, const std::string& what) {
+  if (err == E2BIG || err == ENOSPC) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": map ", std::string(SizeName(map)), " (", bpf_map__name(map),
+                     ") is full at its capacity of ", bpf_map__max_entries(map),
+                     " entries; give it more with `bulkhead agent --map-size ",
+                     std::string(SizeName(map)), "=N`"));
+  }
+  return ErrnoStatus(err, absl::StrCat(what, " (map ", bpf_map__name(map), ")"));
+}
+
 absl::Status MapUpdate(const bpf_map* map, const void* key, const void* value, uint64_t flags,
                        const std::string& what) {
   if (bpf_map_update_elem(bpf_map__fd(map), key, value, flags) != 0)
-    return ErrnoStatus(errno, absl::StrCat(what, " (map ", bpf_map__name(map), ")"));
+    return UpdateError(map, errno, what);
   return absl::OkStatus();
 }
 
-// Deleting what is already gone is success: the caller wants it absent.
-absl::Status MapDelete(const bpf_map* map, const void* key, const std::string& what) {
-  if (bpf_map_delete_elem(bpf_map__fd(map), key) != 0 && errno != ENOENT)
+// Writes an entry and says whether it is new (so that the caller can count entries without
+// walking the map): an insert first, an update of the existing entry when there is one.
+absl::StatusOr<bool> MapUpsert(const bpf_map* map, const void* key, const void* value,
+                               const std::string& what) {
+  if (bpf_map_update_elem(bpf_map__fd(map), key, value, BPF_NOEXIST) == 0) return true;
+  if (errno != EEXIST) return UpdateError(map, errno, what);
+  if (bpf_map_update_elem(bpf_map__fd(map), key, value, BPF_EXIST) == 0) return false;
+  // Deleted in between (nothing else writes these maps, but be exact): insert after all.
+  if (errno == ENOENT && bpf_map_update_elem(bpf_map__fd(map), key, value, BPF_NOEXIST) == 0)
+    return true;
+  return UpdateError(map, errno, what);
+}
+
+// Deleting what is already gone is success: the caller wants it absent. `*deleted` (when
+// given) says whether an entry was there.
+absl::Status MapDelete(const bpf_map* map, const void* key, const std::string& what,
+                       bool* deleted = nullptr) {
+  if (deleted != nullptr) *deleted = false;
+  if (bpf_map_delete_elem(bpf_map__fd(map), key) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
     return ErrnoStatus(errno, absl::StrCat(what, " (map ", bpf_map__name(map), ")"));
+  }
+  if (deleted != nullptr) *deleted = true;
   return absl::OkStatus();
 }
+
+using Address = std::pair<uint8_t, std::array<uint8_t, 16>>;  // family, bytes
 
 // Reads one value; false when the key is absent.
 absl::StatusOr<bool> MapLookup(const bpf_map* map, const void* key, void* value,
@@ -69,6 +124,19 @@ absl::StatusOr<bool> MapLookup(const bpf_map* map, const void* key, void* value,
   if (bpf_map_lookup_elem(bpf_map__fd(map), key, value) == 0) return true;
   if (errno == ENOENT) return false;
   return ErrnoStatus(errno, absl::StrCat(what, " (map ", bpf_map__name(map), ")"));
+}
+
+// The max_entries of the map pinned at `path`, or nullopt when nothing is pinned there.
+absl::StatusOr<std::optional<uint32_t>> PinnedMapSize(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::optional<uint32_t>();
+  ScopedFd fd(bpf_obj_get(path.c_str()));
+  if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("opening pinned map ", path.string()));
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0)
+    return ErrnoStatus(errno, absl::StrCat("reading pinned map ", path.string()));
+  return std::optional<uint32_t>(info.max_entries);
 }
 
 template <typename Key>
@@ -81,6 +149,20 @@ absl::StatusOr<std::vector<Key>> Keys(const bpf_map* map) {
 struct BpfDatapath::State {
   std::unique_ptr<bulkhead_bpf, SkeletonDeleter> skel;
   std::unique_ptr<ring_buffer, RingBufferDeleter> events;
+
+  // What the maps this instance writes hold, kept in memory (nothing else writes them: the
+  // programs only read them, and one BpfDatapath owns a pin root at a time). Read from the
+  // maps once when they are adopted, then kept up to date by every write, so that listing
+  // tables, deleting a table, replacing an endpoint's addresses and counting entries need no
+  // walk over the maps' keys.
+  std::map<uint32_t, std::vector<bulkhead_policy_peer_key>> peer_keys;  // by table id
+  std::map<uint32_t, std::vector<bulkhead_policy_port_key>> port_keys;
+  size_t peer_entries = 0;
+  size_t port_entries = 0;
+  size_t ipcache_entries = 0;
+  std::map<uint32_t, std::set<Address>> addresses;  // by ifindex
+  size_t address_entries = 0;
+  std::set<uint32_t> endpoints;  // ifindexes with a config
   // Set for the duration of one PollEvents call.
   const EventCallback* callback = nullptr;
   size_t delivered = 0;
@@ -131,22 +213,25 @@ absl::StatusOr<std::unique_ptr<BpfDatapath>> BpfDatapath::Open(const DatapathOpt
   if (!state->skel) return ErrnoStatus(errno, "opening the BPF object");
   bulkhead_bpf* skel = state->skel.get();
 
-  const MapSizes& z = options.sizes;
-  const std::pair<bpf_map*, uint32_t> sizes[] = {
-      {skel->maps.bh_ipcache, z.ipcache},
-      {skel->maps.bh_pol_peer, z.policy_peers},
-      {skel->maps.bh_pol_port, z.policy_ports},
-      {skel->maps.bh_endpoints, z.endpoints},
-      {skel->maps.bh_ep_addrs, z.endpoint_addresses},
-      {skel->maps.bh_ct, z.conntrack},
-      {skel->maps.bh_frags, z.fragments},
-      {skel->maps.bh_events, z.events_bytes},
-      {skel->maps.bh_attach, z.endpoints},
-  };
-  for (const auto& [map, n] : sizes) {
+  MapSizes z = options.sizes;
+  bpf_map* const sized[] = {skel->maps.bh_ipcache,   skel->maps.bh_pol_peer, skel->maps.bh_pol_port,
+                            skel->maps.bh_endpoints, skel->maps.bh_ep_addrs, skel->maps.bh_ct,
+                            skel->maps.bh_frags,     skel->maps.bh_events,   skel->maps.bh_attach};
+  for (bpf_map* map : sized) {
+    const std::string_view name = SizeName(map);
+    uint32_t n = z.Get(name);
     if (n == 0)
       return absl::InvalidArgumentError(
           absl::StrCat("datapath: size of map ", bpf_map__name(map), " is 0"));
+    // A pinned map is adopted as it is: its size is the one it was created with.
+    auto pinned = PinnedMapSize(root / bpf_map__name(map));
+    if (!pinned.ok()) return pinned.status();
+    if (pinned->has_value()) {
+      if (**pinned != n && map != skel->maps.bh_attach) {
+        *z.Find(name) = **pinned;
+      }
+      n = **pinned;
+    }
     if (int err = bpf_map__set_max_entries(map, n); err != 0)
       return ErrnoStatus(err, absl::StrCat("sizing map ", bpf_map__name(map)));
   }
@@ -157,8 +242,9 @@ absl::StatusOr<std::unique_ptr<BpfDatapath>> BpfDatapath::Open(const DatapathOpt
                                               "match the options)"
                                             : ""));
 
-  auto dp = std::unique_ptr<BpfDatapath>(
-      new BpfDatapath(std::move(state), options.pin_root, options.sizes, adopted));
+  auto dp =
+      std::unique_ptr<BpfDatapath>(new BpfDatapath(std::move(state), options.pin_root, z, adopted));
+  if (auto s = dp->IndexAdoptedMaps(); !s.ok()) return s;
   if (auto s = dp->SetSettings(options.settings); !s.ok()) return s;
   if (auto s = dp->PinPrograms(); !s.ok()) return s;
   if (auto s = dp->ReattachRegistered(); !s.ok()) return s;
@@ -168,6 +254,70 @@ absl::StatusOr<std::unique_ptr<BpfDatapath>> BpfDatapath::Open(const DatapathOpt
       ring_buffer__new(bpf_map__fd(skel->maps.bh_events), &State::OnEvent, st, nullptr));
   if (!st->events) return ErrnoStatus(errno, "opening the flow event ring buffer");
   return dp;
+}
+
+absl::StatusOr<std::optional<MapSizes>> BpfDatapath::PinnedSizes(const std::string& pin_root) {
+  const std::filesystem::path root(pin_root);
+  std::error_code ec;
+  if (!std::filesystem::exists(root / "bh_endpoints", ec)) return std::optional<MapSizes>();
+  MapSizes z;
+  static const std::pair<const char*, std::string_view> kMaps[] = {
+      {"bh_ipcache", "ipcache"},
+      {"bh_pol_peer", "policy_peers"},
+      {"bh_pol_port", "policy_ports"},
+      {"bh_endpoints", "endpoints"},
+      {"bh_ep_addrs", "endpoint_addresses"},
+      {"bh_ct", "conntrack"},
+      {"bh_frags", "fragments"},
+      {"bh_events", "events_bytes"}};
+  for (const auto& [kernel, name] : kMaps) {
+    auto n = PinnedMapSize(root / kernel);
+    if (!n.ok()) return n.status();
+    if (n->has_value()) *z.Find(name) = **n;
+  }
+  return std::optional<MapSizes>(z);
+}
+
+absl::Status BpfDatapath::IndexAdoptedMaps() {
+  if (!adopted_) return absl::OkStatus();
+  State& st = *state_;
+  bulkhead_bpf* skel = st.skel.get();
+  auto peers = Keys<bulkhead_policy_peer_key>(skel->maps.bh_pol_peer);
+  if (!peers.ok()) return peers.status();
+  for (const auto& k : *peers) st.peer_keys[k.table_id].push_back(k);
+  st.peer_entries = peers->size();
+  auto ports = Keys<bulkhead_policy_port_key>(skel->maps.bh_pol_port);
+  if (!ports.ok()) return ports.status();
+  for (const auto& k : *ports) st.port_keys[k.table_id].push_back(k);
+  st.port_entries = ports->size();
+  auto ipcache = Keys<bulkhead_ipcache_key>(skel->maps.bh_ipcache);
+  if (!ipcache.ok()) return ipcache.status();
+  st.ipcache_entries = ipcache->size();
+  auto addrs = Keys<bh_ep_addr_key>(skel->maps.bh_ep_addrs);
+  if (!addrs.ok()) return addrs.status();
+  for (const auto& k : *addrs) {
+    Address a{k.family, {}};
+    std::copy(std::begin(k.addr), std::end(k.addr), a.second.begin());
+    if (st.addresses[k.ifindex].insert(a).second) ++st.address_entries;
+  }
+  auto eps = Keys<uint32_t>(skel->maps.bh_endpoints);
+  if (!eps.ok()) return eps.status();
+  st.endpoints.insert(eps->begin(), eps->end());
+  return absl::OkStatus();
+}
+
+std::vector<MapUsage> BpfDatapath::MapUsages() const {
+  const State& st = *state_;
+  const bulkhead_bpf* skel = st.skel.get();
+  auto usage = [](const bpf_map* map, size_t entries) {
+    return MapUsage{std::string(SizeName(map)), bpf_map__name(map), entries,
+                    bpf_map__max_entries(map)};
+  };
+  return {usage(skel->maps.bh_ipcache, st.ipcache_entries),
+          usage(skel->maps.bh_pol_peer, st.peer_entries),
+          usage(skel->maps.bh_pol_port, st.port_entries),
+          usage(skel->maps.bh_endpoints, st.endpoints.size()),
+          usage(skel->maps.bh_ep_addrs, st.address_entries)};
 }
 
 absl::Status BpfDatapath::PinPrograms() {
@@ -284,22 +434,40 @@ absl::Status BpfDatapath::Teardown() {
 absl::Status BpfDatapath::UpsertEndpoint(const Endpoint& ep) {
   if (auto s = ValidateEndpoint(ep); !s.ok()) return s;
   const std::string what = absl::StrCat("endpoint ifindex ", ep.ifindex);
-  std::set<std::pair<uint8_t, std::array<uint8_t, 16>>> wanted;
+  std::set<Address> wanted;
   for (const EndpointAddress& a : ep.addresses) wanted.insert({a.family, a.addr});
-  bulkhead_bpf* skel = state_->skel.get();
+  State& st = *state_;
+  bulkhead_bpf* skel = st.skel.get();
+  std::set<Address>& have = st.addresses[ep.ifindex];
+  auto key_of = [&](const Address& a) {
+    bh_ep_addr_key k{};
+    k.ifindex = ep.ifindex;
+    k.family = a.first;
+    std::copy(a.second.begin(), a.second.end(), k.addr);
+    return k;
+  };
+  // Room for the new addresses and the config, checked before anything is written.
+  size_t new_addresses = 0;
+  for (const Address& a : wanted) new_addresses += have.count(a) == 0 ? 1 : 0;
+  const uint32_t addr_cap = bpf_map__max_entries(skel->maps.bh_ep_addrs);
+  if (st.address_entries + new_addresses > addr_cap)
+    return MapFullError("endpoint_addresses", "bh_ep_addrs", st.address_entries, new_addresses,
+                        addr_cap);
+  const uint32_t ep_cap = bpf_map__max_entries(skel->maps.bh_endpoints);
+  if (st.endpoints.count(ep.ifindex) == 0 && st.endpoints.size() + 1 > ep_cap)
+    return MapFullError("endpoints", "bh_endpoints", st.endpoints.size(), 1, ep_cap);
 
   // Addresses first, so that the config never points at a workload whose own packets would
   // be dropped as spoofed; stale ones go last.
-  for (const auto& [family, addr] : wanted) {
-    bh_ep_addr_key k{};
-    k.ifindex = ep.ifindex;
-    k.family = family;
-    std::copy(addr.begin(), addr.end(), k.addr);
+  for (const Address& a : wanted) {
+    if (have.count(a) != 0) continue;
+    bh_ep_addr_key k = key_of(a);
     uint32_t one = 1;
-    if (auto s = MapUpdate(skel->maps.bh_ep_addrs, &k, &one, BPF_ANY,
-                           absl::StrCat(what, ": writing an address"));
-        !s.ok())
-      return s;
+    auto inserted =
+        MapUpsert(skel->maps.bh_ep_addrs, &k, &one, absl::StrCat(what, ": writing an address"));
+    if (!inserted.ok()) return inserted.status();
+    have.insert(a);
+    if (*inserted) ++st.address_entries;
   }
 
   bh_endpoint_config cfg{};
@@ -314,32 +482,45 @@ absl::Status BpfDatapath::UpsertEndpoint(const Endpoint& ep) {
                          absl::StrCat(what, ": writing config"));
       !s.ok())
     return s;
+  st.endpoints.insert(ep.ifindex);
 
-  auto keys = Keys<bh_ep_addr_key>(skel->maps.bh_ep_addrs);
-  if (!keys.ok()) return keys.status();
-  for (const bh_ep_addr_key& k : *keys) {
-    if (k.ifindex != ep.ifindex) continue;
-    std::array<uint8_t, 16> addr;
-    std::copy(std::begin(k.addr), std::end(k.addr), addr.begin());
-    if (wanted.count({k.family, addr})) continue;
-    if (auto s =
-            MapDelete(skel->maps.bh_ep_addrs, &k, absl::StrCat(what, ": removing a stale address"));
+  for (auto it = have.begin(); it != have.end();) {
+    if (wanted.count(*it) != 0) {
+      ++it;
+      continue;
+    }
+    bh_ep_addr_key k = key_of(*it);
+    bool deleted = false;
+    if (auto s = MapDelete(skel->maps.bh_ep_addrs, &k,
+                           absl::StrCat(what, ": removing a stale address"), &deleted);
         !s.ok())
       return s;
+    if (deleted) --st.address_entries;
+    it = have.erase(it);
   }
   return absl::OkStatus();
 }
 
 absl::Status BpfDatapath::DeleteEndpoint(uint32_t ifindex) {
   const std::string what = absl::StrCat("deleting endpoint ifindex ", ifindex);
-  bulkhead_bpf* skel = state_->skel.get();
+  State& st = *state_;
+  bulkhead_bpf* skel = st.skel.get();
   if (auto s = MapDelete(skel->maps.bh_endpoints, &ifindex, what); !s.ok()) return s;
+  st.endpoints.erase(ifindex);
 
-  auto addrs = Keys<bh_ep_addr_key>(skel->maps.bh_ep_addrs);
-  if (!addrs.ok()) return addrs.status();
-  for (const auto& k : *addrs)
-    if (k.ifindex == ifindex)
-      if (auto s = MapDelete(skel->maps.bh_ep_addrs, &k, what); !s.ok()) return s;
+  if (auto it = st.addresses.find(ifindex); it != st.addresses.end()) {
+    for (auto a = it->second.begin(); a != it->second.end();) {
+      bh_ep_addr_key k{};
+      k.ifindex = ifindex;
+      k.family = a->first;
+      std::copy(a->second.begin(), a->second.end(), k.addr);
+      bool deleted = false;
+      if (auto s = MapDelete(skel->maps.bh_ep_addrs, &k, what, &deleted); !s.ok()) return s;
+      if (deleted) --st.address_entries;
+      a = it->second.erase(a);
+    }
+    st.addresses.erase(it);
+  }
 
   auto flows = Keys<bh_ct_key>(skel->maps.bh_ct);
   if (!flows.ok()) return flows.status();
@@ -356,20 +537,16 @@ absl::Status BpfDatapath::DeleteEndpoint(uint32_t ifindex) {
 }
 
 absl::StatusOr<std::vector<Endpoint>> BpfDatapath::ListEndpoints() {
-  bulkhead_bpf* skel = state_->skel.get();
-  auto ifindexes = Keys<uint32_t>(skel->maps.bh_endpoints);
-  if (!ifindexes.ok()) return ifindexes.status();
-  auto addrs = Keys<bh_ep_addr_key>(skel->maps.bh_ep_addrs);
-  if (!addrs.ok()) return addrs.status();
-  std::sort(ifindexes->begin(), ifindexes->end());
-
+  const State& st = *state_;
+  bulkhead_bpf* skel = st.skel.get();
   std::vector<Endpoint> out;
-  for (uint32_t ifindex : *ifindexes) {
+  for (uint32_t ifindex : st.endpoints) {
     bh_endpoint_config cfg{};
-    auto found = MapLookup(skel->maps.bh_endpoints, &ifindex, &cfg,
+    uint32_t key = ifindex;
+    auto found = MapLookup(skel->maps.bh_endpoints, &key, &cfg,
                            absl::StrCat("reading endpoint ifindex ", ifindex));
     if (!found.ok()) return found.status();
-    if (!*found) continue;  // deleted since the key walk
+    if (!*found) continue;
     Endpoint ep;
     ep.ifindex = ifindex;
     ep.endpoint_id = cfg.endpoint_id;
@@ -379,12 +556,13 @@ absl::StatusOr<std::vector<Endpoint>> BpfDatapath::ListEndpoints() {
     ep.mode = static_cast<Mode>(cfg.mode);
     ep.allow_on_miss = cfg.miss_verdict == BULKHEAD_VERDICT_ALLOW;
     ep.antispoof = (cfg.flags & BH_EP_F_NO_ANTISPOOF) == 0;
-    for (const auto& k : *addrs) {
-      if (k.ifindex != ifindex) continue;
-      EndpointAddress a;
-      a.family = k.family;
-      std::copy(std::begin(k.addr), std::end(k.addr), a.addr.begin());
-      ep.addresses.push_back(a);
+    if (auto it = st.addresses.find(ifindex); it != st.addresses.end()) {
+      for (const Address& a : it->second) {
+        EndpointAddress e;
+        e.family = a.first;
+        e.addr = a.second;
+        ep.addresses.push_back(e);
+      }
     }
     std::sort(ep.addresses.begin(), ep.addresses.end());
     out.push_back(std::move(ep));
@@ -447,47 +625,78 @@ absl::StatusOr<std::vector<uint32_t>> BpfDatapath::ListAttached() {
 absl::Status BpfDatapath::UpsertIpcache(
     const std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>>& entries) {
   if (auto s = ValidateIpcache(entries); !s.ok()) return s;
+  State& st = *state_;
+  const bpf_map* map = st.skel->maps.bh_ipcache;
   for (const auto& [key, value] : entries) {
-    if (auto s = MapUpdate(state_->skel->maps.bh_ipcache, &key, &value, BPF_ANY,
-                           absl::StrCat("writing ipcache entry for identity ", value.identity));
-        !s.ok())
-      return s;
+    auto inserted = MapUpsert(map, &key, &value,
+                              absl::StrCat("writing ipcache entry for identity ", value.identity));
+    if (!inserted.ok()) {
+      if (inserted.status().code() == absl::StatusCode::kResourceExhausted)
+        return MapFullError("ipcache", "bh_ipcache", st.ipcache_entries, 1,
+                            bpf_map__max_entries(map));
+      return inserted.status();
+    }
+    if (*inserted) ++st.ipcache_entries;
   }
   return absl::OkStatus();
 }
 
 absl::Status BpfDatapath::DeleteIpcache(const std::vector<bulkhead_ipcache_key>& keys) {
-  for (const auto& key : keys)
-    if (auto s = MapDelete(state_->skel->maps.bh_ipcache, &key, "deleting an ipcache entry");
+  State& st = *state_;
+  for (const auto& key : keys) {
+    bool deleted = false;
+    if (auto s = MapDelete(st.skel->maps.bh_ipcache, &key, "deleting an ipcache entry", &deleted);
         !s.ok())
       return s;
+    if (deleted) --st.ipcache_entries;
+  }
   return absl::OkStatus();
 }
 
 absl::Status BpfDatapath::WritePolicyTables(const PolicyTables& tables) {
-  bulkhead_bpf* skel = state_->skel.get();
-  // Checked whole first: a bad entry writes nothing. A kernel failure midway (a full map)
-  // leaves part of these tables written, harmless under ids no endpoint uses yet: the caller
-  // deletes them.
+  State& st = *state_;
+  bulkhead_bpf* skel = st.skel.get();
+  // Checked whole first: a bad entry writes nothing. A kernel failure midway leaves part of
+  // these tables written, harmless under ids no endpoint uses yet: the caller deletes them.
   if (auto s = ValidatePolicyTables(tables); !s.ok()) return s;
+  // Room: entries of tables this instance has never written are all new; a table being
+  // extended may also overwrite some (counted exactly while writing).
+  size_t new_ports = 0, new_peers = 0;
+  for (const auto& [key, value] : tables.ports)
+    new_ports += st.port_keys.count(key.table_id) ? 0 : 1;
+  for (const auto& [key, value] : tables.peers)
+    new_peers += st.peer_keys.count(key.table_id) ? 0 : 1;
+  const uint32_t port_cap = bpf_map__max_entries(skel->maps.bh_pol_port);
+  const uint32_t peer_cap = bpf_map__max_entries(skel->maps.bh_pol_peer);
+  if (st.port_entries + new_ports > port_cap)
+    return MapFullError("policy_ports", "bh_pol_port", st.port_entries, new_ports, port_cap);
+  if (st.peer_entries + new_peers > peer_cap)
+    return MapFullError("policy_peers", "bh_pol_peer", st.peer_entries, new_peers, peer_cap);
   // Port entries before peer entries: a peer moved into a new class of a live table must
   // find that class's port entries already there (the compiler's incremental order).
   for (const auto& [key, value] : tables.ports) {
-    if (auto s = MapUpdate(skel->maps.bh_pol_port, &key, &value, BPF_ANY,
-                           absl::StrCat("writing policy port entry of table ", key.table_id));
-        !s.ok())
-      return s;
+    auto inserted = MapUpsert(skel->maps.bh_pol_port, &key, &value,
+                              absl::StrCat("writing policy port entry of table ", key.table_id));
+    if (!inserted.ok()) return inserted.status();
+    if (*inserted) {
+      st.port_keys[key.table_id].push_back(key);
+      ++st.port_entries;
+    }
   }
   for (const auto& [key, value] : tables.peers) {
-    if (auto s = MapUpdate(skel->maps.bh_pol_peer, &key, &value, BPF_ANY,
-                           absl::StrCat("writing policy peer entry of table ", key.table_id));
-        !s.ok())
-      return s;
+    auto inserted = MapUpsert(skel->maps.bh_pol_peer, &key, &value,
+                              absl::StrCat("writing policy peer entry of table ", key.table_id));
+    if (!inserted.ok()) return inserted.status();
+    if (*inserted) {
+      st.peer_keys[key.table_id].push_back(key);
+      ++st.peer_entries;
+    }
   }
   return absl::OkStatus();
 }
 
 absl::Status BpfDatapath::DeletePolicyTables(const std::vector<uint32_t>& table_ids) {
+  State& st = *state_;
   const std::set<uint32_t> doomed(table_ids.begin(), table_ids.end());
   auto endpoints = ListEndpoints();
   if (!endpoints.ok()) return endpoints.status();
@@ -496,30 +705,42 @@ absl::Status BpfDatapath::DeletePolicyTables(const std::vector<uint32_t>& table_
       return absl::FailedPreconditionError(absl::StrCat("deleting policy table ",
                                                         ep.policy_table_id, ": endpoint ifindex ",
                                                         ep.ifindex, " still uses it"));
-  bulkhead_bpf* skel = state_->skel.get();
-  auto peers = Keys<bulkhead_policy_peer_key>(skel->maps.bh_pol_peer);
-  if (!peers.ok()) return peers.status();
-  for (const auto& k : *peers)
-    if (doomed.count(k.table_id))
-      if (auto s = MapDelete(skel->maps.bh_pol_peer, &k, "deleting a policy peer entry"); !s.ok())
-        return s;
-  auto ports = Keys<bulkhead_policy_port_key>(skel->maps.bh_pol_port);
-  if (!ports.ok()) return ports.status();
-  for (const auto& k : *ports)
-    if (doomed.count(k.table_id))
-      if (auto s = MapDelete(skel->maps.bh_pol_port, &k, "deleting a policy port entry"); !s.ok())
-        return s;
+  bulkhead_bpf* skel = st.skel.get();
+  for (uint32_t t : doomed) {
+    if (auto it = st.peer_keys.find(t); it != st.peer_keys.end()) {
+      auto& keys = it->second;
+      while (!keys.empty()) {
+        bool deleted = false;
+        if (auto s = MapDelete(skel->maps.bh_pol_peer, &keys.back(), "deleting a policy peer entry",
+                               &deleted);
+            !s.ok())
+          return s;
+        if (deleted) --st.peer_entries;
+        keys.pop_back();
+      }
+      st.peer_keys.erase(it);
+    }
+    if (auto it = st.port_keys.find(t); it != st.port_keys.end()) {
+      auto& keys = it->second;
+      while (!keys.empty()) {
+        bool deleted = false;
+        if (auto s = MapDelete(skel->maps.bh_pol_port, &keys.back(), "deleting a policy port entry",
+                               &deleted);
+            !s.ok())
+          return s;
+        if (deleted) --st.port_entries;
+        keys.pop_back();
+      }
+      st.port_keys.erase(it);
+    }
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint32_t>> BpfDatapath::ListPolicyTables() {
   std::set<uint32_t> ids;
-  auto peers = Keys<bulkhead_policy_peer_key>(state_->skel->maps.bh_pol_peer);
-  if (!peers.ok()) return peers.status();
-  for (const auto& k : *peers) ids.insert(k.table_id);
-  auto ports = Keys<bulkhead_policy_port_key>(state_->skel->maps.bh_pol_port);
-  if (!ports.ok()) return ports.status();
-  for (const auto& k : *ports) ids.insert(k.table_id);
+  for (const auto& [t, keys] : state_->peer_keys) ids.insert(t);
+  for (const auto& [t, keys] : state_->port_keys) ids.insert(t);
   return std::vector<uint32_t>(ids.begin(), ids.end());
 }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -13,23 +14,12 @@
 
 namespace bulkhead::datapath {
 
-// Map capacities. Pinned maps are adopted only when these match what they were created
-// with, so keep them stable for one pin root.
-struct MapSizes {
-  uint32_t ipcache = 65536;
-  uint32_t policy_peers = 262144;
-  uint32_t policy_ports = 262144;
-  uint32_t endpoints = 4096;
-  uint32_t endpoint_addresses = 16384;
-  uint32_t conntrack = 262144;
-  uint32_t fragments = 8192;
-  uint32_t events_bytes = 4 * 1024 * 1024;  // ring buffer: a power of two, >= page size
-};
-
 struct DatapathOptions {
   // Directory on a bpffs mount for this instance's maps and programs, e.g.
   // /sys/fs/bpf/bulkhead/default. Created if missing (the bpffs mount must exist).
   std::string pin_root;
+  // Sizes of the maps this open creates. A map already pinned under the pin root is adopted
+  // with its contents and keeps the size it was created with (sizes() tells).
   MapSizes sizes;
   bh_settings settings{};  // written on every open; all zero means the defaults
 };
@@ -59,6 +49,13 @@ class BpfDatapath final : public IDatapath {
 
   // True when Open() found this instance's maps already pinned and reused them.
   bool adopted() const { return adopted_; }
+  // The sizes in force: the options' for maps created by this open, the pinned size for
+  // adopted ones.
+  const MapSizes& sizes() const { return sizes_; }
+  // Whether an existing pin root holds this instance's maps (a later Open adopts them), and
+  // their sizes; nullopt when nothing is pinned there yet. For sizing maps before the first
+  // open.
+  static absl::StatusOr<std::optional<MapSizes>> PinnedSizes(const std::string& pin_root);
   const std::string& pin_root() const { return pin_root_; }
 
   // Kernel ids of the maps by name (bh_ct, bh_endpoints, ...) and of the programs.
@@ -96,6 +93,7 @@ class BpfDatapath final : public IDatapath {
   absl::StatusOr<Counters> ReadCounters() override;
   absl::StatusOr<ConntrackEntries> ListConntrack() override;
   absl::StatusOr<size_t> PollEvents(int timeout_ms, const EventCallback& callback) override;
+  std::vector<MapUsage> MapUsages() const override;
   // The ring buffer's epoll fd (libbpf's ring_buffer__epoll_fd).
   int EventsFd() const override;
 
@@ -106,6 +104,8 @@ class BpfDatapath final : public IDatapath {
 
   absl::Status PinPrograms();
   absl::Status ReattachRegistered();
+  // Reads what adopted maps hold into the in-memory index (once, at open).
+  absl::Status IndexAdoptedMaps();
 
   std::unique_ptr<State> state_;
   std::string pin_root_;

@@ -5,6 +5,8 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -64,6 +66,37 @@ struct Endpoint {
 struct PolicyTables {
   std::vector<std::pair<bulkhead_policy_peer_key, bulkhead_policy_peer_value>> peers;
   std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>> ports;
+};
+
+// Map capacities (entries; bytes for the event ring). A BpfDatapath creates its maps with
+// these sizes; maps already pinned keep the size they were created with. The FakeDatapath
+// enforces them too.
+struct MapSizes {
+  uint32_t ipcache = 65536;
+  uint32_t policy_peers = 262144;
+  uint32_t policy_ports = 262144;
+  uint32_t endpoints = 4096;
+  uint32_t endpoint_addresses = 16384;
+  uint32_t conntrack = 262144;
+  uint32_t fragments = 8192;
+  uint32_t events_bytes = 4 * 1024 * 1024;  // ring buffer: a power of two, >= page size
+
+  // The names above ("policy_peers", ...), in declaration order.
+  static const std::vector<std::string_view>& Names();
+  // The field called `name`, or nullptr.
+  uint32_t* Find(std::string_view name);
+  uint32_t Get(std::string_view name) const;
+  // Sets a field from "name=value" (the agent's --map-size flag). InvalidArgument for an
+  // unknown name or a value that is not a positive 32-bit number.
+  absl::Status Set(std::string_view assignment);
+};
+
+// How full one of the maps the agent writes is.
+struct MapUsage {
+  std::string name;         // the MapSizes field: "ipcache", "policy_peers", ...
+  std::string kernel_name;  // "bh_ipcache", "bh_pol_peer", ...
+  uint64_t entries = 0;
+  uint64_t capacity = 0;
 };
 
 // Counters summed over CPUs, indexed by BH_CTR_*.
@@ -133,6 +166,12 @@ class IDatapath {
   // Delivers pending flow events to `callback`, waiting up to timeout_ms (0: do not wait,
   // -1: wait for at least one). Returns how many were delivered.
   virtual absl::StatusOr<size_t> PollEvents(int timeout_ms, const EventCallback& callback) = 0;
+  // Entries in use and capacity of the maps the agent fills: ipcache, policy_peers,
+  // policy_ports, endpoints, endpoint_addresses (in that order). Cheap (kept in memory), so a
+  // caller can check that a write fits before making it. A write that does not fit fails with
+  // ResourceExhausted naming the map, what it holds, what the write needed and the capacity.
+  virtual std::vector<MapUsage> MapUsages() const = 0;
+
   // A file descriptor that poll()/epoll report readable (POLLIN) while flow events are
   // pending, and not readable once PollEvents(0, ...) has delivered them all: a caller that
   // waits on several sources waits on this one instead of polling on a timer. Owned by the

@@ -61,7 +61,8 @@ uint32_t PrefixOf(const Key& key) {
 
 }  // namespace
 
-FakeDatapath::FakeDatapath() : events_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+FakeDatapath::FakeDatapath(MapSizes sizes)
+    : events_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)), sizes_(sizes) {
   // Without it the fake cannot keep its EventsFd contract: a broken test environment.
   if (events_fd_ < 0) std::abort();
 }
@@ -86,6 +87,16 @@ void FakeDatapath::SetConntrack(const bh_ct_key& key, const bh_ct_entry& entry) 
   conntrack_[ToBytes(key)] = {key, entry};
 }
 
+std::vector<MapUsage> FakeDatapath::MapUsages() const {
+  size_t addresses = 0;
+  for (const auto& [ifindex, ep] : endpoints_) addresses += ep.addresses.size();
+  return {{"ipcache", "bh_ipcache", ipcache_.size(), sizes_.ipcache},
+          {"policy_peers", "bh_pol_peer", peers_.size(), sizes_.policy_peers},
+          {"policy_ports", "bh_pol_port", ports_.size(), sizes_.policy_ports},
+          {"endpoints", "bh_endpoints", endpoints_.size(), sizes_.endpoints},
+          {"endpoint_addresses", "bh_ep_addrs", addresses, sizes_.endpoint_addresses}};
+}
+
 absl::Status FakeDatapath::UpsertEndpoint(const Endpoint& endpoint) {
   if (auto s = TakeInjectedFailure(); !s.ok()) return s;
   if (auto s = ValidateEndpoint(endpoint); !s.ok()) return s;
@@ -93,6 +104,21 @@ absl::Status FakeDatapath::UpsertEndpoint(const Endpoint& endpoint) {
   std::sort(stored.addresses.begin(), stored.addresses.end());
   stored.addresses.erase(std::unique(stored.addresses.begin(), stored.addresses.end()),
                          stored.addresses.end());
+  // As the kernel maps hold them: new addresses are written before stale ones go.
+  size_t addresses = 0, added = 0;
+  for (const auto& [ifindex, ep] : endpoints_) addresses += ep.addresses.size();
+  auto old = endpoints_.find(endpoint.ifindex);
+  for (const auto& a : stored.addresses) {
+    if (old == endpoints_.end() ||
+        std::find(old->second.addresses.begin(), old->second.addresses.end(), a) ==
+            old->second.addresses.end())
+      ++added;
+  }
+  if (addresses + added > sizes_.endpoint_addresses)
+    return MapFullError("endpoint_addresses", "bh_ep_addrs", addresses, added,
+                        sizes_.endpoint_addresses);
+  if (old == endpoints_.end() && endpoints_.size() + 1 > sizes_.endpoints)
+    return MapFullError("endpoints", "bh_endpoints", endpoints_.size(), 1, sizes_.endpoints);
   endpoints_[endpoint.ifindex] = std::move(stored);
   return absl::OkStatus();
 }
@@ -143,6 +169,13 @@ absl::Status FakeDatapath::UpsertIpcache(
     const std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>>& entries) {
   if (auto s = TakeInjectedFailure(); !s.ok()) return s;
   if (auto s = ValidateIpcache(entries); !s.ok()) return s;
+  std::set<std::vector<uint8_t>> added;
+  for (const auto& [key, value] : entries) {
+    auto b = LpmBytes(key, PrefixOf(key));
+    if (ipcache_.count(b) == 0) added.insert(std::move(b));
+  }
+  if (ipcache_.size() + added.size() > sizes_.ipcache)
+    return MapFullError("ipcache", "bh_ipcache", ipcache_.size(), added.size(), sizes_.ipcache);
   for (const auto& [key, value] : entries) ipcache_[LpmBytes(key, PrefixOf(key))] = value;
   return absl::OkStatus();
 }
@@ -156,6 +189,21 @@ absl::Status FakeDatapath::DeleteIpcache(const std::vector<bulkhead_ipcache_key>
 absl::Status FakeDatapath::WritePolicyTables(const PolicyTables& tables) {
   if (auto s = TakeInjectedFailure(); !s.ok()) return s;
   if (auto s = ValidatePolicyTables(tables); !s.ok()) return s;
+  std::set<std::vector<uint8_t>> new_ports, new_peers;
+  for (const auto& [key, value] : tables.ports) {
+    auto b = LpmBytes(key, PrefixOf(key));
+    if (ports_.count(b) == 0) new_ports.insert(std::move(b));
+  }
+  for (const auto& [key, value] : tables.peers) {
+    auto b = ToBytes(key);
+    if (peers_.count(b) == 0) new_peers.insert(std::move(b));
+  }
+  if (ports_.size() + new_ports.size() > sizes_.policy_ports)
+    return MapFullError("policy_ports", "bh_pol_port", ports_.size(), new_ports.size(),
+                        sizes_.policy_ports);
+  if (peers_.size() + new_peers.size() > sizes_.policy_peers)
+    return MapFullError("policy_peers", "bh_pol_peer", peers_.size(), new_peers.size(),
+                        sizes_.policy_peers);
   for (const auto& [key, value] : tables.ports) ports_[LpmBytes(key, PrefixOf(key))] = value;
   for (const auto& [key, value] : tables.peers) peers_[ToBytes(key)] = value;
   return absl::OkStatus();

@@ -19,7 +19,8 @@ namespace bulkhead::datapath {
 // conntrack entries are whatever the test puts in.
 class FakeDatapath final : public IDatapath {
  public:
-  FakeDatapath();
+  // Capacities as a BpfDatapath with these sizes has them (writes that do not fit fail).
+  explicit FakeDatapath(MapSizes sizes = {});
   ~FakeDatapath() override;
   FakeDatapath(const FakeDatapath&) = delete;
   FakeDatapath& operator=(const FakeDatapath&) = delete;
@@ -55,6 +56,7 @@ class FakeDatapath final : public IDatapath {
   absl::StatusOr<Counters> ReadCounters() override { return counters_; }
   absl::StatusOr<ConntrackEntries> ListConntrack() override;
   absl::StatusOr<size_t> PollEvents(int timeout_ms, const EventCallback& callback) override;
+  std::vector<MapUsage> MapUsages() const override;
   // An eventfd, readable while events are queued.
   int EventsFd() const override { return events_fd_; }
 
@@ -72,6 +74,7 @@ class FakeDatapath final : public IDatapath {
   std::map<Bytes, std::pair<bh_ct_key, bh_ct_entry>> conntrack_;
   std::deque<bh_flow_event> events_;
   int events_fd_ = -1;
+  MapSizes sizes_;
   Counters counters_;
   bh_settings settings_{};
   std::optional<absl::Status> fail_next_write_;

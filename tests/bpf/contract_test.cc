@@ -26,11 +26,24 @@ using datapath::PolicyTables;
 enum class Impl { kFake, kBpf };
 void PrintTo(Impl impl, std::ostream* os) { *os << (impl == Impl::kFake ? "Fake" : "Bpf"); }
 
+// Small capacities, the same for both, so that running out of room is part of the contract.
+datapath::MapSizes SmallSizes() {
+  datapath::MapSizes z;
+  z.ipcache = 16;
+  z.policy_peers = 8;
+  z.policy_ports = 16;
+  z.endpoints = 4;
+  z.endpoint_addresses = 8;
+  z.conntrack = 1024;
+  z.events_bytes = 1 << 16;
+  return z;
+}
+
 class ContractTest : public ::testing::TestWithParam<Impl> {
  protected:
   void SetUp() override {
     if (GetParam() == Impl::kFake) {
-      dp_ = std::make_unique<datapath::FakeDatapath>();
+      dp_ = std::make_unique<datapath::FakeDatapath>(SmallSizes());
       ifindex_ = {101, 102, 103};
       return;
     }
@@ -46,8 +59,7 @@ class ContractTest : public ::testing::TestWithParam<Impl> {
     o.pin_root = absl::StrCat("/sys/fs/bpf/bulkhead-contract/",
                               ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::replace(o.pin_root.begin(), o.pin_root.end(), '.', '_');
-    o.sizes.conntrack = 1024;
-    o.sizes.events_bytes = 1 << 16;
+    o.sizes = SmallSizes();
     auto dp = BpfDatapath::Open(o);
     ASSERT_TRUE(dp.ok()) << dp.status();
     bpf_ = dp->get();
@@ -266,6 +278,85 @@ TEST_P(ContractTest, ExplainUsesLongestPrefixesAndTheMode) {
   FlowQuery nobody;
   nobody.ifindex = ifindex(2);
   EXPECT_EQ(dp.Explain(nobody).status().code(), absl::StatusCode::kNotFound);
+}
+
+// The usage line of map `name`.
+datapath::MapUsage UsageOf(const IDatapath& dp, const std::string& name) {
+  for (const auto& u : dp.MapUsages()) {
+    if (u.name == name) return u;
+  }
+  ADD_FAILURE() << "no usage for map " << name;
+  return {};
+}
+
+TEST_P(ContractTest, WritesThatDoNotFitFailNamingTheMapTheNeedAndTheCapacity) {
+  IDatapath& dp = Datapath();
+  const datapath::MapSizes z = SmallSizes();
+  EXPECT_EQ(UsageOf(dp, "policy_peers").entries, 0u);
+  EXPECT_EQ(UsageOf(dp, "policy_peers").capacity, z.policy_peers);
+  EXPECT_EQ(UsageOf(dp, "policy_peers").kernel_name, "bh_pol_peer");
+
+  PolicyTables t;
+  for (uint32_t i = 0; i < 6; ++i)
+    t.peers.push_back(PeerEntry(5, 1000 + i, BULKHEAD_DIR_EGRESS, 1));
+  t.ports = {PortEntry(5, 1, BULKHEAD_DIR_EGRESS, kTcp, 80, 16, Allow(1))};
+  ASSERT_TRUE(dp.WritePolicyTables(t).ok());
+  EXPECT_EQ(UsageOf(dp, "policy_peers").entries, 6u);
+  EXPECT_EQ(UsageOf(dp, "policy_ports").entries, 1u);
+  // Rewriting what is there adds nothing.
+  ASSERT_TRUE(dp.WritePolicyTables(t).ok());
+  EXPECT_EQ(UsageOf(dp, "policy_peers").entries, 6u);
+
+  // A second table of 6 does not fit beside the first (8 entries).
+  PolicyTables t2 = t;
+  for (auto& [k, v] : t2.peers) k.table_id = 6;
+  for (auto& [k, v] : t2.ports) k.table_id = 6;
+  absl::Status s = dp.WritePolicyTables(t2);
+  ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  for (const char* part : {"policy_peers", "bh_pol_peer", "6 entries in use", "6 more needed",
+                           "capacity 8", "--map-size policy_peers="}) {
+    EXPECT_NE(s.message().find(part), std::string::npos) << part << " in: " << s.message();
+  }
+  auto ids = dp.ListPolicyTables();
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, std::vector<uint32_t>{5}) << "nothing of the table that did not fit";
+  EXPECT_EQ(UsageOf(dp, "policy_peers").entries, 6u);
+  // Once the first is gone it fits.
+  ASSERT_TRUE(dp.DeletePolicyTables({5}).ok());
+  EXPECT_EQ(UsageOf(dp, "policy_peers").entries, 0u);
+  EXPECT_EQ(UsageOf(dp, "policy_ports").entries, 0u);
+  ASSERT_TRUE(dp.WritePolicyTables(t2).ok());
+
+  // The ipcache: 16 entries.
+  std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>> ipc;
+  for (int i = 0; i < 17; ++i) ipc.push_back(IpcacheEntry(absl::StrCat("10.3.0.", i), 32, 300));
+  s = dp.UpsertIpcache(ipc);
+  ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("ipcache"), std::string::npos) << s;
+  ipc.pop_back();
+  ASSERT_TRUE(dp.UpsertIpcache(ipc).ok());
+  EXPECT_EQ(UsageOf(dp, "ipcache").entries, 16u);
+  ASSERT_TRUE(dp.UpsertIpcache(ipc).ok()) << "rewriting existing entries fits";
+  ASSERT_TRUE(dp.DeleteIpcache({ipc[0].first}).ok());
+  EXPECT_EQ(UsageOf(dp, "ipcache").entries, 15u);
+
+  // Endpoint addresses: 8.
+  Endpoint e = MakeEndpoint(0, 6);
+  e.addresses.clear();
+  for (uint8_t i = 1; i <= 9; ++i) e.addresses.push_back(EndpointAddress::V4({10, 4, 0, i}));
+  s = dp.UpsertEndpoint(e);
+  ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("endpoint_addresses"), std::string::npos) << s;
+  e.addresses.pop_back();
+  ASSERT_TRUE(dp.UpsertEndpoint(e).ok());
+  EXPECT_EQ(UsageOf(dp, "endpoint_addresses").entries, 8u);
+  EXPECT_EQ(UsageOf(dp, "endpoints").entries, 1u);
+  e.addresses = {EndpointAddress::V4({10, 4, 0, 1})};
+  ASSERT_TRUE(dp.UpsertEndpoint(e).ok());
+  EXPECT_EQ(UsageOf(dp, "endpoint_addresses").entries, 1u);
+  ASSERT_TRUE(dp.DeleteEndpoint(ifindex(0)).ok());
+  EXPECT_EQ(UsageOf(dp, "endpoint_addresses").entries, 0u);
+  EXPECT_EQ(UsageOf(dp, "endpoints").entries, 0u);
 }
 
 // Is `fd` readable within timeout_ms?

@@ -2,7 +2,10 @@
 #include <linux/pkt_cls.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <string>
 
 #include "datapath/tc_hook.h"
 #include "fixture.h"
@@ -80,16 +83,76 @@ TEST_F(DatapathTest, RestartedLoaderAdoptsPinnedStateWithoutAGap) {
   EXPECT_EQ(*attached, std::vector<uint32_t>{if_a_});
 }
 
-TEST_F(DatapathTest, AdoptionRefusesMapsOfAnotherSize) {
+TEST_F(DatapathTest, AdoptionKeepsThePinnedSizes) {
+  const uint32_t created = options_.sizes.conntrack;
   dp_.reset();
-  options_.sizes.conntrack = 8192;
+  auto pinned = BpfDatapath::PinnedSizes(options_.pin_root);
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  ASSERT_TRUE(pinned->has_value());
+  EXPECT_EQ((*pinned)->conntrack, created);
+  EXPECT_EQ((*pinned)->policy_peers, options_.sizes.policy_peers);
+  // Other sizes asked for: the pinned maps are adopted as they are, and say so.
+  options_.sizes.conntrack = created * 2;
+  options_.sizes.policy_peers = options_.sizes.policy_peers * 2;
   auto reopened = OpenDatapath();
-  EXPECT_FALSE(reopened.ok());
-  // Put the sizes back so TearDown can remove what the test made.
-  options_.sizes.conntrack = 4096;
-  auto again = OpenDatapath();
-  ASSERT_TRUE(again.ok()) << again.status();
-  dp_ = std::move(*again);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  dp_ = std::move(*reopened);
+  EXPECT_TRUE(dp_->adopted());
+  EXPECT_EQ(dp_->sizes().conntrack, created);
+  EXPECT_EQ(dp_->sizes().policy_peers, options_.sizes.policy_peers / 2);
+  for (const auto& u : dp_->MapUsages()) {
+    if (u.name == "policy_peers") {
+      EXPECT_EQ(u.capacity, options_.sizes.policy_peers / 2);
+    }
+  }
+  // Nothing pinned: nothing to adopt.
+  auto none = BpfDatapath::PinnedSizes(options_.pin_root + "/nothing-here");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(DatapathTest, AdoptionReadsWhatThePinnedMapsHold) {
+  // Tables, ipcache and addresses written by one instance are known to the next: listing,
+  // counting and deleting them needs no key walk after the open. (The fixture has written
+  // tables of its own.)
+  auto usage = [&] {
+    std::map<std::string, uint64_t> used;
+    for (const auto& u : dp_->MapUsages()) used[u.name] = u.entries;
+    return used;
+  };
+  auto tables_before = dp_->ListPolicyTables();
+  ASSERT_TRUE(tables_before.ok());
+  auto before = usage();
+  datapath::PolicyTables t;
+  t.peers = {PeerEntry(7, 1001, BULKHEAD_DIR_EGRESS, 1),
+             PeerEntry(8, 1001, BULKHEAD_DIR_EGRESS, 1)};
+  t.ports = {PortEntry(7, 1, BULKHEAD_DIR_EGRESS, kTcp, 80, 16, Allow(1))};
+  ASSERT_TRUE(dp_->WritePolicyTables(t).ok());
+  ASSERT_TRUE(dp_->UpsertIpcache({IpcacheEntry("10.99.0.0", 16, 400)}).ok());
+  dp_.reset();
+  auto reopened = OpenDatapath();
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  dp_ = std::move(*reopened);
+  auto ids = dp_->ListPolicyTables();
+  ASSERT_TRUE(ids.ok());
+  std::vector<uint32_t> want = *tables_before;
+  want.push_back(7);
+  want.push_back(8);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(*ids, want);
+  auto after = usage();
+  EXPECT_EQ(after["policy_peers"], before["policy_peers"] + 2);
+  EXPECT_EQ(after["policy_ports"], before["policy_ports"] + 1);
+  EXPECT_EQ(after["ipcache"], before["ipcache"] + 1);
+  EXPECT_EQ(after["endpoints"], before["endpoints"]);
+  EXPECT_EQ(after["endpoint_addresses"], before["endpoint_addresses"]);
+  ASSERT_TRUE(dp_->DeletePolicyTables({7, 8}).ok());
+  ids = dp_->ListPolicyTables();
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, *tables_before);
+  after = usage();
+  EXPECT_EQ(after["policy_peers"], before["policy_peers"]);
+  EXPECT_EQ(after["policy_ports"], before["policy_ports"]);
 }
 
 TEST_F(DatapathTest, AdoptionDropsInterfacesThatVanished) {

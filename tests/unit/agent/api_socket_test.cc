@@ -88,9 +88,13 @@ class LockedDatapath final : public datapath::IDatapath {
     return n;
   }
   int EventsFd() const override { return fake_.EventsFd(); }  // fixed for the fake's life
+  std::vector<datapath::MapUsage> MapUsages() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return fake_.MapUsages();
+  }
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   datapath::FakeDatapath fake_;
 };
 
