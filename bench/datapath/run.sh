@@ -5,20 +5,25 @@
 # eBPF datapath) with N policy rules, interleaved over rounds; prints every figure with its ratio
 # against no filtering in the same round, and the CPU cost per operation.
 # Usage: run.sh [--quick] [--bulkhead PATH] [--loadgen PATH] [--rounds R] [--duration S]
-#               [--n "10 100 1000 10000"] [--configs "none iptables-legacy iptables-nft nft bulkhead"]
+#               [--n "10 100 1000 10000"]
+#               [--configs "none iptables-legacy iptables-nft nft bulkhead bulkhead-noev"]
 #               [--out DIR] [--nice N]
+# bulkhead-noev is Bulkhead with the events of allowed new flows switched off in the datapath
+# (bh_settings.events_off), which shows what flow events cost in the kernel and the agent.
 # --nice: priority of everything the benchmark runs (default -10), so that other work on a
 # shared machine (builds at nice 0) takes less of the CPU from the loads; 0 leaves it alone.
+# The request/response load (client and server) runs SCHED_FIFO, so that its latency is the
+# network path's and not the wait for a CPU that other work holds.
 # Needs root. Everything it makes has a unique name and is removed on exit.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BH="$ROOT/build/src/cli/bulkhead"
 LG="$ROOT/build/bench/datapath/datapath_loadgen"
-ROUNDS=3
-DURATION=5
+ROUNDS=5
+DURATION=3
 NS_LIST="10 100 1000 10000"
-CONFIGS="none iptables-legacy iptables-nft nft bulkhead"
+CONFIGS="none iptables-legacy iptables-nft nft bulkhead bulkhead-noev"
 OUT=""
 THREADS=4  # concurrent connection loops of the connect test
 NICE=-10   # the loads, server and agent run at this priority (see --nice)
@@ -41,7 +46,8 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "SKIPPED: the datapath benchmark needs root (network namespaces, bpffs, TC, netfilter)" >&2
   exit 77
 fi
-for tool in ip nsenter socat timeout mount iptables-legacy-restore iptables-nft-restore nft python3; do
+for tool in ip nsenter socat timeout mount iptables-legacy-restore iptables-nft-restore nft python3 \
+  bpftool chrt pgrep renice; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
 done
 for bin in "$BH" "$LG"; do
@@ -223,7 +229,7 @@ filter_up() {
     iptables-legacy) in_ns "$R" iptables-legacy-restore <"$T/iptables-$n.rules" || return 1 ;;
     iptables-nft) in_ns "$R" iptables-nft-restore <"$T/iptables-$n.rules" || return 1 ;;
     nft) in_ns "$R" nft -f "$T/nft-$n.nft" || return 1 ;;
-    bulkhead)
+    bulkhead | bulkhead-noev)
       AGENT_SEQ=$((AGENT_SEQ + 1))
       local a="$T/agent$AGENT_SEQ"
       mkdir -p "$a/state"
@@ -246,6 +252,11 @@ filter_up() {
         echo "agent did not attach both endpoints; log:" >&2
         cat "$a/agent.log" >&2
         return 1
+      fi
+      if [ "$cfg" = bulkhead-noev ]; then
+        # bh_settings (56 bytes): six timeouts (0: defaults), events_off = BH_EVF_NEW_FLOWS, pad.
+        bpftool map update pinned "$T/bpffs/a$AGENT_SEQ/bh_settings" key hex 00 00 00 00 \
+          value hex $(printf '00 %.0s' $(seq 48)) 01 00 00 00 00 00 00 00 || return 1
       fi
       ;;
     *) echo "unknown configuration $cfg" >&2; return 1 ;;
@@ -277,11 +288,13 @@ record() {  # ROUND CFG N: prefixes each JSON line from stdin with the configura
   sed -u "s/^{/{\"round\":$1,\"config\":\"$2\",\"n\":$3,/" >>"$RESULTS"
 }
 
-# One load from the client netns; its JSON line is recorded, its failure counted.
+# One load from the client netns; its JSON line is recorded, its failure counted. WRAP (an
+# array) may hold a command to run it under (chrt).
+WRAP=()
 load() {  # ROUND CFG N LOADGEN-ARGS...
   local r=$1 cfg=$2 n=$3 out
   shift 3
-  if out=$(in_ns "$C" "$LG" "$@"); then
+  if out=$("${WRAP[@]}" nsenter --net="/var/run/netns/$C" "$LG" "$@"); then
     echo "$out" | record "$r" "$cfg" "$n"
   else
     fail "$cfg N=$n: load $1 failed ($out)"
@@ -318,7 +331,11 @@ run_config() {
     --own-pid "$sink"
   wait "$sink" || fail "$cfg N=$n: the UDP sink received nothing"
   grep -v listening "$T/sink.out" | record "$r" "$cfg" "$n"
+  chrt -a -f -p 50 "$SERVER_PID" >/dev/null || fail "chrt of the server"
+  WRAP=(chrt -f 50)
   load "$r" "$cfg" "$n" rr --to "$SIP:$PORT" --duration "$DURATION" --size 1 "${pids[@]}"
+  WRAP=()
+  chrt -a -o -p 0 "$SERVER_PID" >/dev/null || fail "chrt of the server back"
   load "$r" "$cfg" "$n" stream --to "$SIP:$PORT" --duration "$DURATION" "${pids[@]}"
 
   local meta="{\"test\":\"meta\",\"setup_s\":$SETUP_S"

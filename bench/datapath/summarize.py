@@ -16,7 +16,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-CONFIG_ORDER = ["none", "iptables-legacy", "iptables-nft", "nft", "bulkhead"]
+CONFIG_ORDER = ["none", "iptables-legacy", "iptables-nft", "nft", "bulkhead", "bulkhead-noev"]
 GOAL = 0.95
 
 
