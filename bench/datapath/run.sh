@@ -12,8 +12,9 @@
 # (bh_settings.events_off), which shows what flow events cost in the kernel and the agent.
 # --nice: priority of everything the benchmark runs (default -10), so that other work on a
 # shared machine (builds at nice 0) takes less of the CPU from the loads; 0 leaves it alone.
-# The request/response load (client and server) runs SCHED_FIFO, so that its latency is the
-# network path's and not the wait for a CPU that other work holds.
+# The request/response load (client and server) runs SCHED_FIFO on CPU 0, so that its latency is
+# the network path's (and two context switches), not the wait for a CPU that other work holds
+# nor a cross-CPU wake-up whose cost depends on what the other CPU is doing.
 # Needs root. Everything it makes has a unique name and is removed on exit.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -47,7 +48,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 77
 fi
 for tool in ip nsenter socat timeout mount iptables-legacy-restore iptables-nft-restore nft python3 \
-  bpftool chrt pgrep renice; do
+  bpftool chrt taskset pgrep renice; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
 done
 for bin in "$BH" "$LG"; do
@@ -113,10 +114,15 @@ topology_up() {
   # The connect test closes with RST, so ports are free at once; a wide range anyway.
   in_ns "$C" sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
   in_ns "$S" sysctl -qw net.core.somaxconn=4096
-  in_ns "$S" "$LG" server --port "$PORT" --port "$DENIED" --threads 2 >"$T/server.log" 2>&1 &
+  # nsenter execs, so $! is the server itself (its CPU is counted, its threads moved for rr).
+  nsenter --net="/var/run/netns/$S" "$LG" server --port "$PORT" --port "$DENIED" --threads 2 >"$T/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 50); do
-    grep -q serving "$T/server.log" 2>/dev/null && return 0
+    if grep -q serving "$T/server.log" 2>/dev/null; then
+      [ "$(readlink "/proc/$SERVER_PID/exe")" = "$LG" ] && return 0
+      echo "pid $SERVER_PID is not the server" >&2
+      return 1
+    fi
     sleep 0.05
   done
   echo "server did not start: $(cat "$T/server.log")" >&2
@@ -324,18 +330,21 @@ run_config() {
   log "round $r: $cfg N=$n (set up in ${SETUP_S}s)"
 
   load "$r" "$cfg" "$n" connect --to "$SIP:$PORT" --duration "$DURATION" --threads "$THREADS" "${pids[@]}"
-  in_ns "$S" "$LG" udp-sink --port "$PORT" --idle-ms 300 --max-wait 10 >"$T/sink.out" &
+  nsenter --net="/var/run/netns/$S" "$LG" udp-sink --port "$PORT" --idle-ms 300 --max-wait 10 >"$T/sink.out" &
   local sink=$!
   for _ in $(seq 1 50); do grep -q listening "$T/sink.out" 2>/dev/null && break; sleep 0.02; done
   load "$r" "$cfg" "$n" udp-flood --to "$SIP:$PORT" --duration "$DURATION" --size 18 "${pids[@]}" \
     --own-pid "$sink"
   wait "$sink" || fail "$cfg N=$n: the UDP sink received nothing"
   grep -v listening "$T/sink.out" | record "$r" "$cfg" "$n"
-  chrt -a -f -p 50 "$SERVER_PID" >/dev/null || fail "chrt of the server"
-  WRAP=(chrt -f 50)
+  # Latency: client and server SCHED_FIFO on CPU 0 (see the header).
+  local cpus
+  cpus=$(taskset -p "$SERVER_PID" | sed 's/.*: //')
+  { chrt -a -f -p 50 "$SERVER_PID" && taskset -a -p 1 "$SERVER_PID"; } >/dev/null || fail "chrt/taskset of the server"
+  WRAP=(taskset 1 chrt -f 50)
   load "$r" "$cfg" "$n" rr --to "$SIP:$PORT" --duration "$DURATION" --size 1 "${pids[@]}"
   WRAP=()
-  chrt -a -o -p 0 "$SERVER_PID" >/dev/null || fail "chrt of the server back"
+  { chrt -a -o -p 0 "$SERVER_PID" && taskset -a -p "$cpus" "$SERVER_PID"; } >/dev/null || fail "chrt/taskset of the server back"
   load "$r" "$cfg" "$n" stream --to "$SIP:$PORT" --duration "$DURATION" "${pids[@]}"
 
   local meta="{\"test\":\"meta\",\"setup_s\":$SETUP_S"
