@@ -193,6 +193,7 @@ struct PolicyCompiler::State {
   std::vector<std::vector<uint32_t>> name_peers;  // name id -> peers with a port of that name
 
   std::vector<ci::RuleRec> rules;
+  std::vector<uint32_t> rule_ids;    // the id of each rule, in IndexPolicies' order
   std::vector<PolicyRec> policies;   // input order
   std::vector<uint32_t> eval_order;  // policy indices in evaluation order
   std::map<std::string, std::vector<uint32_t>> policies_by_ns;  // fixed-namespace subjects
@@ -222,6 +223,7 @@ struct PolicyCompiler::State {
   // ---- building blocks
   const policy::Labels& NamespaceLabels(const std::string& ns);
   absl::Status ValidateWorkload(const policy::Workload& w) const;
+  absl::Status AssignRuleIds();  // rule_ids: in IndexPolicies' order
   void IndexPolicies();
   void IndexPredicates();
   bool PredMatches(const PredRec& pred, const PeerRec& peer) const;
@@ -284,12 +286,71 @@ policy::Mode PolicyCompiler::State::ModeOf(const policy::Workload& w) const {
   return policy::Mode::kEnforce;
 }
 
+absl::Status PolicyCompiler::State::AssignRuleIds() {
+  // The rules in the order IndexPolicies numbers them.
+  std::vector<RuleKey> keys;
+  for (const policy::Policy& p : cluster->policies) {
+    for (int d = 0; d < 2; ++d) {
+      Direction dir = ci::DirOf(d);
+      if (p.tier == Tier::kDefault) {
+        if (p.Applies(dir)) keys.push_back(RuleKey{p.Id(), dir, -1});
+        continue;
+      }
+      for (size_t r = 0; r < p.Rules(dir).size(); ++r) {
+        keys.push_back(RuleKey{p.Id(), dir, static_cast<int>(r)});
+      }
+    }
+  }
+  std::set<uint32_t> blocked;
+  std::map<uint32_t, const RuleKey*> owner;
+  for (const auto& [key, id] : options.pinned_rules) {
+    if (id == BULKHEAD_RULE_NONE) {
+      return absl::InvalidArgumentError(absl::StrCat("compiler: pinned_rules: ", key.policy, " ",
+                                                     policy::DirectionName(key.direction), " rule ",
+                                                     key.rule_index, " is pinned to id 0"));
+    }
+    auto [it, inserted] = owner.emplace(id, &key);
+    if (!inserted) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "compiler: pinned_rules: id ", id, " is pinned to two rules: ", it->second->policy,
+          " rule ", it->second->rule_index, " and ", key.policy, " rule ", key.rule_index));
+    }
+    blocked.insert(id);
+  }
+  rule_ids.clear();
+  rule_ids.reserve(keys.size());
+  std::set<uint32_t> used;
+  uint32_t next = 1;
+  uint32_t max_id = 0;
+  for (const RuleKey& k : keys) {
+    uint32_t id = 0;
+    if (auto it = options.pinned_rules.find(k);
+        it != options.pinned_rules.end() && used.count(it->second) == 0) {
+      id = it->second;
+    } else {
+      while (blocked.count(next) != 0 || used.count(next) != 0) ++next;
+      id = next++;
+    }
+    used.insert(id);
+    rule_ids.push_back(id);
+    max_id = std::max(max_id, id);
+  }
+  if (max_id > keys.size() + blocked.size() + (1u << 20)) {
+    // A pin far beyond the rules makes a huge, sparse rule table: refuse rather than allocate.
+    return absl::InvalidArgumentError(absl::StrCat("compiler: pinned_rules: id ", max_id,
+                                                   " is far above the ", keys.size(), " rules"));
+  }
+  out.rules.assign(max_id + 1, CompiledRule{});
+  return absl::OkStatus();
+}
+
 void PolicyCompiler::State::IndexPolicies() {
   const auto& ps = cluster->policies;
   policies.resize(ps.size());
   // Rule table: [0] none, then every rule of every policy in input order, so that rule
-  // ids do not depend on workloads (and stay put when workloads are added).
-  out.rules.assign(1, CompiledRule{});
+  // ids do not depend on workloads (and stay put when workloads are added). Pinned rules
+  // keep their ids (AssignRuleIds).
+  size_t next_rule = 0;
   std::array<std::vector<uint32_t>, 4> by_tier;
   for (uint32_t i = 0; i < ps.size(); ++i) {
     const policy::Policy& p = ps[i];
@@ -313,8 +374,9 @@ void PolicyCompiler::State::IndexPolicies() {
         r.tier = p.tier;
         r.action = action;
         r.mode = p.mode;
-        out.rules.push_back(std::move(r));
-        return static_cast<uint32_t>(out.rules.size() - 1);
+        const uint32_t id = rule_ids[next_rule++];
+        out.rules[id] = std::move(r);
+        return id;
       };
       if (p.tier == Tier::kDefault) {
         rec.listed[d] = p.Applies(dir);
@@ -752,6 +814,7 @@ absl::Status PolicyCompiler::State::CompileAll() {
   if (!cidrs_or.ok()) return PinError(cidrs_or.status());
   cidrs = std::move(*cidrs_or);
 
+  if (absl::Status st = AssignRuleIds(); !st.ok()) return st;
   IndexPolicies();
   IndexPredicates();
 
@@ -824,41 +887,68 @@ absl::Status PolicyCompiler::State::CompileAll() {
   }
   next_table_id = options.table_id_base;
   out.table_id_base = options.table_id_base;
-  std::vector<std::pair<uint32_t, uint32_t>> table_order;  // (table id, rec)
-  if (options.share_tables) {
-    for (uint32_t t = 0; t < tables.size(); ++t) {
-      uint32_t tid = next_table_id++;
-      tables[t]->table_ids.push_back(tid);
-      for (NumericIdentity id : tables[t]->identities) table_id_of[id] = tid;
-      table_order.emplace_back(tid, t);
-    }
-  } else {
-    for (NumericIdentity id : local_ids) {
-      uint32_t tid = next_table_id++;
-      uint32_t t = table_of[id];
-      tables[t]->table_ids.push_back(tid);
-      table_id_of[id] = tid;
-      table_order.emplace_back(tid, t);
+  // Tables of the earlier compile by content (entries without the table id), for reuse.
+  // Only ids below this compile's base can be reused: the others may be given out anew.
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> earlier;
+  std::set<uint32_t> claimed;
+  if (const CompiledPolicy* prev = options.reuse_tables_of; prev != nullptr) {
+    for (const CompiledTable& t : prev->tables) {
+      if (t.table_id >= options.table_id_base) continue;
+      std::string content;
+      prev->maps.peers.AppendTableContent(t.table_id, &content);
+      content += '|';
+      prev->maps.ports.AppendTableContent(t.table_id, &content);
+      earlier[content].push_back(t.table_id);
     }
   }
-  for (const auto& [tid, t] : table_order) {
-    const TableRec& rec = *tables[t];
+  // The tables in order (with shared tables one per TableRec; else one per local identity),
+  // each written under the next new id, then renamed to an earlier table's id when its
+  // entries are those of that table.
+  std::vector<std::pair<uint32_t, std::vector<NumericIdentity>>> table_order;  // rec, ids
+  if (options.share_tables) {
+    for (uint32_t t = 0; t < tables.size(); ++t) table_order.emplace_back(t, tables[t]->identities);
+  } else {
+    for (NumericIdentity id : local_ids) table_order.push_back({table_of[id], {id}});
+  }
+  for (const auto& [t, ids] : table_order) {
+    TableRec& rec = *tables[t];
+    uint32_t tid = next_table_id;
     CompiledTable ct;
-    ct.table_id = tid;
     for (int d = 0; d < 2; ++d) {
       ct.classes[d] = static_cast<uint32_t>(rec.dirs[d].classes.size());
       for (uint32_t c = 0; c < rec.dirs[d].classes.size(); ++c) EmitClass(rec, d, c, tid, nullptr);
       for (const auto& [p, c] : rec.dirs[d].peer_classes) EmitPeer(tid, d, peers[p], c, nullptr);
     }
-    if (options.share_tables) {
-      ct.identities = rec.identities;
-    } else {
-      for (NumericIdentity id : rec.identities) {
-        if (table_id_of[id] == tid) ct.identities.push_back(id);
+    uint32_t reused = BULKHEAD_TABLE_NONE;
+    if (!earlier.empty()) {
+      std::string content;
+      out.maps.peers.AppendTableContent(tid, &content);
+      content += '|';
+      out.maps.ports.AppendTableContent(tid, &content);
+      if (auto it = earlier.find(content); it != earlier.end()) {
+        for (uint32_t candidate : it->second) {
+          if (claimed.insert(candidate).second) {
+            reused = candidate;
+            break;
+          }
+        }
       }
     }
+    if (reused != BULKHEAD_TABLE_NONE) {
+      out.maps.peers.RenameTable(tid, reused);
+      out.maps.ports.RenameTable(tid, reused);
+      tid = reused;
+    } else {
+      ++next_table_id;
+    }
+    rec.table_ids.push_back(tid);
+    for (NumericIdentity id : ids) table_id_of[id] = tid;
+    ct.table_id = tid;
+    ct.identities = ids;
     out.tables.push_back(std::move(ct));
   }
+  std::sort(out.tables.begin(), out.tables.end(),
+            [](const CompiledTable& a, const CompiledTable& b) { return a.table_id < b.table_id; });
 
   // Identities, ipcache, endpoints.
   for (NumericIdentity r :
@@ -1085,6 +1175,16 @@ PinnedIdentities PinsOf(const CompiledPolicy& compiled) {
   for (const CompiledIdentity& ci_entry : compiled.identities) {
     if (ci_entry.key) pins.workloads.emplace(*ci_entry.key, ci_entry.id);
     if (ci_entry.cidr) pins.cidrs.emplace(*ci_entry.cidr, ci_entry.id);
+  }
+  return pins;
+}
+
+std::map<RuleKey, uint32_t> RulePinsOf(const CompiledPolicy& compiled) {
+  std::map<RuleKey, uint32_t> pins;
+  for (uint32_t id = 1; id < compiled.rules.size(); ++id) {
+    const CompiledRule& r = compiled.rules[id];
+    if (r.policy.empty()) continue;  // an id no rule uses
+    pins.emplace(RuleKey{r.policy, r.direction, r.rule_index}, id);
   }
   return pins;
 }

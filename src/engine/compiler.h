@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -47,6 +48,22 @@ struct PinnedIdentities {
   bool empty() const { return workloads.empty() && cidrs.empty(); }
 };
 
+// A rule as rule ids name it across compiles: its policy (Policy::Id()), direction and index
+// in that direction's rules (-1: a DefaultDeny policy itself).
+struct RuleKey {
+  std::string policy;
+  policy::Direction direction = policy::Direction::kIngress;
+  int rule_index = -1;
+  bool operator<(const RuleKey& o) const {
+    return std::tie(policy, direction, rule_index) < std::tie(o.policy, o.direction, o.rule_index);
+  }
+  bool operator==(const RuleKey& o) const {
+    return std::tie(policy, direction, rule_index) == std::tie(o.policy, o.direction, o.rule_index);
+  }
+};
+
+struct CompiledPolicy;
+
 struct CompilerOptions {
   // Table ids of this compile are table_id_base, +1, ... To switch a live datapath
   // atomically, pass a base above every live table id (CompiledPolicy::NextTableIdBase of
@@ -64,6 +81,20 @@ struct CompilerOptions {
   // their ranges in sorted key order. Invalid pins (a number outside its range, one number
   // pinned to two keys) are an error.
   PinnedIdentities pinned_identities;
+  // Rule ids to keep (RulePinsOf an earlier compile), as pinned_identities does for
+  // identities: a rule still present keeps its id, a pinned id whose rule is gone is given
+  // to no other rule, new rules take the lowest free ids from 1 in input order. Then a table
+  // whose verdicts did not change has the same entries as before (its values name rules by
+  // id). Empty: rules are numbered 1, 2, ... in input order. Id 0, or one id pinned to two
+  // rules, is an error.
+  std::map<RuleKey, uint32_t> pinned_rules;
+  // An earlier compile whose tables may be kept. A table of this compile whose entries equal
+  // (table id aside) those of a table of `reuse_tables_of` keeps that table's id instead of
+  // taking a new one from table_id_base: a loader need not write it again, nor switch the
+  // endpoints that use it. Tables with ids below table_id_base are such reused tables. Only
+  // useful with that compile's identities and rules pinned, since entries name both by
+  // number. Read during the call, not kept. nullptr: every table takes a new id.
+  const CompiledPolicy* reuse_tables_of = nullptr;
 };
 
 struct CompiledIdentity {
@@ -107,8 +138,10 @@ struct EndpointBinding {
 
 struct CompiledPolicy {
   uint32_t table_id_base = 1;
-  std::vector<CompiledIdentity> identities;          // sorted by id: reserved, workload, CIDR
-  std::vector<CompiledRule> rules;                   // index = rule_id; [0] is "no rule"
+  std::vector<CompiledIdentity> identities;  // sorted by id: reserved, workload, CIDR
+  // index = rule_id; [0] is "no rule". With pinned rules an id may be unused: its entry has
+  // an empty `policy`.
+  std::vector<CompiledRule> rules;
   std::vector<CompiledTable> tables;                 // sorted by table_id
   std::map<std::string, EndpointBinding> endpoints;  // local workload "ns/name" -> binding
   PolicyMaps maps;                                   // what the kernel maps hold
@@ -122,6 +155,8 @@ struct CompiledPolicy {
 
 // The identities of `compiled` (workload and CIDR) as pins for the next compile.
 PinnedIdentities PinsOf(const CompiledPolicy& compiled);
+// The rule ids of `compiled` as pins for the next compile.
+std::map<RuleKey, uint32_t> RulePinsOf(const CompiledPolicy& compiled);
 
 // The writes of an incremental update, in the order a loader must apply them so that no
 // lookup ever sees a partial state: port entries of new classes and tables first, then

@@ -119,6 +119,59 @@ PolicyPeerMap::Entries() const {
   return out;
 }
 
+namespace {
+template <typename T>
+void AppendRaw(std::string* out, const T& v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+}  // namespace
+
+void PolicyPeerMap::AppendTableContent(uint32_t table_id, std::string* out) const {
+  auto it = tables_.find(table_id);
+  if (it == tables_.end()) return;
+  for (int d = 0; d < 2; ++d) {
+    AppendRaw(out, static_cast<uint32_t>(it->second[d].size()));
+    for (const auto& [peer, value] : it->second[d]) {
+      AppendRaw(out, peer);
+      AppendRaw(out, value.class_id);
+    }
+  }
+}
+
+void PolicyPeerMap::RenameTable(uint32_t from, uint32_t to) {
+  auto node = tables_.extract(from);
+  if (node.empty()) return;
+  if (tables_.contains(to)) BrokenInvariant("renaming a peer table onto one that exists");
+  node.key() = to;
+  tables_.insert(std::move(node));
+}
+
+void PolicyPortMap::AppendTableContent(uint32_t table_id, std::string* out) const {
+  auto it = tables_.find(table_id);
+  if (it == tables_.end()) return;
+  for (int d = 0; d < 2; ++d) {
+    AppendRaw(out, static_cast<uint32_t>(it->second[d].size()));
+    for (const ClassPorts& cls : it->second[d]) {
+      for (const auto& group : cls) {
+        AppendRaw(out, static_cast<uint32_t>(group.size()));
+        for (const Prefix& p : group) {
+          AppendRaw(out, p.port);
+          AppendRaw(out, p.bits);
+          AppendRaw(out, p.value);
+        }
+      }
+    }
+  }
+}
+
+void PolicyPortMap::RenameTable(uint32_t from, uint32_t to) {
+  auto node = tables_.extract(from);
+  if (node.empty()) return;
+  if (tables_.contains(to)) BrokenInvariant("renaming a port table onto one that exists");
+  node.key() = to;
+  tables_.insert(std::move(node));
+}
+
 template <typename Tables>
 auto* PolicyPortMap::GroupIn(Tables& tables, const bulkhead_policy_port_key& key) {
   using Group = std::remove_reference_t<decltype(tables.begin()->second[0][0][0])>;

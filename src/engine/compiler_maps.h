@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -132,6 +133,11 @@ class PolicyPeerMap {
   size_t size() const { return size_; }
   // Every entry, sorted by table, direction, peer identity.
   std::vector<std::pair<bulkhead_policy_peer_key, bulkhead_policy_peer_value>> Entries() const;
+  // The entries of one table in that order, as bytes without the table id: equal for two
+  // tables exactly when their entries are equal but for the id.
+  void AppendTableContent(uint32_t table_id, std::string* out) const;
+  // Moves every entry of table `from` to table `to` (which must have none).
+  void RenameTable(uint32_t from, uint32_t to);
 
  private:
   using Row = std::pair<uint32_t, bulkhead_policy_peer_value>;  // peer identity, class
@@ -155,6 +161,9 @@ class PolicyPortMap {
   size_t size() const { return size_; }
   // Every entry, sorted by table, direction, class, protocol, port, prefix length.
   std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>> Entries() const;
+  // As PolicyPeerMap's.
+  void AppendTableContent(uint32_t table_id, std::string* out) const;
+  void RenameTable(uint32_t from, uint32_t to);
 
  private:
   struct Prefix {

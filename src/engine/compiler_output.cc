@@ -198,6 +198,7 @@ std::string DumpCompiledPolicy(const CompiledPolicy& c) {
   s += "\nrules\n";
   for (size_t i = 1; i < c.rules.size(); ++i) {
     const CompiledRule& r = c.rules[i];
+    if (r.policy.empty()) continue;  // an id kept free by pinned rules
     absl::StrAppend(&s, "  ", i, " ", r.policy, " ", policy::DirectionName(r.direction), " ",
                     r.rule_index < 0 ? std::string("default") : absl::StrCat("rule ", r.rule_index),
                     r.rule_name.empty() ? "" : absl::StrCat(" (", r.rule_name, ")"), " ",
@@ -282,7 +283,8 @@ CompileStats ComputeStats(const CompiledPolicy& c) {
   st.ipcache_entries = c.maps.ipcache.size();
   st.peer_entries = c.maps.peers.size();
   st.port_entries = c.maps.ports.size();
-  st.rules = c.rules.size() - 1;
+  st.rules = 0;
+  for (size_t i = 1; i < c.rules.size(); ++i) st.rules += c.rules[i].policy.empty() ? 0 : 1;
   st.map_bytes =
       st.ipcache_entries * (sizeof(bulkhead_ipcache_key) + sizeof(bulkhead_ipcache_value)) +
       st.peer_entries * (sizeof(bulkhead_policy_peer_key) + sizeof(bulkhead_policy_peer_value)) +

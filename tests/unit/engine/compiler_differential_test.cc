@@ -509,7 +509,7 @@ const char* BuildName(Build b) {
     case Build::kNodeIncremental:
       return "node h1, incremental";
     case Build::kPinned:
-      return "pinned to a previous compile";
+      return "pinned to a previous compile, its tables reused";
   }
   return "?";
 }
@@ -520,6 +520,7 @@ struct Totals {
   uint64_t allowed = 0;
   uint64_t denied = 0;
   uint64_t would_deny = 0;
+  uint64_t reused_tables = 0;  // pinned builds: tables that kept an earlier compile's id
   std::map<std::string, uint64_t> deciders;  // tier/reason/action seen
   int failures = 0;
 };
@@ -539,6 +540,7 @@ void RunRound(uint64_t run_seed, int round, Totals& totals) {
   if (build == Build::kNode || build == Build::kNodeIncremental) options.node = "h1";
 
   CompiledPolicy full_storage;
+  absl::StatusOr<CompiledPolicy> prev_storage;
   std::unique_ptr<PolicyCompiler> inc;
   const CompiledPolicy* cp = nullptr;
   if (build == Build::kIncremental || build == Build::kNodeIncremental) {
@@ -569,13 +571,20 @@ void RunRound(uint64_t run_seed, int round, Totals& totals) {
         previous.policies.erase(previous.policies.begin() +
                                 g.Int(0, static_cast<int>(previous.policies.size()) - 1));
       }
-      auto prev = CompilePolicy(previous, options);
-      ASSERT_TRUE(prev.ok()) << prev.status() << "\n" << where();
-      options.pinned_identities = PinsOf(*prev);
+      prev_storage = CompilePolicy(previous, options);
+      ASSERT_TRUE(prev_storage.ok()) << prev_storage.status() << "\n" << where();
+      // Its numbers, its rule ids and its tables where they are unchanged.
+      options.pinned_identities = PinsOf(*prev_storage);
+      options.pinned_rules = RulePinsOf(*prev_storage);
+      options.reuse_tables_of = &*prev_storage;
+      options.table_id_base = prev_storage->NextTableIdBase();
     }
     auto compiled = CompilePolicy(cluster, options);
     ASSERT_TRUE(compiled.ok()) << compiled.status() << "\n" << where();
     if (build == Build::kPinned) {
+      for (const auto& t : compiled->tables) {
+        if (t.table_id < options.table_id_base) ++totals.reused_tables;
+      }
       std::set<identity::NumericIdentity> pinned;
       for (const auto& [k, id] : options.pinned_identities.workloads) pinned.insert(id);
       for (const auto& [k, id] : options.pinned_identities.cidrs) pinned.insert(id);
@@ -704,6 +713,8 @@ TEST(CompilerDifferential, TablesAgreeWithTheEvaluatorOnRandomClustersAndFlows) 
     EXPECT_GT(totals.deciders[k], 0u) << "no verdict decided by " << k;
   }
   EXPECT_GT(totals.would_deny, 0u);
+  std::cout << "  tables reused from an earlier compile: " << totals.reused_tables << "\n";
+  EXPECT_GT(totals.reused_tables, 0u) << "the pinned build never reused a table";
 }
 
 }  // namespace

@@ -1,10 +1,14 @@
-// Unit tests for pinned identity numbers (CompilerOptions::pinned_identities): numbers of
-// keys still present are kept, pinned numbers are never given to another key, the result is
-// deterministic, bad pins are errors, and verdicts do not depend on numbering.
+// Unit tests for numbering carried over from an earlier compile: pinned identity numbers
+// (kept for keys still present, never given to another key), pinned rule ids, and tables
+// reused by content. Results are deterministic, bad pins are errors, and verdicts do not
+// depend on numbering.
 #include <gtest/gtest.h>
 
 #include <set>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cluster_builder.h"
 #include "engine/compiler.h"
 #include "engine/evaluator.h"
@@ -243,6 +247,135 @@ TEST(CompilerPinned, PinnedCidrsMatchWithHostBitsCleared) {
                    Ip("203.0.113.5"), Protocol::kTCP, 443)
                 .peer_identity,
             far);
+}
+
+// The rule id of `policy`'s ingress rule `index` (0: none).
+uint32_t RuleIdOf(const CompiledPolicy& cp, const std::string& policy, int index,
+                  Direction d = Direction::kIngress) {
+  for (uint32_t id = 1; id < cp.rules.size(); ++id) {
+    const CompiledRule& r = cp.rules[id];
+    if (r.policy == policy && r.rule_index == index && r.direction == d) return id;
+  }
+  return 0;
+}
+
+// Every flow between the cluster's workloads on a few ports, as seen by the tables.
+std::vector<std::string> Verdicts(const Cluster& c, const CompiledPolicy& cp) {
+  std::vector<std::string> out;
+  for (const auto& src : c.workloads) {
+    for (const auto& dst : c.workloads) {
+      for (uint16_t port : {80, 443, 5432, 8080, 9187}) {
+        for (Direction d : {Direction::kEgress, Direction::kIngress}) {
+          const policy::Workload& local = d == Direction::kEgress ? src : dst;
+          const policy::IpAddr& peer = d == Direction::kEgress ? dst.ips[0] : src.ips[0];
+          LookupResult r =
+              Lookup(cp.maps, cp.endpoints.at(local.Id()).table_id, d, peer, Protocol::kTCP, port);
+          const CompiledRule& rule = cp.rules[r.value.rule_id];
+          out.push_back(absl::StrCat(src.Id(), ">", dst.Id(), ":", port, " ",
+                                     policy::DirectionName(d), " ", r.allowed() ? "allow" : "deny",
+                                     " ", rule.policy, "#", rule.rule_index));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(CompilerPinned, RuleIdsSurviveAPolicyRemovedBeforeThem) {
+  auto before = CompilePolicy(Shop());
+  ASSERT_TRUE(before.ok());
+  const uint32_t web_rule = RuleIdOf(*before, "NetworkPolicy shop/web", 0, Direction::kEgress);
+  ASSERT_NE(web_rule, 0u);
+  // Without pins, removing the first policy renumbers the second's rules.
+  Cluster after_cluster = Shop();
+  after_cluster.policies.erase(after_cluster.policies.begin());
+  // And a new policy with a rule of its own.
+  after_cluster.policies.push_back(NetPol("ops", "mon", Sel({{"app", "mon"}}), kIngressOnly,
+                                          {Allow({NsPeer(Sel({{"team", "shop"}}))}, {Tcp(8080)})}));
+  auto unpinned = CompilePolicy(after_cluster);
+  ASSERT_TRUE(unpinned.ok());
+  EXPECT_NE(RuleIdOf(*unpinned, "NetworkPolicy shop/web", 0, Direction::kEgress), web_rule);
+
+  CompilerOptions o;
+  o.pinned_identities = PinsOf(*before);
+  o.pinned_rules = RulePinsOf(*before);
+  auto after = CompilePolicy(after_cluster, o);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(RuleIdOf(*after, "NetworkPolicy shop/web", 0, Direction::kEgress), web_rule);
+  const uint32_t fresh = RuleIdOf(*after, "NetworkPolicy ops/mon", 0);
+  ASSERT_NE(fresh, 0u);
+  for (const auto& [key, id] : o.pinned_rules) EXPECT_NE(fresh, id) << "a pinned id reused";
+  EXPECT_TRUE(after->rules[1].policy.empty()) << "the removed policy's ids stay free";
+  EXPECT_EQ(ComputeStats(*after).rules, ComputeStats(*unpinned).rules);
+  EXPECT_EQ(Verdicts(after_cluster, *after), Verdicts(after_cluster, *unpinned));
+  auto again = CompilePolicy(after_cluster, o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(DumpCompiledPolicy(*again), DumpCompiledPolicy(*after));
+
+  o.pinned_rules.begin()->second = 0;
+  auto bad = CompilePolicy(after_cluster, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("pinned_rules"), std::string::npos) << bad.status();
+  o.pinned_rules = RulePinsOf(*before);
+  std::next(o.pinned_rules.begin())->second = o.pinned_rules.begin()->second;
+  bad = CompilePolicy(after_cluster, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("pinned to two rules"), std::string::npos) << bad.status();
+}
+
+TEST(CompilerPinned, UnchangedTablesKeepTheirIdsAndEntries) {
+  // One table per identity, so that most tables are untouched by a change to one policy.
+  CompilerOptions first;
+  first.share_tables = false;
+  auto before = CompilePolicy(Shop(), first);
+  ASSERT_TRUE(before.ok());
+  Cluster changed = Shop();
+  changed.policies[0].ingress[0].ports = {Tcp(5433)};  // shop/db's table only
+  CompilerOptions o;
+  o.share_tables = false;
+  o.table_id_base = before->NextTableIdBase();
+  o.pinned_identities = PinsOf(*before);
+  o.pinned_rules = RulePinsOf(*before);
+  o.reuse_tables_of = &*before;
+  auto after = CompilePolicy(changed, o);
+  ASSERT_TRUE(after.ok()) << after.status();
+  for (const auto& [workload, binding] : after->endpoints) {
+    const uint32_t old_table = before->endpoints.at(workload).table_id;
+    if (workload == "shop/db") {
+      EXPECT_GE(binding.table_id, o.table_id_base) << "a changed table takes a new id";
+    } else {
+      EXPECT_EQ(binding.table_id, old_table) << workload << " keeps its table";
+      std::string a, b;
+      before->maps.peers.AppendTableContent(old_table, &a);
+      before->maps.ports.AppendTableContent(old_table, &a);
+      after->maps.peers.AppendTableContent(old_table, &b);
+      after->maps.ports.AppendTableContent(old_table, &b);
+      EXPECT_EQ(a, b);
+    }
+  }
+  EXPECT_EQ(after->NextTableIdBase(), o.table_id_base + 1);
+  // Tables stay sorted, and the verdicts are a fresh compile's.
+  for (size_t i = 1; i < after->tables.size(); ++i) {
+    EXPECT_LT(after->tables[i - 1].table_id, after->tables[i].table_id);
+  }
+  auto fresh = CompilePolicy(changed);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(Verdicts(changed, *after), Verdicts(changed, *fresh));
+  // Deterministic; and no reuse without the earlier compile.
+  auto again = CompilePolicy(changed, o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(DumpCompiledPolicy(*again), DumpCompiledPolicy(*after));
+  o.reuse_tables_of = nullptr;
+  auto no_reuse = CompilePolicy(changed, o);
+  ASSERT_TRUE(no_reuse.ok());
+  for (const auto& t : no_reuse->tables) EXPECT_GE(t.table_id, o.table_id_base);
+  // Ids at or above the base are never reused (they may be given out anew).
+  o.reuse_tables_of = &*before;
+  o.table_id_base = 1;
+  auto low = CompilePolicy(changed, o);
+  ASSERT_TRUE(low.ok());
+  std::set<uint32_t> ids;
+  for (const auto& t : low->tables) EXPECT_TRUE(ids.insert(t.table_id).second);
 }
 
 }  // namespace
