@@ -47,8 +47,18 @@ SERVICE_ACCOUNTS = ["web", "api", "db", "monitor", "default"]
 PROBE_PORTS = [80, 8080]
 # Our own echo servers (this script's `echo`) hold the long-lived connections here.
 HOLD_PORT = 9000
-# Named ports the generated policies use; some exist on no workload (they match nothing).
+# Named ports the generated policies use; "nope" exists on no workload (it matches nothing).
 PORT_NAMES = ["http", "alt", "alt-udp", "echo", "nope"]
+# Named ports of the workloads by app: one name stands for different numbers (and protocols)
+# on different workloads, so a named-port rule resolves per destination. The lab has no named
+# ports yet (Lab files cannot declare them); the static topology and gencheck use these.
+NAMED_PORTS = {
+    "web": [("http", 80, "TCP"), ("alt", 8080, "TCP")],
+    "api": [("http", 8080, "TCP"), ("echo", 9000, "TCP"), ("alt-udp", 8080, "UDP")],
+    "db": [("alt", 80, "TCP"), ("echo", 9000, "UDP")],
+    "monitor": [("alt-udp", 80, "UDP"), ("echo", 9000, "TCP")],
+    "backup": [],
+}
 
 V4_SUBNET = "10.211.0.0/24"
 V6_SUBNET = "fd00:b4:d1ff::/64"
@@ -65,6 +75,10 @@ EXCEPTS = {
     "::/0": ["fd00::/8"],
     "fd00::/8": ["fd00:b4::/32"],
 }
+
+
+def named_ports_of(labels):
+    return [{"name": n, "port": p, "protocol": pr} for n, p, pr in NAMED_PORTS[labels["app"]]]
 
 
 def workload_ids():
@@ -159,7 +173,8 @@ def cluster_doc(lab):
     for i, w in enumerate(spec["workloads"]):
         workloads.append({"name": w["name"], "namespace": w["namespace"], "labels": w["labels"],
                           "serviceAccount": w["serviceAccount"],
-                          "ips": [f"10.211.0.{i + 2}", f"fd00:b4:d1ff::{i + 2:x}"]})
+                          "ips": [f"10.211.0.{i + 2}", f"fd00:b4:d1ff::{i + 2:x}"],
+                          "ports": named_ports_of(w["labels"])})
     return {"apiVersion": "bulkhead.io/v1alpha1", "kind": "Inventory",
             "metadata": {"name": lab["metadata"]["name"]},
             "spec": {"namespaces": spec["namespaces"], "workloads": workloads}}
@@ -1023,6 +1038,7 @@ class StaticTopology(Lab):
                               "inv": {"name": w["name"], "namespace": w["namespace"],
                                       "labels": w["labels"],
                                       "serviceAccount": w["serviceAccount"], "ips": [v4, v6],
+                                      "ports": named_ports_of(w["labels"]),
                                       "netns": n, "hostInterface": h}})
             p = subprocess.Popen(["nsenter", f"--net=/run/netns/{n}", sys.executable,
                                   os.path.abspath(__file__), "echo", "--port",
