@@ -16,7 +16,14 @@
 import json
 import os
 import random
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 
 sys.dont_write_bytecode = True
 
@@ -506,9 +513,6 @@ def set_text(docs, seed, label):
 # simulate
 # ----------------------------------------------------------------------------------------------
 
-import subprocess  # noqa: E402
-
-
 def simulate_matrix(bulkhead, paths, protocol, port):
     """simulate --matrix on `paths`: {(src, dst): True when allowed}. Raises with simulate's
     diagnostics when the files do not load."""
@@ -545,7 +549,6 @@ def write_file_atomically(path, text):
 # ----------------------------------------------------------------------------------------------
 
 def gencheck(bulkhead, sets=30, first_seed=1):
-    import tempfile
     rng = random.Random(0)
     lab = lab_doc("gencheck", rng)
     failures = 0
@@ -640,7 +643,6 @@ def seed_from_env():
     return random.SystemRandom().randrange(1, 2**31)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Inside a workload's netns: an echo server, and a client that holds long-lived connections.
 # ----------------------------------------------------------------------------------------------
@@ -648,8 +650,6 @@ def seed_from_env():
 def echo_server(ports):
     """TCP and UDP echo on [::]:port for each port, both families (dual-stack sockets).
     Prints "ready" once all listen."""
-    import selectors
-    import socket
     sel = selectors.DefaultSelector()
     listeners = []
     for port, kind in [(p, k) for p in ports for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM)]:
@@ -696,9 +696,6 @@ def hold_client():
       {"op": "check", "token": T, "timeout": S}
         -> {"checked": {id: "alive" | "dead" | "closed: why"}}   (T echoed on each, in time?)
     Every connection keeps its 5-tuple for its whole life."""
-    import selectors
-    import socket
-    import time
     conns = {}  # id -> socket
 
     def exchange(targets, token, timeout):
@@ -807,14 +804,9 @@ def hold_client():
             print(json.dumps({"error": f"unknown op {req['op']}"}), flush=True)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # The lab, driven through `bulkhead lab` (docs/lab.md) and the agent's local API.
 # ----------------------------------------------------------------------------------------------
-
-import signal  # noqa: E402
-import time  # noqa: E402
-
 
 class LabError(RuntimeError):
     pass
@@ -872,7 +864,7 @@ class Lab:
         return self.status["cluster_inventory"]
 
     @property
-    def socket(self):
+    def agent_socket(self):
         return self.status["agent_socket"]
 
     def workloads(self):
@@ -902,7 +894,7 @@ class Lab:
 
     # -- the agent --
     def agent_status(self):
-        r = self.cmd("agent", "status", "--socket", self.socket, "-o", "json", check=False,
+        r = self.cmd("agent", "status", "--socket", self.agent_socket, "-o", "json", check=False,
                      timeout=10)
         if r.returncode != 0:
             return None
@@ -930,7 +922,7 @@ class Lab:
                        f"(still {old}; last error: {last or 'none'})")
 
     def explain(self, src, dst, protocol, port):
-        r = self.cmd("explain", "--socket", self.socket, "--from", src, "--to", dst, "--port",
+        r = self.cmd("explain", "--socket", self.agent_socket, "--from", src, "--to", dst, "--port",
                      str(port), "--protocol", protocol.lower(), check=False, timeout=10)
         return (r.stdout + r.stderr).rstrip()
 
@@ -973,7 +965,6 @@ class Lab:
 
     def in_netns(self, workload, argv, **kw):
         return subprocess.Popen(["nsenter", f"--net={self.netns_path(workload)}", *argv], **kw)
-
 
 
 class StaticTopology(Lab):
@@ -1061,7 +1052,7 @@ class StaticTopology(Lab):
                        "workloads": workloads, "agent": {}}
         argv = [self.bh, "agent", "--policies", self.policies_dir, "--inventory", inventory,
                 "--state-dir", os.path.join(self.dir, "state"), "--pin-root",
-                os.path.join(self.dir, "bpffs", "bulkhead"), "--socket", self.socket]
+                os.path.join(self.dir, "bpffs", "bulkhead"), "--socket", self.agent_socket]
         log = open(self.status["agent_log"], "ab")  # noqa: SIM115
         self.agent = subprocess.Popen(["nsenter", f"--net=/run/netns/{router}", *argv],
                                       stdout=log, stderr=log, start_new_session=True)
@@ -1378,7 +1369,6 @@ class DifferentialRun:
 
     # -- the whole run --
     def run(self):
-        import tempfile
         self.log(f"differential test: BULKHEAD_SEED={self.seed} ({self.sets} random policy sets)")
         self.tmp = tempfile.mkdtemp(prefix="bh-diff-")
         name = f"diff-{os.getpid()}-{self.rng.randrange(16**4):04x}"
@@ -1498,7 +1488,6 @@ class DifferentialRun:
         return out
 
     def cleanup(self):
-        import shutil
         if self.holds:
             self.holds.close()
         for p in self.echo:
