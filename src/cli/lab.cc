@@ -45,6 +45,7 @@ std::string WorkloadId(const std::string& text) {
 
 std::string PortsText(const std::vector<lab::LabPort>& ports) {
   std::vector<std::string> parts;
+  parts.reserve(ports.size());
   for (const auto& p : ports) {
     parts.push_back(absl::StrCat(p.port, "/", policy::ProtocolName(p.protocol)));
   }

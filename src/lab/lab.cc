@@ -571,16 +571,17 @@ DownReport Down(const LabNames& names, std::ostream& progress) {
     ProcessPluginExecutor exec(NetnsPath(host));
     std::vector<std::string> cni_path =
         st->cni_path.empty() ? DefaultCniPath(SelfExecutable()) : st->cni_path;
-    for (auto it = st->workloads.rbegin(); it != st->workloads.rend(); ++it) {
-      if (!it->cni_added) continue;
+    for (size_t i = st->workloads.size(); i-- > 0;) {
+      const WorkloadState& w = st->workloads[i];
+      if (!w.cni_added) continue;
       if (net.ok()) {
-        auto s = net->Del(WorkloadRuntime(*it), it->cni_result, cni_path, exec);
-        if (!s.ok()) r.warnings.push_back("CNI DEL of " + it->id + ": " + std::string(s.message()));
+        auto s = net->Del(WorkloadRuntime(w), w.cni_result, cni_path, exec);
+        if (!s.ok()) r.warnings.push_back("CNI DEL of " + w.id + ": " + std::string(s.message()));
       }
       if (lo.ok()) {
-        auto s = lo->Del(LoopbackRuntime(it->container_id, it->netns), Json(), cni_path, exec);
+        auto s = lo->Del(LoopbackRuntime(w.container_id, w.netns), Json(), cni_path, exec);
         if (!s.ok())
-          r.warnings.push_back("loopback DEL of " + it->id + ": " + std::string(s.message()));
+          r.warnings.push_back("loopback DEL of " + w.id + ": " + std::string(s.message()));
       }
     }
     if (!net.ok() && !absl::IsNotFound(net.status())) {

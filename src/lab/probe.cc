@@ -257,8 +257,8 @@ absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t
     Live& l = live[k];
     if (l.done) continue;
     Finish(l, results[begin + k], ProbeOutcome::kTimeout,
-           absl::StrCat(l.tcp && l.connected ? "connected, but no answer" : "no answer",
-                        " within ", timeout.count(), " ms"));
+           absl::StrCat(l.tcp && l.connected ? "connected, but no answer" : "no answer", " within ",
+                        timeout.count(), " ms"));
   }
   return absl::OkStatus();
 }

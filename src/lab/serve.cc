@@ -82,6 +82,7 @@ absl::Status Serve(const ServeOptions& options) {
   }
   std::string answer = ServerAnswer(options.answer);
   std::vector<pollfd> fds;
+  fds.reserve(listeners.size() + 1);
   for (const auto& l : listeners) fds.push_back({l.fd.get(), POLLIN, 0});
   if (options.stop_fd >= 0) fds.push_back({options.stop_fd, POLLIN, 0});
   while (true) {
