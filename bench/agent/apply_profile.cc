@@ -43,6 +43,7 @@ struct Timing {
 int Main(int argc, char** argv) {
   ScenarioOptions o;
   int runs = 7;
+  int compile_only = 0;  // N: load once, then only compile N times (for a profiler)
   std::string keep;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
@@ -58,6 +59,8 @@ int Main(int argc, char** argv) {
       runs = std::stoi(value);
     } else if (flag == "--keep") {
       keep = value;
+    } else if (flag == "--compile-only") {
+      compile_only = std::stoi(value);
     } else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
@@ -76,10 +79,32 @@ int Main(int argc, char** argv) {
   const std::vector<std::string> paths = {(dir / "rules").string(),
                                           (dir / "inventory.yaml").string()};
 
+  if (compile_only > 0) {
+    policy::LoadResult loaded = policy::LoadPaths(paths);
+    if (!loaded.ok()) return 1;
+    engine::CompilerOptions copts;
+    copts.node = o.node;
+    Timing t{"compile", {}};
+    for (int i = 0; i < compile_only; ++i) {
+      auto t0 = Clock::now();
+      auto compiled = engine::CompilePolicy(loaded.cluster, copts);
+      t.ms.push_back(Ms(Clock::now() - t0));
+      if (!compiled.ok()) return 1;
+    }
+    std::printf("compile only: median %.2f ms, max %.2f ms\n", t.Median(), t.Max());
+    if (keep.empty()) fs::remove_all(dir);
+    return 0;
+  }
+
   Timing read{"read the files' bytes (baseline)", {}};
   Timing load{"load + validate every file (policy::LoadPaths)", {}};
   Timing compile{"compile the node's view (PolicyCompiler::Create)", {}};
   Timing entries{"map entries as vectors (Entries())", {}};
+  Timing cached{"load, one file changed (policy::LoadCache)", {}};
+  Timing recompile{"recompile, pinned + tables reused", {}};
+  size_t reused_tables = 0, rewritten_tables = 0;
+  policy::LoadCache cache;
+  (void)policy::LoadPaths(paths, &cache);  // warm
   engine::CompileStats stats;
   size_t rules = 0, workloads = 0;
   for (int run = 0; run < runs; ++run) {
@@ -117,6 +142,34 @@ int Main(int argc, char** argv) {
     compile.ms.push_back(Ms(t3 - t2));
     entries.ms.push_back(Ms(t4 - t3));
     stats = engine::ComputeStats((*compiler)->compiled());
+    // One policy changes (the probe's port flips): what the agent does with its cache and
+    // the previous compile.
+    {
+      std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, run % 2 == 1);
+    }
+    auto t5 = Clock::now();
+    policy::LoadResult again = policy::LoadPaths(paths, &cache);
+    auto t6 = Clock::now();
+    if (!again.ok() || cache.parsed() != 1) {
+      std::fprintf(stderr, "cached load: %zu parsed\n", cache.parsed());
+      return 1;
+    }
+    const engine::CompiledPolicy& prev = (*compiler)->compiled();
+    engine::CompilerOptions next;
+    next.node = o.node;
+    next.table_id_base = prev.NextTableIdBase();
+    next.pinned_identities = engine::PinsOf(prev);
+    next.pinned_rules = engine::RulePinsOf(prev);
+    next.reuse_tables_of = &prev;
+    auto re = engine::CompilePolicy(again.cluster, next);
+    auto t7 = Clock::now();
+    if (!re.ok()) return 1;
+    cached.ms.push_back(Ms(t6 - t5));
+    recompile.ms.push_back(Ms(t7 - t6));
+    reused_tables = rewritten_tables = 0;
+    for (const auto& t : re->tables) {
+      (t.table_id < next.table_id_base ? reused_tables : rewritten_tables)++;
+    }
     rules = 0;
     for (const auto& p : loaded.cluster.policies) rules += p.ingress.size() + p.egress.size();
     workloads = loaded.cluster.workloads.size();
@@ -131,7 +184,9 @@ int Main(int argc, char** argv) {
               static_cast<double>(mallinfo2().uordblks) / (1 << 20));
   std::printf("\n%-52s %10s %10s %8s\n", "phase", "median ms", "max ms", "ratio");
   const double base = read.Median();
-  for (const Timing* t : {&read, &load, &compile, &entries}) {
+  std::printf("after one policy change: %zu tables reused, %zu rewritten\n", reused_tables,
+              rewritten_tables);
+  for (const Timing* t : {&read, &load, &compile, &entries, &cached, &recompile}) {
     std::printf("%-52s %10.2f %10.2f %7.1fx\n", t->name.c_str(), t->Median(), t->Max(),
                 base > 0 ? t->Median() / base : 0);
   }

@@ -464,7 +464,7 @@ bool PolicyCompiler::State::PredMatches(const PredRec& pred, const PeerRec& peer
 }
 
 void PolicyCompiler::State::IndexPredicates() {
-  std::map<std::string, uint32_t> by_canon;
+  absl::flat_hash_map<std::string, uint32_t> by_canon;
   for (const PolicyRec& prec : policies) {
     const policy::Policy& p = *prec.policy;
     for (int d = 0; d < 2; ++d) {
@@ -840,10 +840,33 @@ absl::Status PolicyCompiler::State::CompileAll() {
     AddPeer(std::move(peer));
   }
 
-  // Predicate matches. Pod predicates look only at the namespaces in their scope.
+  // Predicate matches. A pod predicate whose pod selector requires labels looks only at
+  // the workload identities that carry one of them (the rarest); the others look only at the
+  // namespaces in their scope.
+  std::map<std::pair<std::string, std::string>, std::vector<uint32_t>> by_label;
+  uint32_t first_cidr_peer = static_cast<uint32_t>(peers.size());
+  for (uint32_t p = 0; p < peers.size(); ++p) {
+    if (!peers[p].workload) {
+      first_cidr_peer = std::min(first_cidr_peer, p);
+      continue;
+    }
+    for (const auto& label : peers[p].key->labels) by_label[label].push_back(p);
+  }
+  const std::vector<uint32_t> no_peers;
   for (auto& pred : preds) {
     const policy::Peer& peer = *pred.peer;
-    if (peer.kind == policy::Peer::Kind::kPods) {
+    if (peer.kind == policy::Peer::Kind::kPods && peer.pod_selector &&
+        !peer.pod_selector->match_labels.empty()) {
+      const std::vector<uint32_t>* candidates = nullptr;
+      for (const auto& label : peer.pod_selector->match_labels) {
+        auto it = by_label.find(label);
+        const std::vector<uint32_t>* list = it == by_label.end() ? &no_peers : &it->second;
+        if (candidates == nullptr || list->size() < candidates->size()) candidates = list;
+      }
+      for (uint32_t p : *candidates) {
+        if (PredMatches(pred, peers[p])) pred.matches.push_back(p);  // ascending already
+      }
+    } else if (peer.kind == policy::Peer::Kind::kPods) {
       std::string fixed =
           FixedNamespace(peer.same_namespace, peer.namespace_selector, *pred.policy);
       for (const auto& [ns, members] : ns_peers) {
@@ -858,7 +881,7 @@ absl::Status PolicyCompiler::State::CompileAll() {
       }
       std::sort(pred.matches.begin(), pred.matches.end());
     } else {
-      for (uint32_t p = 0; p < peers.size(); ++p) {
+      for (uint32_t p = first_cidr_peer; p < peers.size(); ++p) {
         if (!peers[p].workload && PredMatches(pred, peers[p])) pred.matches.push_back(p);
       }
     }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <system_error>
 
@@ -154,9 +155,61 @@ std::string SupportedVersions(std::string_view kind) {
   return supported;
 }
 
+class Dispatcher;
+
+}  // namespace
+}  // namespace internal
+
+// One file as the last load through a LoadCache read it.
+struct LoadCache::Impl {
+  struct File {
+    std::string content;
+    internal::Collected collected;
+    std::vector<Diagnostic> diagnostics;
+    bool seen = false;  // by the current load
+  };
+  std::map<std::string, File> files;
+  size_t parsed = 0;
+  size_t reused = 0;
+};
+
+namespace internal {
+namespace {
+
+void Append(Collected& to, const Collected& from) {
+  to.keys.insert(to.keys.end(), from.keys.begin(), from.keys.end());
+  to.namespaces.insert(to.namespaces.end(), from.namespaces.begin(), from.namespaces.end());
+  to.workloads.insert(to.workloads.end(), from.workloads.begin(), from.workloads.end());
+  to.nodes.insert(to.nodes.end(), from.nodes.begin(), from.nodes.end());
+  to.policies.insert(to.policies.end(), from.policies.begin(), from.policies.end());
+}
+
 class Dispatcher {
  public:
-  Dispatcher(Collected* out, std::vector<Diagnostic>* diags) : out_(out), diags_(diags) {}
+  Dispatcher(Collected* out, std::vector<Diagnostic>* diags, LoadCache::Impl* cache = nullptr)
+      : out_(out), diags_(diags), cache_(cache) {}
+
+  // LoadContent, or what it produced for the same file and bytes at the last load.
+  void LoadFileContent(std::string content, const std::string& file) {
+    if (cache_ == nullptr) {
+      LoadContent(content, file);
+      return;
+    }
+    LoadCache::Impl::File& f = cache_->files[file];
+    if (!f.seen && f.content == content && !f.content.empty()) {
+      ++cache_->reused;
+    } else {
+      f.collected = Collected{};
+      f.diagnostics.clear();
+      Dispatcher parse(&f.collected, &f.diagnostics);
+      parse.LoadContent(content, file);
+      f.content = std::move(content);
+      ++cache_->parsed;
+    }
+    f.seen = true;
+    Append(*out_, f.collected);
+    diags_->insert(diags_->end(), f.diagnostics.begin(), f.diagnostics.end());
+  }
 
   void LoadContent(std::string_view content, const std::string& file) {
     YamlStream stream = ReadYamlStream(content);
@@ -366,6 +419,7 @@ class Dispatcher {
 
   Collected* out_;
   std::vector<Diagnostic>* diags_;
+  LoadCache::Impl* cache_;
 };
 
 // Manifests larger than this are refused rather than risking memory exhaustion.
@@ -405,7 +459,7 @@ void LoadFile(const std::string& file, Dispatcher& dispatcher, std::vector<Diagn
     diags->push_back(FileError(file, "cannot read"));
     return;
   }
-  dispatcher.LoadContent(content.str(), file);
+  dispatcher.LoadFileContent(std::move(content).str(), file);
 }
 
 void LoadPath(const std::string& path, Dispatcher& dispatcher, std::vector<Diagnostic>* diags) {
@@ -458,12 +512,25 @@ LoadResult Finish(Collected collected, std::vector<Diagnostic> diags) {
 }  // namespace
 }  // namespace internal
 
-LoadResult LoadPaths(const std::vector<std::string>& paths) {
+LoadResult LoadPaths(const std::vector<std::string>& paths) { return LoadPaths(paths, nullptr); }
+
+LoadCache::LoadCache() : impl_(std::make_unique<Impl>()) {}
+LoadCache::~LoadCache() = default;
+size_t LoadCache::parsed() const { return impl_->parsed; }
+size_t LoadCache::reused() const { return impl_->reused; }
+
+LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache) {
+  LoadCache::Impl* impl = cache == nullptr ? nullptr : cache->impl_.get();
+  if (impl != nullptr) {
+    impl->parsed = impl->reused = 0;
+    for (auto& [file, f] : impl->files) f.seen = false;
+  }
   internal::Collected collected;
   std::vector<Diagnostic> diags;
-  internal::Dispatcher dispatcher(&collected, &diags);
+  internal::Dispatcher dispatcher(&collected, &diags, impl);
   if (paths.empty()) diags.push_back(internal::FileError("", "no input files"));
   for (const std::string& p : paths) internal::LoadPath(p, dispatcher, &diags);
+  if (impl != nullptr) std::erase_if(impl->files, [](const auto& kv) { return !kv.second.seen; });
   return internal::Finish(std::move(collected), std::move(diags));
 }
 

@@ -2,6 +2,8 @@
 // policy::Cluster, applying API-server defaulting and reporting every error with its place.
 #pragma once
 
+#include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +33,34 @@ struct LoadResult {
 // sorted order) into one Cluster. All errors of all files are reported; when any error is
 // found the returned cluster must not be used.
 LoadResult LoadPaths(const std::vector<std::string>& paths);
+
+// Parsed files kept from one load to the next, for a caller that loads the same paths again
+// after a change (the agent, on every edit of its policy directory). A file whose path and
+// bytes are those it had at the previous load is not parsed again: its objects and
+// diagnostics are reused. Cross-object checks and defaulting always run over everything, so
+// the result is exactly LoadPaths(paths)'s. Files gone from a load are forgotten. Holds a
+// copy of each file's bytes and decoded objects.
+class LoadCache {
+ public:
+  LoadCache();
+  ~LoadCache();
+  LoadCache(const LoadCache&) = delete;
+  LoadCache& operator=(const LoadCache&) = delete;
+
+  // Files parsed and files reused by the last load through this cache.
+  size_t parsed() const;
+  size_t reused() const;
+
+  struct Impl;
+
+ private:
+  friend LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache);
+  std::unique_ptr<Impl> impl_;
+};
+
+// LoadPaths(paths), parsing only the files that changed since the last load through `cache`
+// (nullptr: parse everything).
+LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache);
 
 // Loads one in-memory document stream, as if it were a file named `file_name`.
 LoadResult LoadString(std::string_view content, std::string_view file_name);
