@@ -1,7 +1,11 @@
 // Agent: load -> validate -> compile -> write new tables -> switch endpoints -> delete old.
 #include "agent/agent.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -79,6 +83,51 @@ bool SameKey(const bulkhead_ipcache_key& a, const bulkhead_ipcache_key& b) {
   return std::memcmp(&a, &b, sizeof(a)) == 0;
 }
 
+// Writes `content` to `path` so that a reader (or a restarted agent) sees the old file or the
+// new one, never a part: a temporary file beside it, synced, renamed over it, and the
+// directory synced so that the rename survives a crash.
+absl::Status WriteFileAtomically(const fs::path& path, const std::string& content) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  const fs::path tmp = path.string() + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot write ", tmp.string(), ": ", strerror(errno)));
+  }
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = write(fd, content.data() + off, content.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      close(fd);
+      return absl::UnavailableError(
+          absl::StrCat("cannot write ", tmp.string(), ": ", strerror(err)));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (fsync(fd) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot sync ", tmp.string(), ": ", strerror(err)));
+  }
+  close(fd);
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp.string(), ": ", ec.message()));
+  }
+  int dfd = open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+constexpr const char* kSourceInventory = "inventory";
+constexpr const char* kSourceCni = "cni";
+
 }  // namespace
 
 Agent::Agent(AgentOptions options, datapath::IDatapath& datapath, InterfaceResolver resolver)
@@ -148,23 +197,308 @@ absl::Status Agent::SaveState() const {
   std::vector<std::string> keys;
   for (const auto& k : live_ipcache_) keys.push_back(KeyHex(k));
   j["ipcache"] = keys;
-  const fs::path dir(options_.state_dir);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  const fs::path tmp = dir / "state.json.tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(1) << "\n";
-    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", tmp.string()));
+  return WriteFileAtomically(fs::path(options_.state_dir) / "state.json", j.dump(1) + "\n");
+}
+
+absl::Status Agent::LoadEndpoints() {
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  const fs::path path = fs::path(options_.state_dir) / "endpoints.json";
+  std::ifstream in(path);
+  if (!in) return absl::OkStatus();  // none registered yet
+  // Refusing to start beats dropping what it lists: the pods it names would lose enforcement.
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("endpoints") ||
+      !j["endpoints"].is_array()) {
+    return absl::DataLossError(absl::StrCat(
+        path.string(), ": not an object with an \"endpoints\" list; fix or remove the file"));
   }
-  fs::rename(tmp, dir / "state.json", ec);
-  if (ec)
-    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp.string(), ": ", ec.message()));
+  std::map<std::string, EndpointRegistration> loaded;
+  for (size_t i = 0; i < j["endpoints"].size(); ++i) {
+    auto r = ParseRegistration(j["endpoints"][i], absl::StrCat("endpoints[", i, "]"));
+    if (!r.ok())
+      return absl::DataLossError(absl::StrCat(path.string(), ": ", r.status().message()));
+    const std::string id = r->id;
+    if (!loaded.emplace(id, *std::move(r)).second) {
+      return absl::DataLossError(
+          absl::StrCat(path.string(), ": endpoints[", i, "]: id ", id, " is listed twice"));
+    }
+  }
+  registrations_ = std::move(loaded);
+  if (!registrations_.empty()) {
+    spdlog::info("{} registered endpoints from {}", registrations_.size(), path.string());
+  }
   return absl::OkStatus();
+}
+
+absl::Status Agent::SaveEndpoints() const {
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& [id, r] : registrations_) list.push_back(r.ToJson());
+  nlohmann::json j{{"endpoints", std::move(list)}};
+  return WriteFileAtomically(fs::path(options_.state_dir) / "endpoints.json", j.dump(1) + "\n");
+}
+
+std::string Agent::CombinedHash(const std::string& files_hash) const {
+  // Without registrations the files alone make the hash (and the revision), as before CNI.
+  if (registrations_.empty()) return files_hash;
+  uint64_t h = Fnv1a(kFnvOffset, files_hash);
+  for (const auto& [id, r] : registrations_) {
+    h = Fnv1a(h, std::string_view("\0", 1));
+    h = Fnv1a(h, r.ToJson().dump());
+  }
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return std::string(buf);
+}
+
+namespace {
+
+// Why registration `r` cannot sit beside the files' workloads and the other registrations
+// (all but `r` itself): its workload name, an address or its host interface is taken.
+std::string Collision(const policy::Cluster& files,
+                      const std::map<std::string, EndpointRegistration>& registrations,
+                      const EndpointRegistration& r) {
+  const std::string workload = r.Workload();
+  std::vector<policy::IpAddr> ips;
+  for (const auto& text : r.ips) ips.push_back(*policy::IpAddr::Parse(text));
+  for (const policy::Workload& w : files.workloads) {
+    const std::string where =
+        absl::StrCat("the inventory's workload ", w.Id(), " (", w.source.ToString(), ")");
+    if (w.Id() == workload) return absl::StrCat("workload ", workload, " is ", where);
+    for (const auto& ip : ips) {
+      if (std::find(w.ips.begin(), w.ips.end(), ip) != w.ips.end()) {
+        return absl::StrCat("address ", ip.ToString(), " is used by ", where);
+      }
+    }
+    if (!w.host_interface.empty() && w.host_interface == r.host_interface) {
+      return absl::StrCat("hostInterface ", r.host_interface, " is used by ", where);
+    }
+  }
+  for (const auto& [id, other] : registrations) {
+    if (id == r.id) continue;
+    const std::string where =
+        absl::StrCat("registered endpoint ", id, " (workload ", other.Workload(), ")");
+    if (other.Workload() == workload) return absl::StrCat("workload ", workload, " is ", where);
+    for (const auto& ip : r.ips) {
+      if (std::find(other.ips.begin(), other.ips.end(), ip) != other.ips.end()) {
+        return absl::StrCat("address ", ip, " is used by ", where);
+      }
+    }
+    if (other.host_interface == r.host_interface) {
+      return absl::StrCat("hostInterface ", r.host_interface, " is used by ", where);
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string Agent::Conflict(const EndpointRegistration& r) const {
+  if (files_cluster_ == nullptr) return "";
+  return Collision(*files_cluster_, registrations_, r);
+}
+
+absl::StatusOr<policy::Cluster> Agent::Compose(const policy::Cluster& files) const {
+  policy::Cluster cluster = files;
+  if (!options_.node.empty()) {
+    for (policy::Workload& w : cluster.workloads) {
+      if (w.node.empty()) w.node = options_.node;
+    }
+  }
+  for (const auto& [id, r] : registrations_) {
+    // Registrations were checked against each other when added; the files may have changed
+    // since.
+    if (std::string c = Collision(files, {}, r); !c.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "registered endpoint ", id, " (workload ", r.Workload(), ") collides with the files: ", c,
+          "; change the inventory or delete the endpoint"));
+    }
+    if (cluster.FindNamespace(r.namespace_name) == nullptr) {
+      // As Kubernetes does for every namespace: its name is a label.
+      policy::Namespace ns;
+      ns.name = r.namespace_name;
+      ns.labels["kubernetes.io/metadata.name"] = r.namespace_name;
+      ns.implicit = true;
+      ns.source.file = absl::StrCat("endpoint ", id);
+      cluster.namespaces.push_back(std::move(ns));
+    }
+    policy::Workload w;
+    w.namespace_name = r.namespace_name;
+    w.name = r.name;
+    w.kind = "Pod";
+    w.labels = policy::Labels(r.labels.begin(), r.labels.end());
+    w.service_account = r.service_account;
+    for (const auto& text : r.ips) w.ips.push_back(*policy::IpAddr::Parse(text));
+    w.netns = r.netns;
+    w.host_interface = r.host_interface;
+    w.node = options_.node;
+    w.source.file = absl::StrCat("endpoint ", id);
+    cluster.workloads.push_back(std::move(w));
+  }
+  return cluster;
+}
+
+absl::Status Agent::ApplyRegistrations() {
+  if (files_cluster_ == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("no valid policy input has been applied yet",
+                     last_error_.empty() ? std::string() : absl::StrCat(" (", last_error_, ")")));
+  }
+  auto cluster = Compose(*files_cluster_);
+  if (!cluster.ok()) return cluster.status();
+  absl::Status st = Apply(*cluster, CombinedHash(files_hash_));
+  // The files on disk may be invalid while the last good ones are applied with the new
+  // registrations: status keeps saying so.
+  if (last_error_.empty() && !input_error_.empty()) last_error_ = input_error_;
+  return st;
+}
+
+void Agent::ForgetKernelEndpoint(const EndpointRegistration& r) {
+  uint32_t ifindex = 0;
+  for (const EndpointInfo& e : endpoints_) {
+    if (e.workload == r.Workload()) ifindex = e.ifindex;
+  }
+  if (ifindex != 0) {
+    // Detach first: an attached interface without config drops everything.
+    if (absl::Status st = datapath_.Detach(ifindex); !st.ok()) {
+      spdlog::warn("endpoint {}: cannot detach ifindex {}: {}", r.id, ifindex,
+                   std::string(st.message()));
+    }
+    if (absl::Status st = datapath_.DeleteEndpoint(ifindex); !st.ok()) {
+      spdlog::warn("endpoint {}: cannot delete ifindex {}: {}", r.id, ifindex,
+                   std::string(st.message()));
+    }
+  }
+  std::erase_if(endpoints_, [&](const EndpointInfo& e) { return e.workload == r.Workload(); });
+}
+
+absl::StatusOr<nlohmann::json> Agent::AddEndpoint(const EndpointRegistration& input) {
+  auto valid = ValidateRegistration(input);
+  if (!valid.ok()) return valid.status();
+  const EndpointRegistration& r = *valid;
+  if (auto it = registrations_.find(r.id); it != registrations_.end()) {
+    if (it->second == r) return GetEndpoint(r.id);  // a retried ADD
+    return absl::AlreadyExistsError(
+        absl::StrCat("endpoint ", r.id, " is already registered with other content (workload ",
+                     it->second.Workload(), ", ips ", absl::StrJoin(it->second.ips, ","),
+                     ", hostInterface ", it->second.host_interface, "); delete it first"));
+  }
+  if (files_cluster_ == nullptr) return ApplyRegistrations();  // says why not
+  if (std::string c = Conflict(r); !c.empty()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("endpoint ", r.id, " (workload ", r.Workload(), ") refused: ", c));
+  }
+  registrations_.emplace(r.id, r);
+  const std::string before = applied_hash_;
+  absl::Status st = ApplyRegistrations();
+  const EndpointInfo* info = FindEndpoint(r.Workload());
+  std::string why;
+  if (info == nullptr) {
+    why = st.ok() ? "the compile gave it no endpoint" : std::string(st.message());
+  } else if (info->ifindex == 0 || !info->error.empty()) {
+    why = info->error;
+  }
+  if (why.empty()) {
+    if (absl::Status saved = SaveEndpoints(); !saved.ok()) why = std::string(saved.message());
+  }
+  if (!why.empty()) {
+    registrations_.erase(r.id);
+    // Take it out of the kernel again if the apply got that far.
+    if (applied_hash_ != before) {
+      if (absl::Status undo = ApplyRegistrations(); !undo.ok()) {
+        spdlog::error("endpoint {}: cannot undo its apply: {}", r.id, std::string(undo.message()));
+        ForgetKernelEndpoint(r);
+      }
+    }
+    spdlog::warn("endpoint {} ({}) not registered: {}", r.id, r.Workload(), why);
+    return absl::FailedPreconditionError(absl::StrCat("endpoint ", r.id, " (workload ",
+                                                      r.Workload(), ") cannot be enforced: ", why));
+  }
+  spdlog::info("endpoint {} registered: {} on {} ({})", r.id, r.Workload(), r.host_interface,
+               absl::StrJoin(r.ips, ","));
+  return GetEndpoint(r.id);
+}
+
+absl::Status Agent::RemoveEndpoint(const std::string& id) {
+  auto it = registrations_.find(id);
+  if (it == registrations_.end()) return absl::OkStatus();  // CNI DEL is idempotent
+  const EndpointRegistration r = it->second;
+  registrations_.erase(it);
+  if (absl::Status st = SaveEndpoints(); !st.ok()) {
+    // Still listed on disk: a restarted agent would enforce it again. Keep it and say so.
+    registrations_.emplace(id, r);
+    return st;
+  }
+  absl::Status st = ApplyRegistrations();
+  if (FindEndpoint(r.Workload()) != nullptr) {
+    // The apply did not run (or did not get to the switch): the pod is gone either way, so
+    // its kernel entry goes directly; its ipcache entries go with the next apply.
+    spdlog::warn("endpoint {}: apply failed ({}); removing its kernel entry directly", id,
+                 std::string(st.message()));
+    ForgetKernelEndpoint(r);
+  }
+  spdlog::info("endpoint {} ({}) removed", id, r.Workload());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<nlohmann::json> Agent::GetEndpoint(const std::string& id) {
+  auto it = registrations_.find(id);
+  if (it == registrations_.end()) {
+    return absl::NotFoundError(absl::StrCat("endpoint ", id, " is not registered"));
+  }
+  const EndpointRegistration& r = it->second;
+  nlohmann::json j;
+  j["id"] = id;
+  j["workload"] = r.Workload();
+  j["source"] = kSourceCni;
+  j["endpoint"] = r.ToJson();
+  std::string why;
+  const EndpointInfo* info = FindEndpoint(r.Workload());
+  if (info == nullptr) {
+    why = last_error_.empty() ? "not applied" : absl::StrCat("not applied: ", last_error_);
+  } else {
+    j["ifindex"] = info->ifindex;
+    j["identity"] = info->identity;
+    j["table"] = info->table_id;
+    j["generation"] = info->generation;
+    j["mode"] = policy::ModeName(info->mode);
+    if (info->ifindex == 0 || !info->error.empty()) why = info->error;
+  }
+  if (why.empty()) {
+    // What the kernel holds, not what the agent meant to write.
+    auto now = resolver_(r.host_interface);
+    auto eps = datapath_.ListEndpoints();
+    auto attached = datapath_.ListAttached();
+    if (!now.ok()) {
+      why = std::string(now.status().message());
+    } else if (*now != info->ifindex) {
+      why = absl::StrCat("hostInterface ", r.host_interface, " is now ifindex ", *now,
+                         ", enforced ifindex ", info->ifindex);
+    } else if (!eps.ok() || !attached.ok()) {
+      why = std::string((!eps.ok() ? eps.status() : attached.status()).message());
+    } else {
+      auto e = std::find_if(eps->begin(), eps->end(), [&](const datapath::Endpoint& x) {
+        return x.ifindex == info->ifindex;
+      });
+      if (e == eps->end()) {
+        why = "no endpoint config in the kernel";
+      } else if (e->policy_table_id != info->table_id || e->identity != info->identity ||
+                 e->policy_generation != info->generation) {
+        why = absl::StrCat("the kernel holds identity ", e->identity, " table ", e->policy_table_id,
+                           " generation ", e->policy_generation);
+      } else if (std::find(attached->begin(), attached->end(), info->ifindex) == attached->end()) {
+        why = "programs not attached";
+      }
+    }
+  }
+  j["enforced"] = why.empty();
+  j["error"] = why;
+  return j;
 }
 
 absl::Status Agent::Start() {
   LoadState();
+  if (absl::Status st = LoadEndpoints(); !st.ok()) return st;
   auto eps = datapath_.ListEndpoints();
   if (!eps.ok()) return eps.status();
   auto tables = datapath_.ListPolicyTables();
@@ -184,11 +518,18 @@ absl::Status Agent::Reload(bool force) {
   auto hash = HashInputs();
   if (!hash.ok()) {
     last_error_ = std::string(hash.status().message());
+    input_error_ = last_error_;
     ++applies_failed_;
     spdlog::error("policy not applied (last good stays in force): {}", last_error_);
     return hash.status();
   }
-  if (!force && *hash == applied_hash_) {
+  const std::string combined = CombinedHash(*hash);
+  if (!force && combined == applied_hash_) {
+    // The files are back to what is applied: an error about other content is history.
+    if (!input_error_.empty()) {
+      if (last_error_ == input_error_) last_error_.clear();
+      input_error_.clear();
+    }
     if (!needs_retry_) return absl::OkStatus();
     // Re-apply only when a pending endpoint can now make progress: every apply bumps the
     // generation, which makes the datapath re-check every open flow.
@@ -199,24 +540,47 @@ absl::Status Agent::Reload(bool force) {
     if (!progress) return absl::OkStatus();
   }
 
-  policy::LoadResult loaded = policy::LoadPaths({options_.policies_dir, options_.inventory_file});
-  std::vector<std::string> errors;
-  for (const auto& d : loaded.diagnostics) {
-    if (d.severity == policy::Diagnostic::Severity::kError) {
-      errors.push_back(d.ToString());
-    } else if (d.severity == policy::Diagnostic::Severity::kWarning) {
-      spdlog::warn("{}", d.ToString());
+  // Unchanged files are not parsed again (a registration changed, or a retry).
+  policy::LoadResult loaded;
+  const bool reuse = files_cluster_ != nullptr && *hash == files_hash_;
+  if (!reuse) {
+    loaded = policy::LoadPaths({options_.policies_dir, options_.inventory_file});
+    std::vector<std::string> errors;
+    for (const auto& d : loaded.diagnostics) {
+      if (d.severity == policy::Diagnostic::Severity::kError) {
+        errors.push_back(d.ToString());
+      } else if (d.severity == policy::Diagnostic::Severity::kWarning) {
+        spdlog::warn("{}", d.ToString());
+      }
+    }
+    if (!loaded.ok()) {
+      last_error_ = absl::StrJoin(errors, "\n");
+      input_error_ = last_error_;
+      ++applies_failed_;
+      for (const auto& e : errors) spdlog::error("invalid policy input: {}", e);
+      spdlog::error("policy not applied; revision {} stays in force", revision());
+      needs_retry_ = false;
+      return absl::InvalidArgumentError(last_error_);
     }
   }
-  if (!loaded.ok()) {
-    last_error_ = absl::StrJoin(errors, "\n");
+  auto cluster = Compose(reuse ? *files_cluster_ : loaded.cluster);
+  if (!cluster.ok()) {
+    last_error_ = std::string(cluster.status().message());
+    input_error_ = last_error_;
     ++applies_failed_;
-    for (const auto& e : errors) spdlog::error("invalid policy input: {}", e);
-    spdlog::error("policy not applied; revision {} stays in force", revision());
+    spdlog::error("policy not applied; revision {} stays in force: {}", revision(), last_error_);
     needs_retry_ = false;
-    return absl::InvalidArgumentError(last_error_);
+    return cluster.status();
   }
-  absl::Status st = Apply(loaded.cluster, *hash);
+  absl::Status st = Apply(*cluster, combined);
+  if (applied_hash_ == combined) {
+    // Applied (an endpoint may still have failed its switch: Apply's error names it).
+    input_error_.clear();
+    if (!reuse) {
+      files_cluster_ = std::make_unique<policy::Cluster>(std::move(loaded.cluster));
+      files_hash_ = *hash;
+    }
+  }
   if (!st.ok()) {
     last_error_ = std::string(st.message());
     ++applies_failed_;
@@ -228,6 +592,7 @@ absl::Status Agent::Reload(bool force) {
 absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& hash) {
   engine::CompilerOptions copts;
   copts.table_id_base = next_table_base_;
+  copts.node = options_.node;
   auto compiler = engine::PolicyCompiler::Create(cluster, copts);
   if (!compiler.ok()) return compiler.status();
   const engine::CompiledPolicy& compiled = (*compiler)->compiled();
@@ -240,6 +605,13 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
     if (w == nullptr || w->host_interface.empty()) continue;
     EndpointInfo info;
     info.workload = id;
+    info.source = kSourceInventory;
+    for (const auto& [reg_id, r] : registrations_) {
+      if (r.namespace_name == w->namespace_name && r.name == w->name) {
+        info.source = kSourceCni;
+        info.id = reg_id;
+      }
+    }
     info.host_interface = w->host_interface;
     info.netns = w->netns;
     info.identity = binding.identity;
@@ -440,6 +812,8 @@ nlohmann::json Agent::StatusJson() const {
   j["policy_tables"] = live_tables_.size();
   j["policies_dir"] = options_.policies_dir;
   j["inventory"] = options_.inventory_file;
+  j["node"] = options_.node;
+  j["registered_endpoints"] = registrations_.size();
   return j;
 }
 
@@ -448,6 +822,8 @@ nlohmann::json Agent::EndpointsJson() const {
   for (const auto& e : endpoints_) {
     nlohmann::json j;
     j["workload"] = e.workload;
+    j["source"] = e.source;
+    j["id"] = e.id;
     j["interface"] = e.host_interface;
     j["netns"] = e.netns;
     j["ifindex"] = e.ifindex;

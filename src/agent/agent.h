@@ -1,5 +1,6 @@
-// Agent: keeps the kernel datapath in step with the policy directory and the inventory file
-// (standalone mode): load, validate, compile, apply atomically, adopt state after a restart.
+// Agent: keeps the kernel datapath in step with the policy directory, the inventory file and
+// the endpoints registered at run time by the CNI plugin (standalone mode): load, validate,
+// compile, apply atomically, adopt state after a restart.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/endpoint_registration.h"
 #include "datapath/datapath.h"
 #include "engine/compiler.h"
 #include "nlohmann/json.hpp"
@@ -20,7 +22,12 @@ namespace bulkhead::agent {
 struct AgentOptions {
   std::string policies_dir;    // watched; every *.yaml, *.yml, *.json below it
   std::string inventory_file;  // the Inventory (workloads, namespaces, nodes)
-  std::string state_dir;       // state.json (generation, applied ipcache keys); may be empty
+  std::string state_dir;       // state.json (generation, applied ipcache keys) and endpoints.json
+                               // (registered endpoints); may be empty (nothing persisted)
+  // This node's name: registered (CNI) endpoints are on it, and so are inventory workloads
+  // without a `node`; inventory workloads on other nodes are peers, not endpoints here.
+  // Empty: every workload is local.
+  std::string node;
 };
 
 // Resolves a host interface name to its ifindex (if_nametoindex in production).
@@ -29,6 +36,8 @@ using InterfaceResolver = std::function<absl::StatusOr<uint32_t>(const std::stri
 // One workload the agent enforces on (or wants to: `error` says why it cannot yet).
 struct EndpointInfo {
   std::string workload;  // "ns/name"
+  std::string source;    // "inventory" or "cni"
+  std::string id;        // the registration id of a "cni" endpoint
   std::string host_interface;
   std::string netns;
   uint32_t ifindex = 0;  // 0 while unresolved
@@ -65,6 +74,20 @@ class Agent {
   // good policy in force and becomes last_error.
   absl::Status Reload(bool force = false);
 
+  // Registers a workload (CNI ADD) and applies it before returning: on success its endpoint
+  // is enforced (default deny included). Re-adding an identical registration is a no-op;
+  // a different registration under the same id, a workload name or address already in use,
+  // or an interface that cannot be enforced are refused and nothing changes. Persisted in
+  // the state dir (endpoints.json, replaced atomically). Returns GetEndpoint's answer.
+  absl::StatusOr<nlohmann::json> AddEndpoint(const EndpointRegistration& registration);
+  // Removes a registration and its kernel state (CNI DEL). An unknown id is not an error.
+  absl::Status RemoveEndpoint(const std::string& id);
+  // A registration and whether the kernel enforces it now (CNI CHECK): NotFound when unknown.
+  absl::StatusOr<nlohmann::json> GetEndpoint(const std::string& id);
+  const std::map<std::string, EndpointRegistration>& registrations() const {
+    return registrations_;
+  }
+
   // True when some workload could not be applied yet (its interface is missing, or the
   // last datapath write failed): the loop retries.
   bool NeedsRetry() const { return needs_retry_; }
@@ -96,8 +119,21 @@ class Agent {
   struct Input;
   absl::StatusOr<std::string> HashInputs() const;
   absl::Status Apply(const policy::Cluster& cluster, const std::string& hash);
+  // The files' cluster with the registered endpoints added (and inventory workloads without
+  // a node placed on this one); an error when a registration collides with the files.
+  absl::StatusOr<policy::Cluster> Compose(const policy::Cluster& files) const;
+  // Applies the last good files with the current registrations.
+  absl::Status ApplyRegistrations();
+  std::string CombinedHash(const std::string& files_hash) const;
+  // Why `r` cannot join the last good files and the other registrations ("" when it can).
+  std::string Conflict(const EndpointRegistration& r) const;
   absl::Status SaveState() const;
   void LoadState();
+  absl::Status LoadEndpoints();
+  absl::Status SaveEndpoints() const;
+  // Detaches and deletes a registered endpoint's kernel entry directly (when no apply can
+  // run).
+  void ForgetKernelEndpoint(const EndpointRegistration& r);
   const RuleTable* RulesForTable(uint32_t table_id) const;
   const EndpointInfo* FindEndpoint(const std::string& workload) const;
   const EndpointInfo* FindEndpointByIfindex(uint32_t ifindex) const;
@@ -109,8 +145,14 @@ class Agent {
 
   bool ready_ = false;
   bool needs_retry_ = false;
-  std::string applied_hash_;
-  std::string state_hash_;  // content hash a previous agent applied (state.json)
+  std::string applied_hash_;  // files and registrations together
+  // The last files that loaded and applied without error, and their content hash: what
+  // registrations are applied with while the files on disk are invalid.
+  std::unique_ptr<policy::Cluster> files_cluster_;
+  std::string files_hash_;
+  std::map<std::string, EndpointRegistration> registrations_;  // by id
+  std::string input_error_;  // why the files on disk are not applied ("" when they are)
+  std::string state_hash_;   // content hash a previous agent applied (state.json)
   uint64_t revision_counter_ = 0;
   std::string last_error_;
   uint64_t applies_ok_ = 0;

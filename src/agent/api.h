@@ -19,8 +19,10 @@ struct ObserveFilter {
   bool Matches(const nlohmann::json& event) const;
 };
 
-// Answers one request: {"method": "status"|"endpoints"|"explain"|"reload"|"observe", ...}.
-// The response is {"ok": true, "result": ...} or {"ok": false, "error": "..."}. For
+// Answers one request: {"method": "status"|"endpoints"|"explain"|"reload"|"observe"|
+// "endpoint-add"|"endpoint-del"|"endpoint-get", ...}. The response is
+// {"ok": true, "result": ...} or {"ok": false, "error": "...", "code": "..."} (code: see
+// ErrorCodeName in client.h; the older methods may omit it). For
 // "observe", *observe is set and the caller streams {"event": {...}} lines afterwards.
 nlohmann::json HandleRequest(Agent& agent, const nlohmann::json& request,
                              std::optional<ObserveFilter>* observe);

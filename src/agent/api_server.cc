@@ -1,6 +1,7 @@
 // Agent API: request dispatch and observe filters (transport in run.cc).
 #include "absl/strings/ascii.h"
 #include "agent/api.h"
+#include "agent/client.h"
 
 namespace bulkhead::agent {
 
@@ -28,6 +29,21 @@ nlohmann::json HandleRequest(Agent& agent, const nlohmann::json& request,
   auto error = [](const std::string& message) {
     return nlohmann::json{{"ok", false}, {"error", message}};
   };
+  // An error with its kind, so that a client (bulkhead-cni) can tell "try again later" from
+  // "refused".
+  auto failed = [](const absl::Status& st) {
+    return nlohmann::json{
+        {"ok", false}, {"error", std::string(st.message())}, {"code", ErrorCodeName(st.code())}};
+  };
+  // The "id" of endpoint-del and endpoint-get.
+  auto id_of = [](const nlohmann::json& req, std::string* id) -> absl::Status {
+    if (!req.contains("id")) return absl::InvalidArgumentError("id: missing");
+    if (!req["id"].is_string() || req["id"].get<std::string>().empty()) {
+      return absl::InvalidArgumentError("id: must be a non-empty string");
+    }
+    *id = req["id"].get<std::string>();
+    return absl::OkStatus();
+  };
   auto ok = [](nlohmann::json result) {
     return nlohmann::json{{"ok", true}, {"result", std::move(result)}};
   };
@@ -53,6 +69,30 @@ nlohmann::json HandleRequest(Agent& agent, const nlohmann::json& request,
                              absl::AsciiStrToLower(request.value("protocol", "tcp")));
       if (!r.ok()) return error(std::string(r.status().message()));
       return ok(*r);
+    }
+    if (method == "endpoint-add") {
+      if (!request.contains("endpoint")) {
+        return failed(absl::InvalidArgumentError("endpoint: missing"));
+      }
+      auto r = ParseRegistration(request["endpoint"], "endpoint");
+      if (!r.ok()) return failed(r.status());
+      auto added = agent.AddEndpoint(*r);
+      if (!added.ok()) return failed(added.status());
+      return ok(*added);
+    }
+    if (method == "endpoint-del") {
+      std::string id;
+      if (absl::Status st = id_of(request, &id); !st.ok()) return failed(st);
+      const bool known = agent.registrations().count(id) != 0;
+      if (absl::Status st = agent.RemoveEndpoint(id); !st.ok()) return failed(st);
+      return ok(nlohmann::json{{"id", id}, {"removed", known}});
+    }
+    if (method == "endpoint-get") {
+      std::string id;
+      if (absl::Status st = id_of(request, &id); !st.ok()) return failed(st);
+      auto got = agent.GetEndpoint(id);
+      if (!got.ok()) return failed(got.status());
+      return ok(*got);
     }
     if (method == "observe") {
       ObserveFilter f;

@@ -1,5 +1,5 @@
 // Client side of the agent's local API (used by `bulkhead agent status`, `endpoints`,
-// `observe` and `explain`).
+// `observe`, `explain` and by `bulkhead-cni`).
 #pragma once
 
 #include <functional>
@@ -14,9 +14,18 @@ namespace bulkhead::agent {
 inline constexpr const char* kDefaultSocket = "/run/bulkhead/agent.sock";
 
 // Sends one request and returns the "result" of a successful response; an {"ok": false}
-// response becomes an error carrying the agent's message.
+// response becomes an error carrying the agent's message, with the status code the agent
+// named in "code" (FailedPrecondition when it named none). Not reaching the agent, or losing
+// it before the answer, is Unavailable; no answer within timeout_ms (> 0) is
+// DeadlineExceeded.
 absl::StatusOr<nlohmann::json> CallAgent(const std::string& socket_path,
-                                         const nlohmann::json& request);
+                                         const nlohmann::json& request, int timeout_ms = 0);
+
+// The "code" of an {"ok": false} response: the status code in lower case
+// ("invalid_argument", "already_exists", "not_found", "failed_precondition", ...), and back
+// (unknown names give kFailedPrecondition).
+std::string ErrorCodeName(absl::StatusCode code);
+absl::StatusCode ErrorCodeFromName(std::string_view name);
 
 // Sends an "observe" request and calls `on_event` with each event until the agent closes the
 // stream or on_event returns false.

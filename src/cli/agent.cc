@@ -42,6 +42,11 @@ class AgentCommand : public Subcommand {
         ->type_name("PATH");
     app_->add_option("--metrics", metrics_, "Serve Prometheus metrics on a loopback HOST:PORT")
         ->type_name("ADDR");
+    node_opt_ =
+        app_->add_option("--node", node_,
+                         "This node's name (default: the hostname): CNI endpoints and inventory "
+                         "workloads without a node are local; \"\" makes every workload local")
+            ->type_name("NAME");
     app_->require_subcommand(0, 1);
 
     status_ = app_->add_subcommand("status", "Ask the running agent whether it is ready");
@@ -105,7 +110,18 @@ class AgentCommand : public Subcommand {
       return kExitError;
     }
     spdlog::info("datapath {} at {}", (*dp)->adopted() ? "adopted" : "created", pin_root_);
-    agent::AgentOptions aopts{policies_, inventory_, state_dir_};
+    if (node_opt_->count() == 0) {
+      char host[256] = {};
+      if (gethostname(host, sizeof(host) - 1) != 0) {
+        term.err << "bulkhead agent: error: cannot read the hostname (" << strerror(errno)
+                 << "); pass --node\n";
+        close(lock_fd);
+        return kExitError;
+      }
+      node_ = host;
+    }
+    agent::AgentOptions aopts{policies_, inventory_, state_dir_, node_};
+    spdlog::info("node {}", node_.empty() ? "(none: every workload is local)" : node_);
     agent::Agent a(aopts, **dp, [](const std::string& name) -> absl::StatusOr<uint32_t> {
       unsigned idx = if_nametoindex(name.c_str());
       if (idx == 0) {
@@ -131,6 +147,8 @@ class AgentCommand : public Subcommand {
   std::string socket_ = agent::kDefaultSocket;
   std::string status_socket_;
   std::string metrics_;
+  std::string node_;
+  CLI::Option* node_opt_ = nullptr;
   std::string output_ = "text";
 };
 

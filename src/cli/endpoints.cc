@@ -32,6 +32,7 @@ class EndpointsCommand : public Subcommand {
     Style style(term.color);
     std::vector<std::vector<Cell>> rows;
     rows.push_back({{"WORKLOAD", Color::kBold},
+                    {"SOURCE", Color::kBold},
                     {"INTERFACE", Color::kBold},
                     {"IFINDEX", Color::kBold},
                     {"IDENTITY", Color::kBold},
@@ -42,6 +43,7 @@ class EndpointsCommand : public Subcommand {
     for (const auto& e : *r) {
       const std::string err = e.value("error", "");
       rows.push_back({{e.value("workload", "")},
+                      {e.value("source", "")},
                       {e.value("interface", "")},
                       {std::to_string(e.value("ifindex", 0))},
                       {std::to_string(e.value("identity", 0))},

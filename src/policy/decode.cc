@@ -217,6 +217,31 @@ std::string EscapeInvalidUtf8(std::string_view s) {
   return out;
 }
 
+// IFNAMSIZ is 16 including the NUL.
+constexpr size_t kMaxInterfaceName = 15;
+
+std::string CheckInterfaceName(std::string_view s) {
+  if (s.empty() || s.size() > kMaxInterfaceName) return "must be 1 to 15 characters";
+  if (s == "." || s == "..") return "must not be . or ..";
+  for (char c : s) {
+    if (c == '/' || c == ':' || c <= ' ' || c == 0x7f) {
+      return "must not contain '/', ':', spaces or control characters";
+    }
+  }
+  return "";
+}
+
+std::string CheckNetns(std::string_view s) {
+  if (s.empty()) return "must not be empty";
+  for (char c : s) {
+    if (c <= ' ' || c == 0x7f) return "must not contain spaces or control characters";
+  }
+  if (s.find('/') != std::string_view::npos && s.front() != '/') {
+    return "must be a name under /var/run/netns or an absolute path";
+  }
+  return "";
+}
+
 bool IsUsableName(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
     return c > ' ' && c < 0x7f && c != '/' && c != '%';

@@ -138,6 +138,10 @@ std::string CheckDns1123Subdomain(std::string_view s);  // most object names: <=
 std::string CheckLabelKey(std::string_view s);          // [prefix/]name
 std::string CheckLabelValue(std::string_view s);
 std::string CheckPortName(std::string_view s);  // IANA_SVC_NAME
+// Inventory and CNI endpoint fields: a host interface name (IFNAMSIZ), and a netns given as
+// a name under /var/run/netns or an absolute path.
+std::string CheckInterfaceName(std::string_view s);
+std::string CheckNetns(std::string_view s);
 // UTF-8 handling: the model and diagnostics only ever hold valid UTF-8 (JSON output of
 // either must not fail on a stray byte from the input).
 bool IsValidUtf8(std::string_view s);

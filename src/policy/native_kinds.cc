@@ -11,30 +11,6 @@ namespace {
 
 // The kernel keeps a task's command name in 16 bytes including the terminating NUL.
 constexpr size_t kMaxCommLength = 15;
-// IFNAMSIZ is 16 including the NUL.
-constexpr size_t kMaxInterfaceName = 15;
-
-std::string CheckInterfaceName(std::string_view s) {
-  if (s.empty() || s.size() > kMaxInterfaceName) return "must be 1 to 15 characters";
-  if (s == "." || s == "..") return "must not be . or ..";
-  for (char c : s) {
-    if (c == '/' || c == ':' || c <= ' ' || c == 0x7f) {
-      return "must not contain '/', ':', spaces or control characters";
-    }
-  }
-  return "";
-}
-
-std::string CheckNetns(std::string_view s) {
-  if (s.empty()) return "must not be empty";
-  for (char c : s) {
-    if (c <= ' ' || c == 0x7f) return "must not contain spaces or control characters";
-  }
-  if (s.find('/') != std::string_view::npos && s.front() != '/') {
-    return "must be a name under /var/run/netns or an absolute path";
-  }
-  return "";
-}
 
 void DecodeInventoryNamespace(ObjectContext& ctx, const Field& f) {
   Decoder& d = *ctx.d;

@@ -51,7 +51,7 @@ class AgentTest : public ::testing::Test {
     Write("inventory.yaml", kInventory);
     Write("policies/api.yaml", kApiPolicy);
     options_ = AgentOptions{(dir_ / "policies").string(), (dir_ / "inventory.yaml").string(),
-                            (dir_ / "state").string()};
+                            (dir_ / "state").string(), /*node=*/""};
   }
   void TearDown() override { fs::remove_all(dir_); }
 

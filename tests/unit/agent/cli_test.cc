@@ -84,7 +84,8 @@ spec:
   - from: [{podSelector: {matchLabels: {app: a}}}]
     ports: [{port: 80}]
 )";
-  AgentOptions options{(dir / "policies").string(), (dir / "inventory.yaml").string(), ""};
+  AgentOptions options{(dir / "policies").string(), (dir / "inventory.yaml").string(), "",
+                       /*node=*/""};
   datapath::FakeDatapath dp;
   Agent agent(options, dp, [](const std::string& n) -> absl::StatusOr<uint32_t> {
     return n == "va" ? 21u : 22u;
