@@ -936,7 +936,12 @@ class Lab:
                 "--family", ",".join(str(f) for f in families), "-o", "json"]
         if timeout_ms:
             args += ["--timeout", str(timeout_ms)]
-        r = self.cmd(*args, check=False)
+        try:
+            # Every probe has its own timeout (1 s by default): a minute means a hung prober.
+            r = self.cmd(*args, check=False, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"`bulkhead {' '.join(args)}` did not finish within 60 s: the lab's "
+                           "prober hung (no verdict was read)") from None
         if r.returncode != 0:
             raise LabError(f"`bulkhead {' '.join(args)}` exited {r.returncode}:\n"
                            f"{r.stderr.rstrip()}")
@@ -1265,8 +1270,9 @@ class DifferentialRun:
         real = [m for m in mismatches if not m[5]]
         blocked = [m for m in mismatches if m[5]]
         if blocked:
-            # One more matrix, never more: a flow that connects in it was a lost datagram.
-            again = self.lab.probe_matrix(ports, self.PROTOCOLS, families)
+            # One more matrix (3 s per probe), never more: a flow that connects in it was a
+            # lost datagram.
+            again = self.lab.probe_matrix(ports, self.PROTOCOLS, families, timeout_ms=3000)
             for m in blocked:
                 s, d, proto, port, fam = m[:5]
                 if again[(fam, proto, port)][(s, d)]:

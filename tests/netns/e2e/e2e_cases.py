@@ -230,7 +230,8 @@ def replay_in_lab(bulkhead):
                         # One more matrix, never more: a lost datagram is not a verdict (a
                         # flow that passed where it should not is never probed again).
                         if again is None:
-                            again = lab.probe_matrix([case.port], [case.protocol], [4, 6])
+                            again = lab.probe_matrix([case.port], [case.protocol], [4, 6],
+                                                     timeout_ms=3000)
                         if again[(fam, proto, port)][(src, dst)]:
                             print(f"note: {case.name}: {src} -> {dst} {proto}/{port} IPv{fam} "
                                   "connected when probed again")
