@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -79,9 +80,17 @@ std::optional<bulkhead_ipcache_key> KeyFromHex(const std::string& hex) {
   return key;
 }
 
-bool SameKey(const bulkhead_ipcache_key& a, const bulkhead_ipcache_key& b) {
-  return std::memcmp(&a, &b, sizeof(a)) == 0;
+using Clock = std::chrono::steady_clock;
+double MsSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
+
+// Orders ipcache keys by their bytes (for sets of keys).
+struct KeyLess {
+  bool operator()(const bulkhead_ipcache_key& a, const bulkhead_ipcache_key& b) const {
+    return std::memcmp(&a, &b, sizeof(a)) < 0;
+  }
+};
 
 // Writes `content` to `path` so that a reader (or a restarted agent) sees the old file or the
 // new one, never a part: a temporary file beside it, synced, renamed over it, and the
@@ -543,8 +552,11 @@ absl::Status Agent::Reload(bool force) {
   // Unchanged files are not parsed again (a registration changed, or a retry).
   policy::LoadResult loaded;
   const bool reuse = files_cluster_ != nullptr && *hash == files_hash_;
+  last_load_ms_ = 0;
   if (!reuse) {
-    loaded = policy::LoadPaths({options_.policies_dir, options_.inventory_file});
+    const auto load_start = Clock::now();
+    loaded = policy::LoadPaths({options_.policies_dir, options_.inventory_file}, &load_cache_);
+    last_load_ms_ = MsSince(load_start);
     std::vector<std::string> errors;
     for (const auto& d : loaded.diagnostics) {
       if (d.severity == policy::Diagnostic::Severity::kError) {
@@ -590,12 +602,26 @@ absl::Status Agent::Reload(bool force) {
 }
 
 absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& hash) {
+  const auto apply_start = Clock::now();
   engine::CompilerOptions copts;
   copts.table_id_base = next_table_base_;
   copts.node = options_.node;
+  // Numbers and tables carried over from the compile in force: an identity or rule number
+  // keeps its meaning, and a table whose entries did not change keeps its id, so it is
+  // neither written again nor switched to.
+  const engine::CompiledPolicy* prev = compiler_ != nullptr ? &compiler_->compiled() : nullptr;
+  if (prev != nullptr) {
+    copts.pinned_identities = engine::PinsOf(*prev);
+    copts.pinned_rules = engine::RulePinsOf(*prev);
+    copts.reuse_tables_of = prev;
+  }
   auto compiler = engine::PolicyCompiler::Create(cluster, copts);
   if (!compiler.ok()) return compiler.status();
   const engine::CompiledPolicy& compiled = (*compiler)->compiled();
+  ApplyTimes times;
+  times.load = last_load_ms_;
+  times.compile = MsSince(apply_start);
+  const auto kernel_start = Clock::now();
 
   // Which workloads get an endpoint here: those the inventory gives a host interface.
   std::vector<EndpointInfo> desired;
@@ -628,29 +654,79 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
     desired.push_back(std::move(info));
   }
 
-  // 1. New tables beside the old ones (fresh ids: nothing points at them yet).
+  // 1. New tables beside the old ones (fresh ids: nothing points at them yet). Tables with
+  // ids below the base are tables in force that the compile kept: already in the kernel.
   datapath::PolicyTables tables;
-  tables.peers = compiled.maps.peers.Entries();
-  tables.ports = compiled.maps.ports.Entries();
-  std::vector<uint32_t> new_tables;
-  for (const auto& t : compiled.tables) new_tables.push_back(t.table_id);
+  for (const auto& e : compiled.maps.peers.Entries()) {
+    if (e.first.table_id >= copts.table_id_base) tables.peers.push_back(e);
+  }
+  for (const auto& e : compiled.maps.ports.Entries()) {
+    if (e.first.table_id >= copts.table_id_base) tables.ports.push_back(e);
+  }
+  std::vector<uint32_t> new_tables, fresh_tables;
+  for (const auto& t : compiled.tables) {
+    new_tables.push_back(t.table_id);
+    if (t.table_id >= copts.table_id_base) fresh_tables.push_back(t.table_id);
+  }
+  times.tables_written = fresh_tables.size();
+  times.tables_kept = new_tables.size() - fresh_tables.size();
   if (absl::Status st = datapath_.WritePolicyTables(tables); !st.ok()) {
-    (void)datapath_.DeletePolicyTables(new_tables);
+    (void)datapath_.DeletePolicyTables(fresh_tables);
     return st;
   }
   // 2. The ipcache: new and changed entries (stale ones go after the switch).
   auto ipcache = compiled.maps.ipcache.Entries();
-  if (absl::Status st = datapath_.UpsertIpcache(ipcache); !st.ok()) {
-    (void)datapath_.DeletePolicyTables(new_tables);
+  std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>> ipcache_changes;
+  for (const auto& e : ipcache) {
+    const bulkhead_ipcache_value* old =
+        prev != nullptr ? prev->maps.ipcache.Find(e.first) : nullptr;
+    if (old == nullptr || old->identity != e.second.identity || old->flags != e.second.flags) {
+      ipcache_changes.push_back(e);
+    }
+  }
+  if (absl::Status st = datapath_.UpsertIpcache(ipcache_changes); !st.ok()) {
+    (void)datapath_.DeletePolicyTables(fresh_tables);
     return st;
   }
-  // 3. Switch every endpoint: config (identity, table, generation, mode) in one map write,
-  // before the filters are attached, so an interface never runs without config.
-  ++generation_;
+  times.ipcache_written = ipcache_changes.size();
+  std::set<bulkhead_ipcache_key, KeyLess> wanted_keys;
+  for (const auto& e : ipcache) wanted_keys.insert(e.first);
+  std::vector<bulkhead_ipcache_key> stale;
+  for (const auto& k : live_ipcache_) {
+    if (wanted_keys.count(k) == 0) stale.push_back(k);
+  }
+  // When an address may now belong to another identity, every endpoint's open flows are
+  // re-checked; otherwise only those of endpoints whose table or config changed.
+  const bool addresses_moved = prev == nullptr || !ipcache_changes.empty() || !stale.empty();
+  std::map<std::string, const EndpointInfo*> before;
+  for (const auto& e : endpoints_) before[e.workload] = &e;
+  auto unchanged = [&](const EndpointInfo& info) {
+    auto it = before.find(info.workload);
+    if (it == before.end()) return false;
+    const EndpointInfo& b = *it->second;
+    return b.error.empty() && b.ifindex == info.ifindex && b.identity == info.identity &&
+           b.table_id == info.table_id && b.mode == info.mode && b.ips == info.ips;
+  };
+  auto attached = [&](const EndpointInfo& info) {
+    auto it = before.find(info.workload);
+    return it != before.end() && it->second->error.empty() && it->second->ifindex == info.ifindex;
+  };
+  // 3. Switch the endpoints that changed: config (identity, table, generation, mode) in one
+  // map write, before the filters are attached, so an interface never runs without config.
+  bool switching = false;
+  for (const auto& info : desired) {
+    if (info.ifindex != 0 && (addresses_moved || !unchanged(info))) switching = true;
+  }
+  if (switching) ++generation_;
   absl::Status first_error;
   std::set<uint32_t> keep;
   for (auto& info : desired) {
     if (info.ifindex == 0) continue;
+    if (!addresses_moved && unchanged(info)) {
+      info.generation = before.at(info.workload)->generation;
+      keep.insert(info.ifindex);
+      continue;
+    }
     datapath::Endpoint ep;
     ep.ifindex = info.ifindex;
     ep.endpoint_id = info.ifindex;
@@ -666,7 +742,8 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
       ep.addresses.push_back(a);
     }
     absl::Status st = datapath_.UpsertEndpoint(ep);
-    if (st.ok()) st = datapath_.Attach(info.ifindex);
+    // Filters already attached by this agent stay; new interfaces get them.
+    if (st.ok() && !attached(info)) st = datapath_.Attach(info.ifindex);
     if (!st.ok()) {
       info.error = std::string(st.message());
       missing = true;
@@ -675,6 +752,7 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
     }
     info.generation = generation_;
     keep.insert(info.ifindex);
+    ++times.endpoints_switched;
   }
   // 4. Endpoints that are gone: detach first (an attached interface without config drops
   // everything), then delete.
@@ -702,12 +780,6 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
     }
   }
   // 5. Stale ipcache entries and the old tables.
-  std::vector<bulkhead_ipcache_key> stale;
-  for (const auto& k : live_ipcache_) {
-    bool still = std::any_of(ipcache.begin(), ipcache.end(),
-                             [&](const auto& e) { return SameKey(e.first, k); });
-    if (!still) stale.push_back(k);
-  }
   if (!stale.empty()) {
     if (absl::Status st = datapath_.DeleteIpcache(stale); !st.ok()) {
       spdlog::warn("cannot delete stale ipcache entries: {}", std::string(st.message()));
@@ -753,13 +825,27 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
     last_error_ = std::string(first_error.message());
   }
   ++applies_ok_;
+  times.kernel = MsSince(kernel_start);
   if (absl::Status st = SaveState(); !st.ok()) spdlog::warn("{}", std::string(st.message()));
-  spdlog::info("applied revision {}: {} endpoints, {} tables, generation {}", revision(),
-               keep.size(), new_tables.size(), generation_);
+  times.total = times.load + MsSince(apply_start);
+  last_apply_ = times;
+  spdlog::info(
+      "applied revision {} in {:.1f} ms (load {:.1f}, compile {:.1f}, kernel {:.1f}): {} "
+      "endpoints ({} switched), {} tables ({} written, {} kept), {} ipcache entries written, "
+      "generation {}",
+      revision(), times.total, times.load, times.compile, times.kernel, keep.size(),
+      times.endpoints_switched, new_tables.size(), times.tables_written, times.tables_kept,
+      times.ipcache_written, generation_);
   return first_error;
 }
 
 const RuleTable* Agent::RulesForTable(uint32_t table_id) const {
+  // A table in force was written or kept by the last compile, whose rule ids are pinned
+  // across compiles: its rule table names them (and has any rule renamed since).
+  if (!rule_tables_.empty() &&
+      std::binary_search(live_tables_.begin(), live_tables_.end(), table_id)) {
+    return &rule_tables_.back();
+  }
   for (const RuleTable& rt : rule_tables_) {
     if (table_id >= rt.table_id_base && table_id < rt.table_id_end) return &rt;
   }

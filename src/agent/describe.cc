@@ -132,9 +132,13 @@ nlohmann::json Agent::DescribeEvent(const bh_flow_event& ev) const {
 }
 
 nlohmann::json Agent::RecordEvent(const bh_flow_event& ev) {
+  CountEvent(ev);
+  return DescribeEvent(ev);
+}
+
+void Agent::CountEvent(const bh_flow_event& ev) {
   ++events_seen_;
   ++verdict_counts_[VerdictName(ev.verdict)];
-  return DescribeEvent(ev);
 }
 
 absl::StatusOr<nlohmann::json> Agent::Explain(const std::string& from, const std::string& to,

@@ -61,6 +61,26 @@ std::string Agent::Metrics() {
   add("bulkhead_agent_applies_total", "counter", "Policy applies by result");
   absl::StrAppend(&out, "bulkhead_agent_applies_total{result=\"ok\"} ", applies_ok_, "\n");
   absl::StrAppend(&out, "bulkhead_agent_applies_total{result=\"failed\"} ", applies_failed_, "\n");
+  add("bulkhead_agent_last_apply_seconds", "gauge",
+      "Time the last policy apply took, by phase (load: reading the changed files; kernel: "
+      "map writes and switches)");
+  for (const auto& [phase, ms] : {std::pair<const char*, double>{"load", last_apply_.load},
+                                  {"compile", last_apply_.compile},
+                                  {"kernel", last_apply_.kernel},
+                                  {"total", last_apply_.total}}) {
+    absl::StrAppend(&out, "bulkhead_agent_last_apply_seconds{phase=\"", phase, "\"} ", ms / 1000,
+                    "\n");
+  }
+  add("bulkhead_agent_last_apply_writes", "gauge",
+      "What the last apply wrote: tables written and kept, endpoints switched, ipcache entries");
+  absl::StrAppend(&out, "bulkhead_agent_last_apply_writes{what=\"tables_written\"} ",
+                  last_apply_.tables_written, "\n");
+  absl::StrAppend(&out, "bulkhead_agent_last_apply_writes{what=\"tables_kept\"} ",
+                  last_apply_.tables_kept, "\n");
+  absl::StrAppend(&out, "bulkhead_agent_last_apply_writes{what=\"endpoints_switched\"} ",
+                  last_apply_.endpoints_switched, "\n");
+  absl::StrAppend(&out, "bulkhead_agent_last_apply_writes{what=\"ipcache_entries\"} ",
+                  last_apply_.ipcache_written, "\n");
   add("bulkhead_agent_endpoints", "gauge", "Endpoints enforced by this agent");
   size_t active = 0;
   for (const auto& e : endpoints_) active += e.ifindex != 0 && e.error.empty() ? 1 : 0;
@@ -99,6 +119,13 @@ std::string Agent::Metrics() {
   absl::StrAppend(&out, "bulkhead_agent_observer_events_dropped_total ", observer_events_dropped_,
                   "\n");
 
+  add("bulkhead_datapath_map_capacity", "gauge",
+      "Capacity of the datapath maps the agent fills (entries); a compile that needs more is "
+      "not applied");
+  for (const auto& u : datapath_.MapUsages()) {
+    absl::StrAppend(&out, "bulkhead_datapath_map_capacity{map=\"", u.name, "\"} ", u.capacity,
+                    "\n");
+  }
   add("bulkhead_datapath_map_entries", "gauge", "Entries in the datapath maps");
   absl::StrAppend(&out, "bulkhead_datapath_map_entries{map=\"ipcache\"} ", live_ipcache_.size(),
                   "\n");

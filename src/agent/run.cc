@@ -372,7 +372,13 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
 
     // Flow events to observers.
     if (events_fd < 0 || (fds[5].revents & POLLIN)) {
+      const bool observed =
+          std::any_of(clients.begin(), clients.end(), [](const Client& c) { return c.observe; });
       auto polled = agent.datapath().PollEvents(0, [&](const bh_flow_event& ev) {
+        if (!observed) {
+          agent.CountEvent(ev);  // counted for the metrics; nobody to describe it to
+          return;
+        }
         nlohmann::json desc = agent.RecordEvent(ev);
         std::string line;
         for (auto& c : clients) {

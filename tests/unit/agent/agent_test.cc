@@ -159,25 +159,87 @@ TEST_F(AgentTest, UnchangedFilesAreNotReapplied) {
   EXPECT_EQ(a->StatusJson().value("generation", 0U), gen);
 }
 
-TEST_F(AgentTest, OldTablesAreDeletedAfterTheSwitch) {
+TEST_F(AgentTest, OnlyChangedTablesAreWrittenAndOnlyTheirEndpointsSwitched) {
   auto a = MakeAgent();
   ASSERT_TRUE(a->Start().ok());
   auto before = *dp_.ListPolicyTables();
+  std::map<uint32_t, datapath::Endpoint> eps_before;
+  auto listed = dp_.ListEndpoints();
+  ASSERT_TRUE(listed.ok());
+  for (const auto& e : *listed) eps_before[e.ifindex] = e;
+  // A policy change that touches shop/api's table only.
   Write("policies/api.yaml", std::string(kApiPolicy) + "  - ports: [{port: 81}]\n");
   ASSERT_TRUE(a->Reload().ok());
   auto after = *dp_.ListPolicyTables();
-  for (uint32_t t : before) {
-    EXPECT_EQ(std::count(after.begin(), after.end(), t), 0) << "old table " << t << " left";
-  }
   std::set<uint32_t> used;
-  auto eps_now = dp_.ListEndpoints();
-  ASSERT_TRUE(eps_now.ok());
-  for (const auto& e : eps_now.value()) {
+  listed = dp_.ListEndpoints();
+  ASSERT_TRUE(listed.ok());
+  for (const auto& e : *listed) {
     used.insert(e.policy_table_id);
-    EXPECT_EQ(e.policy_generation, 2u);
+    const datapath::Endpoint& was = eps_before.at(e.ifindex);
+    if (e.ifindex == 12) {  // shop/api: a new table, switched under a new generation
+      EXPECT_EQ(std::count(before.begin(), before.end(), e.policy_table_id), 0);
+      EXPECT_EQ(e.policy_generation, 2u);
+    } else {  // the others keep their table and generation: their open flows stay as they are
+      EXPECT_EQ(e.policy_table_id, was.policy_table_id) << e.ifindex;
+      EXPECT_EQ(e.policy_generation, was.policy_generation) << e.ifindex;
+    }
   }
+  // The old table of shop/api is gone; the kernel holds exactly the tables in use.
   EXPECT_EQ(used, std::set<uint32_t>(after.begin(), after.end()));
+  EXPECT_EQ(std::count(after.begin(), after.end(), eps_before.at(12).policy_table_id), 0);
   EXPECT_EQ(Verdict(*a, "shop/db", "shop/api", 81), "allow");
+  EXPECT_EQ(Verdict(*a, "shop/web", "shop/api", 80), "allow");
+  // The metrics say what the apply wrote.
+  const std::string m = a->Metrics();
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_writes{what=\"tables_written\"} 1\n"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_writes{what=\"endpoints_switched\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_seconds{phase=\"total\"}"), std::string::npos);
+  EXPECT_NE(m.find("bulkhead_datapath_map_capacity{map=\"policy_peers\"} 262144"),
+            std::string::npos);
+
+  // An inventory change that gives an address to another identity re-checks every
+  // endpoint's flows: all are switched under a new generation.
+  std::string inv = kInventory;
+  const size_t at = inv.find("app: db");
+  ASSERT_NE(at, std::string::npos);
+  inv.replace(at, 7, "app: db, tier: data");
+  Write("inventory.yaml", inv);
+  ASSERT_TRUE(a->Reload().ok());
+  listed = dp_.ListEndpoints();
+  ASSERT_TRUE(listed.ok());
+  for (const auto& e : *listed) EXPECT_EQ(e.policy_generation, 3u) << e.ifindex;
+}
+
+TEST_F(AgentTest, AMapTooSmallForTheCompileIsAClearErrorAndTheLastGoodStays) {
+  datapath::MapSizes small;
+  small.policy_ports = 40;  // the first compile (26 entries) fits, a bigger one does not
+  datapath::FakeDatapath tiny(small);
+  auto a = std::make_unique<Agent>(options_, tiny,
+                                   [this](const std::string& name) -> absl::StatusOr<uint32_t> {
+                                     auto it = interfaces_.find(name);
+                                     if (it == interfaces_.end())
+                                       return absl::NotFoundError("no interface " + name);
+                                     return it->second;
+                                   });
+  ASSERT_TRUE(a->Start().ok());
+  ASSERT_TRUE(a->ready()) << a->last_error();
+  const std::string rev = a->revision();
+  auto tables = *tiny.ListPolicyTables();
+  std::string big = kApiPolicy;
+  for (int p = 1000; p < 1040; p += 2) big += "  - ports: [{port: " + std::to_string(p) + "}]\n";
+  Write("policies/api.yaml", big);
+  absl::Status st = a->Reload();
+  ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  for (const char* part : {"policy_ports", "entries in use", "more needed", "capacity 40",
+                           "--map-size policy_ports="}) {
+    EXPECT_NE(a->last_error().find(part), std::string::npos) << part << " in " << a->last_error();
+  }
+  EXPECT_EQ(a->revision(), rev);
+  EXPECT_EQ(*tiny.ListPolicyTables(), tables) << "nothing of the new compile is left";
 }
 
 TEST_F(AgentTest, WorkloadsComeAndGo) {
