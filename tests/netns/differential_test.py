@@ -8,11 +8,13 @@
 #   differential_test.py run PATH/TO/bulkhead         the netns test (root; ctest label netns)
 #   differential_test.py gencheck PATH/TO/bulkhead    generated sets are valid (no root)
 #   differential_test.py generate [--sets N] DIR      writes a lab, its cluster and N sets
-#   differential_test.py echo --port P                (internal) TCP+UDP echo in a workload
-#   differential_test.py hold --targets JSON          (internal) long-lived client connections
+#   differential_test.py echo --port P[,P...]         (internal) TCP+UDP echo in a workload
+#   differential_test.py hold                         (internal) long-lived connections, driven
+#                                                     by JSON lines on stdin
 #
 # Seeded: the seed is printed; BULKHEAD_SEED=N replays a run. BULKHEAD_DIFF_SETS=N changes the
-# number of random policy sets (default 3).
+# number of random policy sets (default 3). BULKHEAD_DIFF_TOPOLOGY=static runs on a stand-in
+# topology instead of `bulkhead lab` (development only; tests/netns/README.md).
 import json
 import os
 import random
