@@ -193,9 +193,12 @@ absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t
     for (const auto& l : live) {
       if (!l.done && !l.tcp) wake = std::min(wake, l.next_send);
     }
-    int wait_ms = static_cast<int>(
-                      std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count()) +
-                  1;
+    // A resend time already past (the loop lagged on a busy machine) must not become a
+    // negative timeout: epoll_wait would then wait forever for answers that never come.
+    int wait_ms = std::max<int>(
+        0, static_cast<int>(
+               std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count()) +
+               1);
     int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), wait_ms);
     if (n < 0 && errno != EINTR) {
       return absl::InternalError(absl::StrCat("epoll_wait: ", std::strerror(errno)));
