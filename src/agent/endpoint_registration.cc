@@ -16,9 +16,9 @@ namespace pi = policy::internal;
 // Longer ids are not container ids (runtimes use 64 hex digits) and would bloat the state.
 constexpr size_t kMaxIdLength = 512;
 
-absl::Status Fail(RegistrationError* out, RegistrationField field, std::string message) {
+absl::Status Fail(RegistrationError* out, RegistrationField field, const std::string& message) {
   if (out != nullptr) *out = RegistrationError{field, message};
-  return absl::InvalidArgumentError(std::move(message));
+  return absl::InvalidArgumentError(message);
 }
 
 // Printable ASCII without spaces: safe in messages, file names of logs and JSON.
