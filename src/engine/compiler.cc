@@ -215,6 +215,7 @@ struct PolicyCompiler::State {
   std::map<policy::IpAddr, std::string> workload_ips;
   std::set<std::string> workload_ids;
   uint32_t next_table_id = 1;
+  bool dropped = false;  // DropIncrementalState ran: AddWorkload cannot
   // Scratch buffers reused across tables (ComputeTable, ClassFor).
   std::vector<uint32_t> scratch_count, scratch_offset, scratch_flat, scratch_sig, scratch_touched;
   std::vector<uint8_t> scratch_named, scratch_matched, scratch_peer_ok;
@@ -1033,7 +1034,64 @@ absl::StatusOr<std::unique_ptr<PolicyCompiler>> PolicyCompiler::Create(
   state->owned = cluster;
   state->cluster = &*state->owned;
   if (absl::Status s = state->CompileAll(); !s.ok()) return s;
+  state->options.reuse_tables_of = nullptr;  // read during the compile only
   return std::unique_ptr<PolicyCompiler>(new PolicyCompiler(std::move(state)));
+}
+
+absl::StatusOr<std::unique_ptr<PolicyCompiler>> PolicyCompiler::Create(
+    policy::Cluster&& cluster, const CompilerOptions& options) {
+  auto state = std::make_unique<State>();
+  state->options = options;
+  state->owned = std::move(cluster);
+  state->cluster = &*state->owned;
+  if (absl::Status s = state->CompileAll(); !s.ok()) return s;
+  state->options.reuse_tables_of = nullptr;  // read during the compile only
+  return std::unique_ptr<PolicyCompiler>(new PolicyCompiler(std::move(state)));
+}
+
+namespace {
+// Frees a container's memory, not just its elements.
+template <typename T>
+void Free(T& container) {
+  T().swap(container);
+}
+}  // namespace
+
+void PolicyCompiler::DropIncrementalState() {
+  State& s = *state_;
+  s.dropped = true;
+  // Everything but the cluster and the output (whose CompiledIdentity copies its key).
+  Free(s.peers);
+  Free(s.peer_index);
+  Free(s.ns_peers);
+  Free(s.preds);
+  Free(s.name_ids);
+  Free(s.name_peers);
+  Free(s.rules);
+  Free(s.rule_ids);
+  Free(s.policies);
+  Free(s.eval_order);
+  Free(s.policies_by_ns);
+  Free(s.policies_any_ns);
+  Free(s.tables);
+  Free(s.table_by_key);
+  Free(s.table_of);
+  Free(s.table_id_of);
+  Free(s.pred_users);
+  Free(s.name_users);
+  Free(s.workload_ips);
+  Free(s.workload_ids);
+  s.allocator = identity::IdentityAllocator();
+  s.cidrs = identity::CidrIdentities();
+  Free(s.ns_labels);
+  Free(s.scratch_count);
+  Free(s.scratch_offset);
+  Free(s.scratch_flat);
+  Free(s.scratch_sig);
+  Free(s.scratch_touched);
+  Free(s.scratch_named);
+  Free(s.scratch_matched);
+  Free(s.scratch_peer_ok);
 }
 
 const CompiledPolicy& PolicyCompiler::compiled() const { return state_->out; }
@@ -1130,6 +1188,10 @@ bool PolicyCompiler::State::EnsureTable(NumericIdentity id, CompileDelta* delta)
 
 absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload& workload) {
   State& s = *state_;
+  if (s.dropped) {
+    return absl::FailedPreconditionError(
+        "compiler: incremental state dropped (DropIncrementalState); compile again");
+  }
   if (s.workload_ids.count(workload.Id()) != 0) {
     return absl::AlreadyExistsError(absl::StrCat(workload.source.ToString(), ": workload ",
                                                  workload.Id(), ": already in the cluster"));

@@ -183,6 +183,9 @@ class PolicyCompiler {
   // Copies the cluster and compiles it (the result equals CompilePolicy's).
   static absl::StatusOr<std::unique_ptr<PolicyCompiler>> Create(
       const policy::Cluster& cluster, const CompilerOptions& options = {});
+  // The same, taking the cluster over instead of copying it (a large cluster is big).
+  static absl::StatusOr<std::unique_ptr<PolicyCompiler>> Create(
+      policy::Cluster&& cluster, const CompilerOptions& options = {});
   ~PolicyCompiler();
   PolicyCompiler(const PolicyCompiler&) = delete;
   PolicyCompiler& operator=(const PolicyCompiler&) = delete;
@@ -200,6 +203,11 @@ class PolicyCompiler {
   // compile of the grown cluster; numbering may differ (new identities and tables take
   // the next free numbers, existing ones never change).
   absl::StatusOr<CompileDelta> AddWorkload(const policy::Workload& workload);
+
+  // Frees what only AddWorkload needs (per-table classes, signatures and indexes), keeping
+  // compiled() and cluster(): for a caller that recompiles instead. AddWorkload fails
+  // (FailedPrecondition) afterwards.
+  void DropIncrementalState();
 
   struct State;
 

@@ -378,5 +378,24 @@ TEST(CompilerPinned, UnchangedTablesKeepTheirIdsAndEntries) {
   for (const auto& t : low->tables) EXPECT_TRUE(ids.insert(t.table_id).second);
 }
 
+TEST(CompilerPinned, AMovedClusterAndDroppedIncrementalStateKeepTheOutput) {
+  auto copied = PolicyCompiler::Create(Shop());
+  ASSERT_TRUE(copied.ok());
+  Cluster c = Shop();
+  auto moved = PolicyCompiler::Create(std::move(c));
+  ASSERT_TRUE(moved.ok());
+  EXPECT_EQ(DumpCompiledPolicy((*moved)->compiled()), DumpCompiledPolicy((*copied)->compiled()));
+  (*moved)->DropIncrementalState();
+  EXPECT_EQ(DumpCompiledPolicy((*moved)->compiled()), DumpCompiledPolicy((*copied)->compiled()));
+  EXPECT_EQ((*moved)->cluster().workloads.size(), Shop().workloads.size());
+  policy::Workload w;
+  w.namespace_name = "ops";
+  w.name = "late";
+  w.kind = "Pod";
+  w.ips = {Ip("10.0.1.50")};
+  EXPECT_EQ((*moved)->AddWorkload(w).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE((*copied)->AddWorkload(w).ok());
+}
+
 }  // namespace
 }  // namespace bulkhead::engine
