@@ -115,6 +115,8 @@ topology_up() {
   in_ns "$C" sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
   in_ns "$S" sysctl -qw net.core.somaxconn=4096
   # nsenter execs, so $! is the server itself (its CPU is counted, its threads moved for rr).
+  # The log is removed first: a truncation in the child may come after our first look at it.
+  rm -f "$T/server.log"
   nsenter --net="/var/run/netns/$S" "$LG" server --port "$PORT" --port "$DENIED" --threads 2 >"$T/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 50); do
@@ -133,7 +135,8 @@ topology_down() {
   for n in "$C" "$S" "$R"; do
     for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   done
-  wait "$SERVER_PID" 2>/dev/null
+  # The shell reports a killed job when it reaps it; that is expected here.
+  { wait "$SERVER_PID"; } 2>/dev/null
   SERVER_PID=""
   for n in "$C" "$S" "$R"; do ip netns del "$n" 2>/dev/null; done
   # The kernel dismantles namespaces in a work queue; let that finish outside a measurement.
@@ -330,6 +333,7 @@ run_config() {
   log "round $r: $cfg N=$n (set up in ${SETUP_S}s)"
 
   load "$r" "$cfg" "$n" connect --to "$SIP:$PORT" --duration "$DURATION" --threads "$THREADS" "${pids[@]}"
+  rm -f "$T/sink.out"
   nsenter --net="/var/run/netns/$S" "$LG" udp-sink --port "$PORT" --idle-ms 300 --max-wait 10 >"$T/sink.out" &
   local sink=$!
   for _ in $(seq 1 50); do grep -q listening "$T/sink.out" 2>/dev/null && break; sleep 0.02; done
@@ -347,7 +351,7 @@ run_config() {
   { chrt -a -o -p 0 "$SERVER_PID" && taskset -a -p "$cpus" "$SERVER_PID"; } >/dev/null || fail "chrt/taskset of the server back"
   load "$r" "$cfg" "$n" stream --to "$SIP:$PORT" --duration "$DURATION" "${pids[@]}"
 
-  local meta="{\"test\":\"meta\",\"setup_s\":$SETUP_S"
+  local meta="{\"test\":\"meta\",\"setup_s\":$SETUP_S,\"load1\":$(cut -d' ' -f1 /proc/loadavg)"
   if [ -n "$AGENT_PID" ]; then
     meta="$meta,\"agent\":$(agent_metrics)"
   fi
@@ -357,36 +361,46 @@ run_config() {
 }
 
 # ---- main ----
-mkdir -p "$T/bpffs"
-mount -t bpf bpf "$T/bpffs" || { echo "FAIL: cannot mount bpffs" >&2; exit 1; }
-for n in $NS_LIST; do
-  write_iptables "$n" "$T/iptables-$n.rules"
-  write_nft "$n" "$T/nft-$n.nft"
-  write_policy "$n" "$T/policies-$n"
-done
-read -ra CFG_ARR <<<"$CONFIGS"
-START=$(date -u +%FT%TZ)
-log "datapath benchmark $ID: N = $NS_LIST; configurations: $CONFIGS; $ROUNDS round(s) of ${DURATION}s per load"
-for ((r = 1; r <= ROUNDS; r++)); do
+# One function, called on the last line: bash has then read the whole file, so editing the script
+# while a run goes on cannot change what that run executes.
+main() {
+  local r n j k
+  mkdir -p "$T/bpffs"
+  mount -t bpf bpf "$T/bpffs" || { echo "FAIL: cannot mount bpffs" >&2; return 1; }
   for n in $NS_LIST; do
-    # Each round starts the rotation elsewhere, so no configuration always runs first.
-    k=${#CFG_ARR[@]}
-    for ((j = 0; j < k; j++)); do
-      run_config "$r" "${CFG_ARR[$(((j + r - 1) % k))]}" "$n"
+    write_iptables "$n" "$T/iptables-$n.rules"
+    write_nft "$n" "$T/nft-$n.nft"
+    write_policy "$n" "$T/policies-$n"
+  done
+  read -ra CFG_ARR <<<"$CONFIGS"
+  local start load_start
+  start=$(date -u +%FT%TZ)
+  load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "datapath benchmark $ID: N = $NS_LIST; configurations: $CONFIGS; $ROUNDS round(s) of ${DURATION}s per load"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for n in $NS_LIST; do
+      # Each round starts the rotation elsewhere, so no configuration always runs first.
+      k=${#CFG_ARR[@]}
+      for ((j = 0; j < k; j++)); do
+        run_config "$r" "${CFG_ARR[$(((j + r - 1) % k))]}" "$n"
+      done
     done
   done
-done
 
-{
-  echo "date: $START; kernel $(uname -r); $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1));" \
-    "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "rounds: $ROUNDS, ${DURATION}s per load; connect test with $THREADS loops; nice $NICE"
-  echo
-  python3 "$HERE/summarize.py" "$RESULTS"
-} | tee "$OUT/summary.md"
+  {
+    echo "date: $start to $(date -u +%FT%TZ); kernel $(uname -r); $(nproc) CPUs" \
+      "($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)); bulkhead $("$BH" --version 2>&1 | head -1)"
+    echo "load average at the start: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "rounds: $ROUNDS, ${DURATION}s per load; connect test with $THREADS loops; nice $NICE"
+    echo
+    python3 "$HERE/summarize.py" "$RESULTS"
+  } | tee "$OUT/summary.md"
 
-if [ "$FAILS" -ne 0 ]; then
-  echo "FAILED: $FAILS checks" >&2
-  exit 1
-fi
-echo "PASS"
+  if [ "$FAILS" -ne 0 ]; then
+    echo "FAILED: $FAILS checks" >&2
+    return 1
+  fi
+  echo "PASS"
+}
+
+main; exit $?

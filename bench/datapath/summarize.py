@@ -81,6 +81,8 @@ def figures(recs):
     if "meta" in by:
         m = by["meta"]
         f["setup_s"] = m["setup_s"]
+        if "load1" in m:
+            f["load1"] = m["load1"]
         if "agent" in m:
             a = m["agent"]
             f["rss_mb"] = a.get("rss_kb", 0) / 1024
@@ -127,6 +129,9 @@ def main(path):
         return [f[key] for (r, c, m), f in figs.items()
                 if c == cfg and (n is None or m == n) and key in f]
 
+    def values_all(key):
+        return [f[key] for f in figs.values() if key in f]
+
     def median(cfg, n, key):
         vals = values(cfg, n, key)
         return statistics.median(vals) if vals else None
@@ -137,15 +142,24 @@ def main(path):
                 if rr == r and c == cfg and (n is None or m == n) and key in f]
         return statistics.median(vals) if vals else None
 
-    def ratio(cfg, n, key, base_cfg="none"):
-        """Median over rounds of cfg's figure / the same round's baseline."""
+    def ratios(cfg, n, key, base_cfg="none"):
+        """cfg's figure / the same round's baseline, for every round that has both."""
         vals = []
         for r in rounds:
             a = figs.get((r, cfg, n), {}).get(key)
             b = base(r, key, base_cfg, None if base_cfg == "none" else n)
             if a is not None and b:
                 vals.append(a / b)
+        return vals
+
+    def ratio(cfg, n, key, base_cfg="none"):
+        """Median over rounds of cfg's figure / the same round's baseline."""
+        vals = ratios(cfg, n, key, base_cfg)
         return statistics.median(vals) if vals else None
+
+    def spread(cfg, n, key, base_cfg="none"):
+        vals = ratios(cfg, n, key, base_cfg)
+        return f"[{min(vals):.2f}–{max(vals):.2f}]" if len(vals) > 1 else ""
 
     def cell(cfg, n, key, digits=None):
         v = fmt(median(cfg, n, key), digits)
@@ -187,9 +201,10 @@ def main(path):
     print("|---|---|---|---|---|---|---|---|")
     for n in ns:
         for cfg in configs:
-            last = figs.get((rounds[-1], cfg, n))
-            if last is None:
+            have = [r for r in rounds if (r, cfg, n) in figs]
+            if not have:
                 continue
+            last = figs[(have[-1], cfg, n)]
             ev = drops = "–"
             if "events_sent" in last:  # cumulative over one agent's life: the last round's
                 ev = f"{last['events_sent']:,.0f}/{last['events_lost']:,.0f}"
@@ -203,10 +218,15 @@ def main(path):
     print()
     print("Agent events and drops are those of the last round's agent over its whole run (the "
           "probe of the denied port included).\n")
+    loads = values_all("load1")
+    if loads:
+        print(f"Load average (1 min) after each configuration: {min(loads):.1f} to {max(loads):.1f}, "
+              f"median {statistics.median(loads):.1f}.\n")
 
     if not has_none or "bulkhead" not in configs:
         return
     print("#### Goals (Bulkhead)\n")
+    print("Medians over rounds of the same-round ratio, in brackets the lowest and highest round.\n")
     # Throughput figures must reach 0.95× no filtering; latency must stay within 1/0.95×.
     checks = [("conn_s", "new conn/s", True), ("kpps", "UDP pps", True),
               ("gbit", "TCP Gbit/s", True), ("p50", "RR p50", False), ("p99", "RR p99", False)]
@@ -217,7 +237,8 @@ def main(path):
             if rt is None:
                 continue
             ok = rt >= GOAL if higher_better else rt <= 1 / GOAL
-            parts.append(f"N={n:,}: {rt:.2f}× {'met' if ok else 'MISSED'}")
+            parts.append(f"N={n:,}: {rt:.2f}× {spread('bulkhead', n, key)} "
+                         f"{'met' if ok else 'MISSED'}")
         goal = f"≥ {GOAL}×" if higher_better else f"≤ {1 / GOAL:.3f}×"
         print(f"- {label} vs no filtering (goal {goal}): " + "; ".join(parts))
     if len(ns) > 1:
@@ -238,7 +259,8 @@ def main(path):
             if rt is not None:
                 verdict = ("met" if rt >= 5 else "MISSED") if cfg.startswith("iptables") else "no goal"
                 print(f"- new conn/s, Bulkhead / {cfg} at N={hi:,} (goal ≥ 5× iptables): {rt:.2f}× "
-                      f"({verdict}); CPU per connection (our processes) {fmt(cost, 2)}× {cfg}'s")
+                      f"{spread('bulkhead', hi, 'conn_s', cfg)} ({verdict}); CPU per connection "
+                      f"(our processes) {fmt(cost, 2)}× {cfg}'s")
 
 
 if __name__ == "__main__":
