@@ -44,6 +44,7 @@ int Main(int argc, char** argv) {
   ScenarioOptions o;
   int runs = 7;
   int compile_only = 0;  // N: load once, then only compile N times (for a profiler)
+  bool memory = false;   // what an agent keeps, piece by piece
   std::string keep;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
@@ -59,6 +60,8 @@ int Main(int argc, char** argv) {
       runs = std::stoi(value);
     } else if (flag == "--keep") {
       keep = value;
+    } else if (flag == "--memory") {
+      memory = value == "1";
     } else if (flag == "--compile-only") {
       compile_only = std::stoi(value);
     } else {
@@ -79,6 +82,38 @@ int Main(int argc, char** argv) {
   const std::vector<std::string> paths = {(dir / "rules").string(),
                                           (dir / "inventory.yaml").string()};
 
+  if (memory) {
+    // What an agent keeps between changes, piece by piece (heap in use after each).
+    auto heap = [] { return static_cast<double>(mallinfo2().uordblks) / (1 << 20); };
+    const double h0 = heap();
+    policy::LoadCache cache;
+    policy::LoadResult loaded = policy::LoadPaths(paths, &cache);
+    if (!loaded.ok()) return 1;
+    const double h1 = heap();
+    policy::Cluster files_copy = loaded.cluster;  // the agent's last good files
+    const double h2 = heap();
+    engine::CompilerOptions copts;
+    copts.node = o.node;
+    auto compiler = engine::PolicyCompiler::Create(loaded.cluster, copts);
+    if (!compiler.ok()) return 1;
+    const double h3 = heap();
+    const double h3a = heap();
+    auto oneshot = engine::CompilePolicy(loaded.cluster, copts);
+    const double h3b = heap();
+    std::printf("heap MiB: one-shot compile output alone %.1f\n", h3b - h3a);
+    std::vector<engine::CompiledRule> rules_copy = (*compiler)->compiled().rules;
+    auto ids_copy = (*compiler)->compiled().identities;
+    const double h4 = heap();
+    loaded = policy::LoadResult{};
+    const double h5 = heap();
+    std::printf("heap MiB: load cache + result %.1f, result alone %.1f, files copy %.1f, "
+                "compiler (cluster copy + state + output) %.1f, one rule table copy %.1f; "
+                "kept by an agent ~%.1f\n",
+                h1 - h0, h1 - h5, h2 - h1, h3 - h2, h4 - h3, h4 - h0 - (h1 - h5));
+    (void)files_copy;
+    if (keep.empty()) fs::remove_all(dir);
+    return 0;
+  }
   if (compile_only > 0) {
     policy::LoadResult loaded = policy::LoadPaths(paths);
     if (!loaded.ok()) return 1;

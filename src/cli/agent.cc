@@ -11,10 +11,15 @@
 #include <cstring>
 #include <filesystem>
 #include <ostream>
+#include <set>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "absl/strings/str_split.h"
 #include "agent/api.h"
 #include "agent/client.h"
+#include "agent/map_sizing.h"
 #include "cli/command.h"
 #include "datapath/bpf_datapath.h"
 #include "spdlog/spdlog.h"
@@ -47,6 +52,17 @@ class AgentCommand : public Subcommand {
                          "This node's name (default: the hostname): CNI endpoints and inventory "
                          "workloads without a node are local; \"\" makes every workload local")
             ->type_name("NAME");
+    app_->add_option("--map-size", map_sizes_,
+                     "Size of a datapath map, NAME=ENTRIES (repeatable; NAME: ipcache, "
+                     "policy_peers, policy_ports, endpoints, endpoint_addresses, conntrack, "
+                     "fragments, events_bytes). Default: big enough for the policy at start "
+                     "(twice its entries), at least the built-in sizes. Maps already pinned keep "
+                     "their size")
+        ->type_name("NAME=N");
+    app_->add_option("--events-off", events_off_,
+                     "Flow event classes the datapath does not emit: new-flows, denies, audits "
+                     "(comma-separated), or all")
+        ->type_name("CLASSES");
     app_->require_subcommand(0, 1);
 
     status_ = app_->add_subcommand("status", "Ask the running agent whether it is ready");
@@ -102,6 +118,15 @@ class AgentCommand : public Subcommand {
     }
     datapath::DatapathOptions dopts;
     dopts.pin_root = pin_root_;
+    if (!ResolveNode(term)) {
+      close(lock_fd);
+      return kExitError;
+    }
+    agent::AgentOptions aopts{policies_, inventory_, state_dir_, node_};
+    if (int rc = DatapathSettings(aopts, dopts, term); rc != kExitOk) {
+      close(lock_fd);
+      return rc;
+    }
     auto dp = datapath::BpfDatapath::Open(dopts);
     if (!dp.ok()) {
       term.err << "bulkhead agent: error: cannot open the datapath at " << pin_root_ << ": "
@@ -110,17 +135,16 @@ class AgentCommand : public Subcommand {
       return kExitError;
     }
     spdlog::info("datapath {} at {}", (*dp)->adopted() ? "adopted" : "created", pin_root_);
-    if (node_opt_->count() == 0) {
-      char host[256] = {};
-      if (gethostname(host, sizeof(host) - 1) != 0) {
-        term.err << "bulkhead agent: error: cannot read the hostname (" << strerror(errno)
-                 << "); pass --node\n";
-        close(lock_fd);
-        return kExitError;
+    for (const auto& name : datapath::MapSizes::Names()) {
+      if ((*dp)->sizes().Get(name) != dopts.sizes.Get(name) &&
+          explicit_sizes_.count(std::string(name))) {
+        spdlog::warn(
+            "map {}: the pinned map keeps its {} entries (--map-size asked for {}); to "
+            "resize it, stop the agent and remove the pin root {} (enforcement stops "
+            "until the agent runs again)",
+            name, (*dp)->sizes().Get(name), dopts.sizes.Get(name), pin_root_);
       }
-      node_ = host;
     }
-    agent::AgentOptions aopts{policies_, inventory_, state_dir_, node_};
     spdlog::info("node {}", node_.empty() ? "(none: every workload is local)" : node_);
     agent::Agent a(aopts, **dp, [](const std::string& name) -> absl::StatusOr<uint32_t> {
       unsigned idx = if_nametoindex(name.c_str());
@@ -139,6 +163,66 @@ class AgentCommand : public Subcommand {
     return rc == 0 ? kExitOk : kExitError;
   }
 
+  // --node, defaulted to the hostname. False (with the error printed) when that fails.
+  bool ResolveNode(Terminal& term) {
+    if (node_opt_->count() != 0) return true;
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0) {
+      term.err << "bulkhead agent: error: cannot read the hostname (" << strerror(errno)
+               << "); pass --node\n";
+      return false;
+    }
+    node_ = host;
+    return true;
+  }
+
+  // Map sizes and event classes for the datapath. A pin root without maps yet gets maps big
+  // enough for the files' policy; --map-size overrides.
+  int DatapathSettings(const agent::AgentOptions& aopts, datapath::DatapathOptions& dopts,
+                       Terminal& term) {
+    auto pinned = datapath::BpfDatapath::PinnedSizes(pin_root_);
+    if (pinned.ok() && !pinned->has_value()) {
+      auto stats = agent::EstimateCompile(aopts);
+      if (stats.ok()) {
+        dopts.sizes = agent::SizesFor(*stats, dopts.sizes);
+        spdlog::info(
+            "map sizes for {} ipcache, {} policy peer and {} policy port entries: {}, "
+            "{}, {}",
+            stats->ipcache_entries, stats->peer_entries, stats->port_entries, dopts.sizes.ipcache,
+            dopts.sizes.policy_peers, dopts.sizes.policy_ports);
+      } else {
+        // The agent reports the input's errors itself; the built-in sizes will do until then.
+        spdlog::info("map sizes: built-in (the files do not compile yet)");
+      }
+    }
+    for (const std::string& assignment : map_sizes_) {
+      if (absl::Status st = dopts.sizes.Set(assignment); !st.ok()) {
+        term.err << "bulkhead agent: error: --map-size: " << st.message() << "\n";
+        return kExitInvalidInput;
+      }
+      explicit_sizes_.insert(assignment.substr(0, assignment.find('=')));
+    }
+    if (!events_off_.empty()) {
+      for (const std::string& cls : std::vector<std::string>(absl::StrSplit(events_off_, ','))) {
+        if (cls == "new-flows") {
+          dopts.settings.events_off |= BH_EVF_NEW_FLOWS;
+        } else if (cls == "denies") {
+          dopts.settings.events_off |= BH_EVF_DENIES;
+        } else if (cls == "audits") {
+          dopts.settings.events_off |= BH_EVF_AUDITS;
+        } else if (cls == "all") {
+          dopts.settings.events_off |= BH_EVF_NEW_FLOWS | BH_EVF_DENIES | BH_EVF_AUDITS;
+        } else {
+          term.err << "bulkhead agent: error: --events-off: unknown class \"" << cls
+                   << "\" (new-flows, denies, audits, all)\n";
+          return kExitInvalidInput;
+        }
+      }
+      spdlog::info("flow events off: {}", events_off_);
+    }
+    return kExitOk;
+  }
+
   CLI::App* app_ = nullptr;
   CLI::App* status_ = nullptr;
   std::string policies_, inventory_;
@@ -149,6 +233,9 @@ class AgentCommand : public Subcommand {
   std::string metrics_;
   std::string node_;
   CLI::Option* node_opt_ = nullptr;
+  std::vector<std::string> map_sizes_;
+  std::set<std::string> explicit_sizes_;
+  std::string events_off_;
   std::string output_ = "text";
 };
 

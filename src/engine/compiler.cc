@@ -1057,9 +1057,10 @@ void Free(T& container) {
 }
 }  // namespace
 
-void PolicyCompiler::DropIncrementalState() {
+void PolicyCompiler::DropIncrementalState(bool keep_policies) {
   State& s = *state_;
   s.dropped = true;
+  if (!keep_policies && s.owned) Free(s.owned->policies);
   // Everything but the cluster and the output (whose CompiledIdentity copies its key).
   Free(s.peers);
   Free(s.peer_index);

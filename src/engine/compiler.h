@@ -206,8 +206,10 @@ class PolicyCompiler {
 
   // Frees what only AddWorkload needs (per-table classes, signatures and indexes), keeping
   // compiled() and cluster(): for a caller that recompiles instead. AddWorkload fails
-  // (FailedPrecondition) afterwards.
-  void DropIncrementalState();
+  // (FailedPrecondition) afterwards. Without `keep_policies`, cluster() keeps only the
+  // namespaces, workloads and nodes (the policies are in compiled(); in a large cluster they
+  // are most of its memory).
+  void DropIncrementalState(bool keep_policies = true);
 
   struct State;
 

@@ -395,6 +395,15 @@ TEST(CompilerPinned, AMovedClusterAndDroppedIncrementalStateKeepTheOutput) {
   w.ips = {Ip("10.0.1.50")};
   EXPECT_EQ((*moved)->AddWorkload(w).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE((*copied)->AddWorkload(w).ok());
+  EXPECT_FALSE((*moved)->cluster().policies.empty());
+  auto lean = PolicyCompiler::Create(Shop());
+  ASSERT_TRUE(lean.ok());
+  (*lean)->DropIncrementalState(/*keep_policies=*/false);
+  EXPECT_TRUE((*lean)->cluster().policies.empty());
+  EXPECT_EQ((*lean)->cluster().workloads.size(), Shop().workloads.size());
+  auto fresh = CompilePolicy(Shop());
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(DumpCompiledPolicy((*lean)->compiled()), DumpCompiledPolicy(*fresh));
 }
 
 }  // namespace
