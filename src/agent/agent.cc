@@ -2,6 +2,7 @@
 #include "agent/agent.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -355,7 +356,7 @@ absl::Status Agent::ApplyRegistrations() {
   }
   auto cluster = Compose(*files_cluster_);
   if (!cluster.ok()) return cluster.status();
-  absl::Status st = Apply(*cluster, CombinedHash(files_hash_));
+  absl::Status st = Apply(std::move(*cluster), CombinedHash(files_hash_));
   // The files on disk may be invalid while the last good ones are applied with the new
   // registrations: status keeps saying so.
   if (last_error_.empty() && !input_error_.empty()) last_error_ = input_error_;
@@ -584,7 +585,7 @@ absl::Status Agent::Reload(bool force) {
     needs_retry_ = false;
     return cluster.status();
   }
-  absl::Status st = Apply(*cluster, combined);
+  absl::Status st = Apply(std::move(*cluster), combined);
   if (applied_hash_ == combined) {
     // Applied (an endpoint may still have failed its switch: Apply's error names it).
     input_error_.clear();
@@ -601,7 +602,7 @@ absl::Status Agent::Reload(bool force) {
   return st;
 }
 
-absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& hash) {
+absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
   const auto apply_start = Clock::now();
   engine::CompilerOptions copts;
   copts.table_id_base = next_table_base_;
@@ -615,8 +616,12 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
     copts.pinned_rules = engine::RulePinsOf(*prev);
     copts.reuse_tables_of = prev;
   }
-  auto compiler = engine::PolicyCompiler::Create(cluster, copts);
+  auto compiler = engine::PolicyCompiler::Create(std::move(composed), copts);
   if (!compiler.ok()) return compiler.status();
+  // The agent recompiles on every change: what only incremental adds need is not kept, nor
+  // the policies (compiled into the tables; explain looks up workloads only).
+  (*compiler)->DropIncrementalState(/*keep_policies=*/false);
+  const policy::Cluster& cluster = (*compiler)->cluster();
   const engine::CompiledPolicy& compiled = (*compiler)->compiled();
   ApplyTimes times;
   times.load = last_load_ms_;
@@ -810,7 +815,9 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
   rt.rules = compiled.rules;
   rt.identities = compiled.identities;
   rule_tables_.push_back(std::move(rt));
-  if (rule_tables_.size() > 4) rule_tables_.erase(rule_tables_.begin());
+  // Rule ids are pinned across compiles, so the newest rule table names the tables in force;
+  // one older one names events still in flight from tables just retired.
+  if (rule_tables_.size() > 2) rule_tables_.erase(rule_tables_.begin());
 
   compiler_ = std::move(*compiler);
   endpoints_ = std::move(desired);
@@ -828,6 +835,8 @@ absl::Status Agent::Apply(const policy::Cluster& cluster, const std::string& has
   times.kernel = MsSince(kernel_start);
   if (absl::Status st = SaveState(); !st.ok()) spdlog::warn("{}", std::string(st.message()));
   times.total = times.load + MsSince(apply_start);
+  // An apply briefly holds two compiles; give what it freed back to the system.
+  malloc_trim(0);
   last_apply_ = times;
   spdlog::info(
       "applied revision {} in {:.1f} ms (load {:.1f}, compile {:.1f}, kernel {:.1f}): {} "

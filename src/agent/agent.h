@@ -121,7 +121,8 @@ class Agent {
  private:
   struct Input;
   absl::StatusOr<std::string> HashInputs() const;
-  absl::Status Apply(const policy::Cluster& cluster, const std::string& hash);
+  // Compiles `composed` (taken over) and applies it.
+  absl::Status Apply(policy::Cluster composed, const std::string& hash);
   // The files' cluster with the registered endpoints added (and inventory workloads without
   // a node placed on this one); an error when a registration collides with the files.
   absl::StatusOr<policy::Cluster> Compose(const policy::Cluster& files) const;
