@@ -2,6 +2,7 @@
 // datapath's flow events (its readiness fd); everything the Agent does happens on this thread.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -361,14 +362,20 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
       }
     }
     const auto now = Clock::now();
+    bool reloaded = false;
     if (reload_now || (reload_pending && now >= reload_at)) {
       reload_pending = false;
       AddWatches(inotify.get(), agent_options, watches);  // new subdirectories
       (void)agent.Reload();
+      reloaded = true;
     } else if (agent.NeedsRetry() && now >= next_retry) {
       next_retry = now + kRetryInterval;
       (void)agent.Reload();
+      reloaded = true;
     }
+    // A reload briefly holds the old and the new input and compile side by side: give the
+    // memory it freed back to the system (once the new policy is in force).
+    if (reloaded) malloc_trim(0);
 
     // Flow events to observers.
     if (events_fd < 0 || (fds[5].revents & POLLIN)) {
@@ -426,6 +433,8 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
             resp = {{"ok", false}, {"error", "request is not valid JSON"}};
           } else {
             resp = HandleRequest(agent, req, &c.observe);
+            const std::string method = req.is_object() ? req.value("method", "") : "";
+            if (method == "reload" || method.rfind("endpoint-", 0) == 0) malloc_trim(0);
           }
           c.out += resp.dump() + "\n";
         }
