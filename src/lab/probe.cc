@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lab/netns.h"
+#include "lab/serve.h"
 
 namespace bulkhead::lab {
 namespace {
@@ -25,22 +26,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kUdpResend = std::chrono::milliseconds(200);
 constexpr size_t kMaxAnswer = 4096;
-
-socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss) {
-  std::memset(ss, 0, sizeof *ss);
-  if (ip.v6) {
-    auto* s6 = reinterpret_cast<sockaddr_in6*>(ss);
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(port);
-    std::memcpy(&s6->sin6_addr, ip.bytes.data(), 16);
-    return sizeof(sockaddr_in6);
-  }
-  auto* s4 = reinterpret_cast<sockaddr_in*>(ss);
-  s4->sin_family = AF_INET;
-  s4->sin_port = htons(port);
-  std::memcpy(&s4->sin_addr, ip.bytes.data(), 4);
-  return sizeof(sockaddr_in);
-}
 
 ProbeOutcome FromErrno(int err) {
   switch (err) {

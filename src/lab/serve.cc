@@ -15,7 +15,6 @@
 #include "lab/netns.h"
 
 namespace bulkhead::lab {
-namespace {
 
 socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss) {
   std::memset(ss, 0, sizeof *ss);
@@ -32,6 +31,8 @@ socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss
   std::memcpy(&s4->sin_addr, ip.bytes.data(), 4);
   return sizeof(sockaddr_in);
 }
+
+namespace {
 
 struct Listener {
   Fd fd;

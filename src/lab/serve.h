@@ -3,6 +3,9 @@
 // with the workload's id, so that a probe knows which workload it reached.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,5 +29,8 @@ absl::Status Serve(const ServeOptions& options);
 
 // The line a server sends: the id and a newline.
 std::string ServerAnswer(const std::string& workload_id);
+
+// Fills *ss with ip:port (IPv4 or IPv6) for bind/connect/sendto; returns its length.
+socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss);
 
 }  // namespace bulkhead::lab
