@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -136,11 +137,11 @@ std::string CpuJson(const CpuSnapshot& a, const CpuSnapshot& b) {
                 "\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"cpu_irq_s\":%.3f,"
                 "\"cpu_softirq_s\":%.3f,\"cpu_idle_s\":%.3f,\"cpu_steal_s\":%.3f,"
                 "\"agent_user_s\":%.3f,\"agent_sys_s\":%.3f,\"own_user_s\":%.3f,"
-                "\"own_sys_s\":%.3f",
+                "\"own_sys_s\":%.3f,\"cpus\":%ld",
                 d(a.user, b.user) + d(a.nice, b.nice), d(a.system, b.system), d(a.irq, b.irq),
                 d(a.softirq, b.softirq), d(a.idle, b.idle) + d(a.iowait, b.iowait),
                 d(a.steal, b.steal), sum(a.agent, b.agent, true), sum(a.agent, b.agent, false),
-                sum(a.own, b.own, true), sum(a.own, b.own, false));
+                sum(a.own, b.own, true), sum(a.own, b.own, false), sysconf(_SC_NPROCESSORS_ONLN));
   return buf;
 }
 
@@ -324,7 +325,10 @@ void ServeLoop(const std::vector<int>& ports) {
 }
 
 int RunServer(const std::vector<int>& ports, int threads) {
+  // SIGTERM ends the server with status 0: the driver stops it that way between configurations.
+  std::signal(SIGTERM, [](int) { _exit(0); });
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(threads));
   for (int i = 0; i < threads; ++i) workers.emplace_back(ServeLoop, ports);
   std::printf("{\"serving\":true}\n");
   std::fflush(stdout);
@@ -343,6 +347,7 @@ int RunConnect(const sockaddr_in& to, double duration, int threads, const Watch&
   const auto end =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration));
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(threads));
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&] {
       uint64_t my_ok = 0, my_failed = 0;
@@ -535,11 +540,7 @@ int RunProbe(const sockaddr_in& to, int timeout_ms) {
   return ok ? 0 : 1;
 }
 
-}  // namespace
-}  // namespace bulkhead::bench
-
-int main(int argc, char** argv) {
-  using namespace bulkhead::bench;  // NOLINT(google-build-using-namespace): main only
+int Main(int argc, char** argv) {
   CLI::App app{"Load generator of the Bulkhead datapath benchmark (bench/datapath/run.sh)"};
   app.require_subcommand(1);
   std::string to;
@@ -594,4 +595,18 @@ int main(int argc, char** argv) {
   if (*stream) return RunStream(dest, duration, watch);
   if (*flood) return RunUdpFlood(dest, duration, size, watch);
   return RunProbe(dest, timeout_ms);
+}
+
+}  // namespace
+}  // namespace bulkhead::bench
+
+int main(int argc, char** argv) {
+  try {
+    return bulkhead::bench::Main(argc, argv);
+  } catch (const std::exception& e) {  // threads that cannot start, and the like
+    std::fprintf(stderr, "loadgen: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "loadgen: unknown exception\n");
+  }
+  return 2;
 }

@@ -132,12 +132,15 @@ topology_up() {
 }
 
 topology_down() {
+  # The server exits 0 on SIGTERM (the shell would report a job killed by a signal).
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=""
+  fi
   for n in "$C" "$S" "$R"; do
     for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   done
-  # The shell reports a killed job when it reaps it; that is expected here.
-  { wait "$SERVER_PID"; } 2>/dev/null
-  SERVER_PID=""
   for n in "$C" "$S" "$R"; do ip netns del "$n" 2>/dev/null; done
   # The kernel dismantles namespaces in a work queue; let that finish outside a measurement.
   sleep 1

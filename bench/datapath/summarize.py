@@ -11,6 +11,7 @@ Usage: summarize.py RESULTS.jsonl          (markdown tables and the goals on std
        summarize.py --metrics PID < TEXT   (Prometheus text -> JSON, plus the PID's VmRSS)
 """
 import json
+import os
 import re
 import statistics
 import sys
@@ -49,6 +50,19 @@ def own_cpu(rec):
     return rec["own_sys_s"] + rec["agent_user_s"] + rec["agent_sys_s"]
 
 
+def foreign_share(rec):
+    """The share of the machine's CPU that user-space work other than ours (other users' builds,
+    tests) took during the load: what decides a rate on a shared machine."""
+    cpus = rec.get("cpus") or os.cpu_count() or 1
+    other = rec["cpu_user_s"] - rec["own_user_s"] - rec["agent_user_s"]
+    return max(0.0, other) / (cpus * rec["wall_s"])
+
+
+def all_cpu(rec):
+    """CPU seconds of everything the benchmark ran during the load, user and system time."""
+    return rec["own_user_s"] + rec["own_sys_s"] + rec["agent_user_s"] + rec["agent_sys_s"]
+
+
 def figures(recs):
     """One run of one configuration: test records -> named figures."""
     by = {r["test"]: r for r in recs}
@@ -56,28 +70,35 @@ def figures(recs):
     if "connect" in by:
         c = by["connect"]
         f["conn_s"] = c["ops"] / c["wall_s"]
+        f["foreign_conn"] = foreign_share(c)
         f["conn_failed"] = c["failed"]
         if c["ops"]:
             f["us_conn"] = sut_cpu(c) / c["ops"] * 1e6
             f["own_us_conn"] = own_cpu(c) / c["ops"] * 1e6
+            f["cap_conn"] = c["ops"] / all_cpu(c)
     if "udp-flood" in by and "udp-sink" in by:
         fl, sk = by["udp-flood"], by["udp-sink"]
         f["kpps"] = sk["pps"] / 1e3
+        f["foreign_udp"] = foreign_share(fl)
         f["udp_loss"] = 1 - sk["packets"] / fl["sent"] if fl["sent"] else 0
         if sk["packets"]:
             f["ns_pkt"] = sut_cpu(fl) / sk["packets"] * 1e9
             f["own_ns_pkt"] = own_cpu(fl) / sk["packets"] * 1e9
+            f["cap_pkt"] = sk["packets"] / all_cpu(fl)
     if "rr" in by:
         rr = by["rr"]
         f["p50"] = rr["p50_us"]
         f["p99"] = rr["p99_us"]
         f["us_rr"] = sut_cpu(rr) / rr["ops"] * 1e6
         f["own_us_rr"] = own_cpu(rr) / rr["ops"] * 1e6
+        f["cap_rr"] = rr["ops"] / all_cpu(rr)
     if "stream" in by:
         st = by["stream"]
         f["gbit"] = st["gbit_s"]
+        f["foreign_stream"] = foreign_share(st)
         f["s_gb"] = sut_cpu(st) / (st["bytes"] / 1e9)
         f["own_s_gb"] = own_cpu(st) / (st["bytes"] / 1e9)
+        f["cap_gb"] = st["bytes"] / 1e9 / all_cpu(st)
     if "meta" in by:
         m = by["meta"]
         f["setup_s"] = m["setup_s"]
@@ -184,6 +205,14 @@ def main(path):
     print("| N | filter | new conn/s | UDP kpps | RR p50 µs | RR p99 µs | TCP Gbit/s |")
     print("|---|---|---|---|---|---|---|")
     rows(["conn_s", "kpps", "p50", "p99", "gbit"])
+    print("#### Capacity: operations per CPU-second of everything the benchmark ran (load "
+          "generator, server, sink, ksoftirqd and agent; user and system time; median; × no "
+          "filtering). On a machine whose CPUs other work holds, this is the rate each filter "
+          "reaches relative to the others when the loads are bound by CPU, as they are on 2 "
+          "cores.\n")
+    print("| N | filter | conn/CPU-s | UDP packets/CPU-s | RR/CPU-s | GB/CPU-s (TCP) |")
+    print("|---|---|---|---|---|---|")
+    rows(["cap_conn", "cap_pkt", "cap_rr", "cap_gb"])
     print("#### CPU per operation, machine-wide (system + softirq + irq time of all CPUs, plus "
           "the agent's user time)\n")
     print("| N | filter | µs/conn | ns/UDP packet | µs/RR round trip | CPU s/GB (TCP) |")
