@@ -11,8 +11,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -79,6 +81,68 @@ std::optional<bulkhead_ipcache_key> KeyFromHex(const std::string& hex) {
     p[i] = static_cast<uint8_t>(hi << 4 | lo);
   }
   return key;
+}
+
+// Identity and rule numbers of the compile in force, for state.json: a restarted agent
+// compiles with them pinned, so that the numbers in the kernel keep their meaning.
+nlohmann::json PinsToJson(const engine::PinnedIdentities& ids,
+                          const std::map<engine::RuleKey, uint32_t>& rules) {
+  nlohmann::json workloads = nlohmann::json::array();
+  for (const auto& [key, id] : ids.workloads) {
+    nlohmann::json ports = nlohmann::json::array();
+    for (const auto& p : key.named_ports) {
+      ports.push_back(
+          {{"name", p.name}, {"protocol", policy::ProtocolName(p.protocol)}, {"port", p.port}});
+    }
+    workloads.push_back({{"id", id},
+                         {"namespace", key.namespace_name},
+                         {"namespaceLabels", key.namespace_labels},
+                         {"labels", key.labels},
+                         {"serviceAccount", key.service_account},
+                         {"namedPorts", ports}});
+  }
+  nlohmann::json cidrs = nlohmann::json::array();
+  for (const auto& [cidr, id] : ids.cidrs) cidrs.push_back({{"id", id}, {"cidr", cidr.ToString()}});
+  nlohmann::json rule_list = nlohmann::json::array();
+  for (const auto& [key, id] : rules) {
+    rule_list.push_back({{"id", id},
+                         {"policy", key.policy},
+                         {"direction", policy::DirectionName(key.direction)},
+                         {"index", key.rule_index}});
+  }
+  return {{"workloads", workloads}, {"cidrs", cidrs}, {"rules", rule_list}};
+}
+
+// The inverse; throws nlohmann::json::exception or std::invalid_argument on a bad entry.
+void PinsFromJson(const nlohmann::json& j, engine::PinnedIdentities* ids,
+                  std::map<engine::RuleKey, uint32_t>* rules) {
+  for (const auto& w : j.at("workloads")) {
+    identity::IdentityKey key;
+    key.namespace_name = w.at("namespace").get<std::string>();
+    key.namespace_labels = w.at("namespaceLabels").get<policy::Labels>();
+    key.labels = w.at("labels").get<policy::Labels>();
+    key.service_account = w.at("serviceAccount").get<std::string>();
+    for (const auto& p : w.at("namedPorts")) {
+      auto proto = policy::ParseProtocol(p.at("protocol").get<std::string>());
+      if (!proto) throw std::invalid_argument("unknown protocol in namedPorts");
+      key.named_ports.push_back(
+          {p.at("name").get<std::string>(), *proto, p.at("port").get<uint16_t>()});
+    }
+    ids->workloads[key] = w.at("id").get<identity::NumericIdentity>();
+  }
+  for (const auto& c : j.at("cidrs")) {
+    auto cidr = policy::Cidr::Parse(c.at("cidr").get<std::string>());
+    if (!cidr) throw std::invalid_argument("bad cidr");
+    ids->cidrs[*cidr] = c.at("id").get<identity::NumericIdentity>();
+  }
+  for (const auto& r : j.at("rules")) {
+    engine::RuleKey key;
+    key.policy = r.at("policy").get<std::string>();
+    key.direction = r.at("direction").get<std::string>() == "egress" ? policy::Direction::kEgress
+                                                                     : policy::Direction::kIngress;
+    key.rule_index = r.at("index").get<int>();
+    (*rules)[key] = r.at("id").get<uint32_t>();
+  }
 }
 
 using Clock = std::chrono::steady_clock;
@@ -192,6 +256,17 @@ void Agent::LoadState() {
     for (const auto& k : j.value("ipcache", std::vector<std::string>{})) {
       if (auto key = KeyFromHex(k)) live_ipcache_.push_back(*key);
     }
+    if (j.contains("pins")) {
+      try {
+        PinsFromJson(j["pins"], &state_identity_pins_, &state_rule_pins_);
+      } catch (const std::exception& e) {
+        // Numbering afresh is safe, only not seamless (docs/agent.md, known limits).
+        state_identity_pins_ = {};
+        state_rule_pins_.clear();
+        spdlog::warn("ignoring the identity numbers in {}/state.json: {}", options_.state_dir,
+                     e.what());
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     spdlog::warn("ignoring unreadable {}/state.json: {}", options_.state_dir, e.what());
   }
@@ -207,6 +282,10 @@ absl::Status Agent::SaveState() const {
   std::vector<std::string> keys;
   for (const auto& k : live_ipcache_) keys.push_back(KeyHex(k));
   j["ipcache"] = keys;
+  if (compiler_ != nullptr) {
+    j["pins"] = PinsToJson(engine::PinsOf(compiler_->compiled()),
+                           engine::RulePinsOf(compiler_->compiled()));
+  }
   return WriteFileAtomically(fs::path(options_.state_dir) / "state.json", j.dump(1) + "\n");
 }
 
@@ -616,7 +695,22 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     copts.pinned_rules = engine::RulePinsOf(*prev);
     copts.reuse_tables_of = prev;
   }
+  // A restarted agent: the numbers its predecessor left in the kernel (state.json). Should
+  // they not fit this input, number afresh (safe, only not seamless).
+  std::optional<policy::Cluster> spare;
+  if (prev == nullptr && (!state_identity_pins_.empty() || !state_rule_pins_.empty())) {
+    copts.pinned_identities = state_identity_pins_;
+    copts.pinned_rules = state_rule_pins_;
+    spare = composed;
+  }
   auto compiler = engine::PolicyCompiler::Create(std::move(composed), copts);
+  if (!compiler.ok() && spare) {
+    spdlog::warn("identity and rule numbers from state.json not used: {}",
+                 std::string(compiler.status().message()));
+    copts.pinned_identities = {};
+    copts.pinned_rules.clear();
+    compiler = engine::PolicyCompiler::Create(std::move(*spare), copts);
+  }
   if (!compiler.ok()) return compiler.status();
   // The agent recompiles on every change: what only incremental adds need is not kept, nor
   // the policies (compiled into the tables; explain looks up workloads only).

@@ -156,7 +156,11 @@ class Agent {
   std::string files_hash_;
   std::map<std::string, EndpointRegistration> registrations_;  // by id
   std::string input_error_;  // why the files on disk are not applied ("" when they are)
-  std::string state_hash_;   // content hash a previous agent applied (state.json)
+  // Identity and rule numbers of the previous agent's last compile (state.json), pinned in
+  // this agent's first compile.
+  engine::PinnedIdentities state_identity_pins_;
+  std::map<engine::RuleKey, uint32_t> state_rule_pins_;
+  std::string state_hash_;  // content hash a previous agent applied (state.json)
   uint64_t revision_counter_ = 0;
   std::string last_error_;
   uint64_t applies_ok_ = 0;

@@ -358,6 +358,43 @@ TEST_F(EndpointsTest, RegistrationsSurviveAnAgentRestart) {
   EXPECT_TRUE(c->registrations().empty());
 }
 
+TEST_F(EndpointsTest, IdentityNumbersStayAcrossAddsAndRestarts) {
+  auto identities = [&](Agent& a) {
+    std::map<std::string, uint32_t> out;
+    for (const auto& e : a.EndpointsJson()) out[e.value("workload", "")] = e.value("identity", 0U);
+    return out;
+  };
+  std::map<std::string, uint32_t> before;
+  {
+    auto a = MakeAgent();
+    ASSERT_TRUE(Add(*a, Pod("c1/eth0", "z-1", "zzz", "veth-c1", {"10.9.1.1"})).value("ok", false));
+    const auto first = identities(*a);
+    // A key that sorts before the others: a fresh numbering would shift theirs.
+    ASSERT_TRUE(Add(*a, Pod("c2/eth0", "a-1", "aaa", "veth-c2", {"10.9.1.2"})).value("ok", false));
+    before = identities(*a);
+    EXPECT_EQ(before.at("shop/api"), first.at("shop/api"));
+    EXPECT_EQ(before.at("shop/z-1"), first.at("shop/z-1"));
+  }
+  auto b = MakeAgent();
+  EXPECT_EQ(identities(*b), before);
+  auto kernel = dp_.ListEndpoints();
+  ASSERT_TRUE(kernel.ok());
+  std::map<uint32_t, uint32_t> by_ifindex;
+  for (const auto& e : kernel.value()) by_ifindex[e.ifindex] = e.identity;
+  EXPECT_EQ(by_ifindex.at(21), before.at("shop/z-1"));
+  EXPECT_EQ(by_ifindex.at(22), before.at("shop/a-1"));
+  // Unusable numbers in state.json: numbered afresh, still applied.
+  b.reset();
+  std::ifstream in(dir_ / "state/state.json");
+  auto state = nlohmann::json::parse(in);
+  in.close();
+  for (auto& w : state["pins"]["workloads"]) w["id"] = 7;  // below the workload range
+  Write("state/state.json", state.dump());
+  auto c = MakeAgent();
+  EXPECT_TRUE(c->ready());
+  EXPECT_EQ(Verdict(*c, "shop/z-1", "shop/api", 80), "deny");
+}
+
 TEST_F(EndpointsTest, AnUnreadableEndpointsFileStopsTheStart) {
   fs::create_directories(dir_ / "state");
   Write("state/endpoints.json", R"({"endpoints": [{"id": "c1/eth0", "namespace": "shop"}]})");
