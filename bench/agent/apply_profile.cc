@@ -83,16 +83,14 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  const fs::path dir = keep.empty() ? fs::temp_directory_path() /
-                                          ("bh-apply-profile-" + std::to_string(getpid()))
-                                    : fs::path(keep);
+  const fs::path dir =
+      keep.empty() ? fs::temp_directory_path() / ("bh-apply-profile-" + std::to_string(getpid()))
+                   : fs::path(keep);
   if (auto s = WriteScenario(o, dir.string()); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 1;
   }
-  {
-    std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, true);
-  }
+  { std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, true); }
   const std::vector<std::string> paths = {(dir / "rules").string(),
                                           (dir / "inventory.yaml").string()};
 
@@ -120,10 +118,11 @@ int Main(int argc, char** argv) {
     const double h4 = heap();
     loaded = policy::LoadResult{};
     const double h5 = heap();
-    std::printf("heap MiB: load cache + result %.1f, result alone %.1f, files copy %.1f, "
-                "compiler (cluster copy + state + output) %.1f, one rule table copy %.1f; "
-                "kept by an agent ~%.1f\n",
-                h1 - h0, h1 - h5, h2 - h1, h3 - h2, h4 - h3, h4 - h0 - (h1 - h5));
+    std::printf(
+        "heap MiB: load cache + result %.1f, result alone %.1f, files copy %.1f, "
+        "compiler (cluster copy + state + output) %.1f, one rule table copy %.1f; "
+        "kept by an agent ~%.1f\n",
+        h1 - h0, h1 - h5, h2 - h1, h3 - h2, h4 - h3, h4 - h0 - (h1 - h5));
     (void)files_copy;
     if (keep.empty()) fs::remove_all(dir);
     return 0;
@@ -202,9 +201,7 @@ int Main(int argc, char** argv) {
     stats = engine::ComputeStats((*compiler)->compiled());
     // One policy changes (the probe's port flips): what the agent does with its cache and
     // the previous compile.
-    {
-      std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, run % 2 == 1);
-    }
+    { std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, run % 2 == 1); }
     auto t5 = Clock::now();
     const double c5 = CpuMs();
     policy::LoadResult again = policy::LoadPaths(paths, &cache);
@@ -250,8 +247,8 @@ int Main(int argc, char** argv) {
   std::printf("after one policy change: %zu tables reused, %zu rewritten\n", reused_tables,
               rewritten_tables);
   for (const Timing* t : {&read, &load, &compile, &entries, &cached, &recompile}) {
-    std::printf("%-52s %10.2f %10.2f %10.2f %7.1fx\n", t->name.c_str(), t->MedianCpu(),
-                t->Median(), t->Max(), base > 0 ? t->MedianCpu() / base : 0);
+    std::printf("%-52s %10.2f %10.2f %10.2f %7.1fx\n", t->name.c_str(), t->MedianCpu(), t->Median(),
+                t->Max(), base > 0 ? t->MedianCpu() / base : 0);
   }
   if (keep.empty()) fs::remove_all(dir);
   return 0;

@@ -55,8 +55,8 @@ absl::Status WriteScenario(const ScenarioOptions& o, const std::string& dir_text
   inv << "apiVersion: bulkhead.io/v1alpha1\nkind: Inventory\nmetadata: {name: agent-bench}\n"
          "spec:\n  namespaces:\n";
   for (int i = 0; i < o.namespaces; ++i) {
-    inv << "  - {name: ns-" << i << ", labels: {team: t" << i << ", env: "
-        << (i % 2 == 0 ? "prod" : "dev") << "}}\n";
+    inv << "  - {name: ns-" << i << ", labels: {team: t" << i
+        << ", env: " << (i % 2 == 0 ? "prod" : "dev") << "}}\n";
   }
   inv << "  nodes:\n  - {name: " << o.node << ", ips: [192.0.2.1]}\n  workloads:\n";
   for (int k = 0; k < o.local_workloads; ++k) {
