@@ -12,6 +12,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   libsqlite3-dev libcurl4-openssl-dev libssl-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libcpp-httplib-dev
+  # control-plane store tests run a real etcd cluster on loopback
+  etcd-server etcd-client
   # kernel-facing tools used by tests, the lab and benchmarks
   iproute2 iputils-ping nftables iptables containernetworking-plugins
   socat netcat-openbsd iperf3 procps python3
