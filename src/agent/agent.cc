@@ -420,6 +420,7 @@ absl::StatusOr<policy::Cluster> Agent::Compose(const policy::Cluster& files) con
     for (const auto& text : r.ips) w.ips.push_back(*policy::IpAddr::Parse(text));
     w.netns = r.netns;
     w.host_interface = r.host_interface;
+    for (const auto& p : r.named_ports) w.named_ports.push_back({p.name, p.protocol, p.port});
     w.node = options_.node;
     w.source.file = absl::StrCat("endpoint ", id);
     cluster.workloads.push_back(std::move(w));

@@ -49,6 +49,14 @@ nlohmann::json EndpointRegistration::ToJson() const {
   j["interface"] = interface;
   j["hostInterface"] = host_interface;
   j["ips"] = ips;
+  if (!named_ports.empty()) {
+    nlohmann::json ports = nlohmann::json::array();
+    for (const auto& p : named_ports) {
+      ports.push_back(
+          {{"name", p.name}, {"port", p.port}, {"protocol", policy::ProtocolName(p.protocol)}});
+    }
+    j["namedPorts"] = std::move(ports);
+  }
   return j;
 }
 
@@ -120,6 +128,30 @@ absl::StatusOr<EndpointRegistration> ValidateRegistration(EndpointRegistration r
     }
     r.ips[i] = ip->ToString();
   }
+  std::set<std::string> names;
+  for (size_t i = 0; i < r.named_ports.size(); ++i) {
+    const RegisteredPort& p = r.named_ports[i];
+    const std::string at = absl::StrCat(field("namedPorts"), "[", i, "]");
+    if (std::string problem = pi::CheckPortName(p.name); !problem.empty()) {
+      return Fail(
+          error, RegistrationField::kNamedPorts,
+          absl::StrCat(at, ".name: ", Quoted(p.name), " is not a valid port name: ", problem));
+    }
+    if (!names.insert(p.name).second) {
+      return Fail(error, RegistrationField::kNamedPorts,
+                  absl::StrCat(at, ".name: ", Quoted(p.name), " is listed twice"));
+    }
+    if (p.port == 0) {
+      return Fail(error, RegistrationField::kNamedPorts,
+                  absl::StrCat(at, ".port: must be 1-65535"));
+    }
+    if (p.protocol != policy::Protocol::kTCP && p.protocol != policy::Protocol::kUDP &&
+        p.protocol != policy::Protocol::kSCTP) {
+      return Fail(error, RegistrationField::kNamedPorts,
+                  absl::StrCat(at, ".protocol: ", policy::ProtocolName(p.protocol),
+                               " has no ports (TCP, UDP or SCTP)"));
+    }
+  }
   return r;
 }
 
@@ -140,13 +172,15 @@ absl::StatusOr<EndpointRegistration> ParseRegistration(const nlohmann::json& j,
       {"interface", RegistrationField::kInterface},
       {"hostInterface", RegistrationField::kHostInterface},
       {"ips", RegistrationField::kIps},
+      {"namedPorts", RegistrationField::kNamedPorts},
   };
   for (const auto& [key, value] : j.items()) {
     if (kFields.count(key) == 0) {
-      return Fail(error, RegistrationField::kObject,
-                  absl::StrCat(w, ".", pi::EscapeInvalidUtf8(key),
-                               ": unknown field (known: id, namespace, name, labels, "
-                               "serviceAccount, netns, interface, hostInterface, ips)"));
+      return Fail(
+          error, RegistrationField::kObject,
+          absl::StrCat(w, ".", pi::EscapeInvalidUtf8(key),
+                       ": unknown field (known: id, namespace, name, labels, "
+                       "serviceAccount, netns, interface, hostInterface, ips, namedPorts)"));
     }
   }
   EndpointRegistration r;
@@ -197,6 +231,45 @@ absl::StatusOr<EndpointRegistration> ParseRegistration(const nlohmann::json& j,
                   absl::StrCat(w, ".ips[", i, "]: must be a string"));
     }
     r.ips.push_back(j["ips"][i].get<std::string>());
+  }
+  if (j.contains("namedPorts")) {
+    const auto& ports = j["namedPorts"];
+    auto bad = [&](const std::string& at, const char* what) {
+      return Fail(error, RegistrationField::kNamedPorts, absl::StrCat(at, ": ", what));
+    };
+    if (!ports.is_array()) {
+      return bad(absl::StrCat(w, ".namedPorts"),
+                 "must be a list of {\"name\", \"port\", \"protocol\"}");
+    }
+    for (size_t i = 0; i < ports.size(); ++i) {
+      const auto& p = ports[i];
+      const std::string at = absl::StrCat(w, ".namedPorts[", i, "]");
+      if (!p.is_object()) return bad(at, "must be an object");
+      for (const auto& [key, value] : p.items()) {
+        if (key != "name" && key != "port" && key != "protocol") {
+          return bad(absl::StrCat(at, ".", pi::EscapeInvalidUtf8(key)),
+                     "unknown field (known: name, port, protocol)");
+        }
+      }
+      RegisteredPort rp;
+      if (!p.contains("name") || !p["name"].is_string()) {
+        return bad(at + ".name", "must be a string");
+      }
+      rp.name = p["name"].get<std::string>();
+      if (!p.contains("port") || !p["port"].is_number_integer() || p["port"].get<int64_t>() < 1 ||
+          p["port"].get<int64_t>() > 65535) {
+        return bad(at + ".port", "must be a number 1-65535");
+      }
+      rp.port = static_cast<uint16_t>(p["port"].get<int64_t>());
+      // Kubernetes defaults a container port's protocol to TCP.
+      if (p.contains("protocol")) {
+        if (!p["protocol"].is_string()) return bad(at + ".protocol", "must be a string");
+        auto proto = policy::ParseProtocol(p["protocol"].get<std::string>());
+        if (!proto) return bad(at + ".protocol", "must be TCP, UDP or SCTP");
+        rp.protocol = *proto;
+      }
+      r.named_ports.push_back(std::move(rp));
+    }
   }
   return ValidateRegistration(std::move(r), where, error);
 }

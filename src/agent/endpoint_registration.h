@@ -11,8 +11,18 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "policy/model.h"
 
 namespace bulkhead::agent {
+
+// A container port with a name (Kubernetes `containers[].ports[]`): what a policy's named
+// port resolves to on this workload.
+struct RegisteredPort {
+  std::string name;  // IANA_SVC_NAME
+  policy::Protocol protocol = policy::Protocol::kTCP;
+  uint16_t port = 0;
+  bool operator==(const RegisteredPort&) const = default;
+};
 
 struct EndpointRegistration {
   std::string id;  // "<containerId>/<ifname>": what CNI DEL and CHECK name it by
@@ -24,12 +34,14 @@ struct EndpointRegistration {
   std::string interface;         // the interface inside the netns (CNI_IFNAME)
   std::string host_interface;    // the host side of its veth: where the agent attaches
   std::vector<std::string> ips;  // canonical text ("10.1.0.5", "fd00::5"), in given order
+  std::vector<RegisteredPort> named_ports;  // names unique; TCP, UDP or SCTP
 
   std::string Workload() const { return namespace_name + "/" + name; }
   bool operator==(const EndpointRegistration&) const = default;
 
   // {"id", "namespace", "name", "labels", "serviceAccount", "netns", "interface",
-  // "hostInterface", "ips"}.
+  // "hostInterface", "ips"}, and "namedPorts" ([{"name", "port", "protocol"}]) only when there
+  // are some (so that registrations without them hash as before).
   nlohmann::json ToJson() const;
 };
 
@@ -46,6 +58,7 @@ enum class RegistrationField {
   kInterface,
   kHostInterface,
   kIps,
+  kNamedPorts,
 };
 
 struct RegistrationError {
@@ -54,7 +67,8 @@ struct RegistrationError {
 };
 
 // Validates a registration: Kubernetes name and label syntax, interface names (IFNAMSIZ),
-// netns, at least one address, addresses parsed and written canonically. `where` prefixes
+// netns, at least one address, addresses parsed and written canonically, named ports (name
+// IANA_SVC_NAME and unique, port 1-65535, TCP, UDP or SCTP). `where` prefixes
 // every field in the message ("endpoint" -> "endpoint.namespace"). Returns the registration
 // with its addresses canonical, or the first error.
 absl::StatusOr<EndpointRegistration> ValidateRegistration(EndpointRegistration registration,
