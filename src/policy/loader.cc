@@ -542,4 +542,12 @@ LoadResult LoadString(std::string_view content, std::string_view file_name) {
   return internal::Finish(std::move(collected), std::move(diags));
 }
 
+LoadResult LoadSources(const std::vector<Source>& sources) {
+  internal::Collected collected;
+  std::vector<Diagnostic> diags;
+  internal::Dispatcher dispatcher(&collected, &diags);
+  for (const Source& s : sources) dispatcher.LoadContent(s.content, s.name);
+  return internal::Finish(std::move(collected), std::move(diags));
+}
+
 }  // namespace bulkhead::policy

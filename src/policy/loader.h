@@ -65,4 +65,14 @@ LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache);
 // Loads one in-memory document stream, as if it were a file named `file_name`.
 LoadResult LoadString(std::string_view content, std::string_view file_name);
 
+// One in-memory document stream and the name its diagnostics carry as their file (the
+// control plane's stored objects: "Kind ns/name" or the path a client sent).
+struct Source {
+  std::string name;
+  std::string content;
+};
+
+// Loads several in-memory document streams into one Cluster, as LoadPaths does files.
+LoadResult LoadSources(const std::vector<Source>& sources);
+
 }  // namespace bulkhead::policy
