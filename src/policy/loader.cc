@@ -542,6 +542,26 @@ LoadResult LoadString(std::string_view content, std::string_view file_name) {
   return internal::Finish(std::move(collected), std::move(diags));
 }
 
+KindScope LookupKindScope(std::string_view api_version, std::string_view kind) {
+  size_t slash = api_version.find('/');
+  std::string_view group = slash == std::string_view::npos ? "" : api_version.substr(0, slash);
+  std::string_view version =
+      slash == std::string_view::npos ? api_version : api_version.substr(slash + 1);
+  for (const internal::KindInfo& k : internal::KindTable()) {
+    if (k.kind != kind || k.group != group) continue;
+    if (std::find(k.versions.begin(), k.versions.end(), version) == k.versions.end()) continue;
+    switch (k.scope) {
+      case internal::Scope::kNamespaced:
+        return KindScope::kNamespaced;
+      case internal::Scope::kCluster:
+        return KindScope::kCluster;
+      case internal::Scope::kEither:
+        return KindScope::kEither;
+    }
+  }
+  return KindScope::kUnknown;
+}
+
 LoadResult LoadSources(const std::vector<Source>& sources) {
   internal::Collected collected;
   std::vector<Diagnostic> diags;

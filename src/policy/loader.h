@@ -65,6 +65,13 @@ LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache);
 // Loads one in-memory document stream, as if it were a file named `file_name`.
 LoadResult LoadString(std::string_view content, std::string_view file_name);
 
+// How a kind the loader reads is scoped: namespaced (metadata.namespace defaults to
+// "default"), cluster-scoped (metadata.namespace ignored), or either (DefaultDeny: namespaced
+// when metadata.namespace is given). kUnknown for kinds and apiVersions the loader does not
+// read (they are ignored with a notice, or refused).
+enum class KindScope { kUnknown, kNamespaced, kCluster, kEither };
+KindScope LookupKindScope(std::string_view api_version, std::string_view kind);
+
 // One in-memory document stream and the name its diagnostics carry as their file (the
 // control plane's stored objects: "Kind ns/name" or the path a client sent).
 struct Source {

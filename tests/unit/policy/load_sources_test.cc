@@ -52,3 +52,20 @@ TEST(LoadSourcesTest, SyntaxErrorNamesStreamAndLine) {
 
 }  // namespace
 }  // namespace bulkhead::policy
+
+namespace bulkhead::policy {
+namespace {
+
+TEST(LookupKindScopeTest, KnownKindsAndVersions) {
+  EXPECT_EQ(LookupKindScope("networking.k8s.io/v1", "NetworkPolicy"), KindScope::kNamespaced);
+  EXPECT_EQ(LookupKindScope("v1", "Namespace"), KindScope::kCluster);
+  EXPECT_EQ(LookupKindScope("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy"),
+            KindScope::kCluster);
+  EXPECT_EQ(LookupKindScope("bulkhead.io/v1alpha1", "DefaultDeny"), KindScope::kEither);
+  EXPECT_EQ(LookupKindScope("networking.k8s.io/v2", "NetworkPolicy"), KindScope::kUnknown);
+  EXPECT_EQ(LookupKindScope("v1", "Service"), KindScope::kUnknown);
+  EXPECT_EQ(LookupKindScope("crd.projectcalico.org/v1", "NetworkPolicy"), KindScope::kUnknown);
+}
+
+}  // namespace
+}  // namespace bulkhead::policy
