@@ -12,7 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   libsqlite3-dev libcurl4-openssl-dev libssl-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libcpp-httplib-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libcpp-httplib-dev libdtl-dev
   # control-plane store tests run a real etcd cluster on loopback
   etcd-server etcd-client
   # kernel-facing tools used by tests, the lab and benchmarks
