@@ -47,7 +47,8 @@ std::string PortsText(const std::vector<lab::LabPort>& ports) {
   std::vector<std::string> parts;
   parts.reserve(ports.size());
   for (const auto& p : ports) {
-    parts.push_back(absl::StrCat(p.port, "/", policy::ProtocolName(p.protocol)));
+    parts.push_back(absl::StrCat(p.port, "/", policy::ProtocolName(p.protocol),
+                                 p.name.empty() ? "" : absl::StrCat(" (", p.name, ")")));
   }
   return parts.empty() ? "-" : absl::StrJoin(parts, " ");
 }
@@ -104,7 +105,7 @@ class LabCommand : public Subcommand {
     probe_ = app_->add_subcommand("probe",
                                   "Connect from one workload to another (or every pair: --matrix)");
     probe_->footer(
-        "One flow:  --from NS/NAME --to NS/NAME --port PORT\n"
+        "One flow:  --from NS/NAME --to NS/NAME --port PORT (no --port for icmp)\n"
         "           exit 0 connected (the right workload answered), 1 blocked (timeout,\n"
         "           refused, reset), 2 usage or lab error\n"
         "Matrix:    --matrix --port PORT[,PORT...] [--protocol tcp,udp] [--family 4,6]\n"
@@ -114,14 +115,16 @@ class LabCommand : public Subcommand {
     from_opt_ = probe_->add_option("--from", from_, "Source workload")->type_name("NS/NAME");
     to_opt_ = probe_->add_option("--to", to_, "Destination workload")->type_name("NS/NAME");
     probe_->add_flag("--matrix", matrix_, "Probe every ordered pair of workloads");
-    probe_->add_option("--port", ports_, "Destination port(s)")
-        ->required()
+    probe_->add_option("--port", ports_, "Destination port(s); not for icmp")
         ->delimiter(',')
         ->check(CLI::Range(1, 65535))
         ->type_name("PORT");
-    probe_->add_option("--protocol", protocols_, "tcp (default) or udp; a list with --matrix")
+    probe_
+        ->add_option("--protocol", protocols_,
+                     "tcp (default), udp, sctp or icmp (echo; ICMPv6 over IPv6); a list with "
+                     "--matrix")
         ->delimiter(',')
-        ->transform(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case))
+        ->transform(CLI::IsMember({"tcp", "udp", "sctp", "icmp"}, CLI::ignore_case))
         ->type_name("PROTO");
     probe_
         ->add_option("--family", families_,
@@ -275,7 +278,10 @@ class LabCommand : public Subcommand {
       o["host_interface"] = w.host_interface;
       nlohmann::ordered_json ports = nlohmann::ordered_json::array();
       for (const auto& p : w.ports) {
-        ports.push_back({{"port", p.port}, {"protocol", policy::ProtocolName(p.protocol)}});
+        nlohmann::ordered_json pj = {{"port", p.port},
+                                     {"protocol", policy::ProtocolName(p.protocol)}};
+        if (!p.name.empty()) pj["name"] = p.name;
+        ports.push_back(std::move(pj));
       }
       o["ports"] = ports;
       o["server_pid"] = w.server.pid;
@@ -365,7 +371,13 @@ class LabCommand : public Subcommand {
     if (single && (from_opt_->count() == 0 || to_opt_->count() == 0)) {
       return usage("--from and --to go together");
     }
-    if (single && (ports_.size() != 1 || protocols_.size() > 1 || families_.size() > 1)) {
+    const bool only_icmp =
+        !protocols_.empty() && std::all_of(protocols_.begin(), protocols_.end(),
+                                           [](const std::string& p) { return p == "icmp"; });
+    if (ports_.empty() && !only_icmp) return usage("--port is required (except for icmp)");
+    if (!ports_.empty() && only_icmp) return usage("--port: icmp has no ports");
+    if (single &&
+        ((ports_.size() != 1 && !only_icmp) || protocols_.size() > 1 || families_.size() > 1)) {
       return usage("one flow takes one --port, --protocol and --family (lists are for --matrix)");
     }
     auto name = lab::ResolveLabName(name_, lab::kDefaultRunDir);
@@ -394,12 +406,30 @@ class LabCommand : public Subcommand {
                   : ProbeMatrix(term, *st, protocols, families, timeout);
   }
 
-  static policy::Protocol ToProtocol(const std::string& p) {
-    return p == "udp" ? policy::Protocol::kUDP : policy::Protocol::kTCP;
+  // ICMP over IPv6 is ICMPv6.
+  static policy::Protocol ToProtocol(const std::string& p, int family) {
+    if (p == "udp") return policy::Protocol::kUDP;
+    if (p == "sctp") return policy::Protocol::kSCTP;
+    if (p == "icmp") return family == 6 ? policy::Protocol::kICMPv6 : policy::Protocol::kICMP;
+    return policy::Protocol::kTCP;
   }
 
+  static bool IsIcmp(policy::Protocol p) {
+    return p == policy::Protocol::kICMP || p == policy::Protocol::kICMPv6;
+  }
+
+  // Every workload's kernel answers echo requests; ports are served by `lab serve`.
   static bool Serves(const lab::WorkloadState& w, uint16_t port, policy::Protocol proto) {
-    return std::find(w.ports.begin(), w.ports.end(), lab::LabPort{port, proto}) != w.ports.end();
+    if (IsIcmp(proto)) return true;
+    lab::LabPort want{port, proto, ""};
+    return std::any_of(w.ports.begin(), w.ports.end(),
+                       [&](const lab::LabPort& p) { return p.SameSocket(want); });
+  }
+
+  // "TCP/80", or "ICMP" (no port).
+  static std::string FlowText(policy::Protocol proto, uint16_t port) {
+    if (IsIcmp(proto)) return policy::ProtocolName(proto);
+    return absl::StrCat(policy::ProtocolName(proto), "/", port);
   }
 
   int ProbeOne(Terminal& term, const lab::LabState& st, const std::string& protocol, int family,
@@ -418,11 +448,11 @@ class LabCommand : public Subcommand {
         return kProbeError;
       }
     }
-    policy::Protocol proto = ToProtocol(protocol);
-    auto port = static_cast<uint16_t>(ports_[0]);
+    policy::Protocol proto = ToProtocol(protocol, family);
+    auto port = static_cast<uint16_t>(ports_.empty() ? 0 : ports_[0]);
     if (!Serves(*dst, port, proto)) {
-      term.err << me << ": error: " << to << " serves no " << policy::ProtocolName(proto) << "/"
-               << port << " (its ports: " << PortsText(dst->ports) << ")\n";
+      term.err << me << ": error: " << to << " serves no " << FlowText(proto, port)
+               << " (its ports: " << PortsText(dst->ports) << ")\n";
       return kProbeError;
     }
     lab::ProbeSpec spec{lab::NetnsPath(src->netns), *AddressOf(*dst, family), port, proto, to};
@@ -450,13 +480,15 @@ class LabCommand : public Subcommand {
       term.out << j.dump(2) << "\n";
     } else {
       Style style(term.color);
-      term.out << from << " -> " << to << " " << policy::ProtocolName(proto) << "/" << port
-               << " over IPv" << family << " (" << spec.dst.ToString()
+      term.out << from << " -> " << to << " " << FlowText(proto, port) << " over IPv" << family
+               << " (" << spec.dst.ToString()
                << "): " << style.Paint(result, connected ? Color::kGreen : Color::kRed);
       if (connected) {
         char ms[32];
         std::snprintf(ms, sizeof ms, "%.1f", r.millis);
-        term.out << " (answered by " << to << ", " << ms << " ms)";
+        // An echo reply says only that it came from the destination's address.
+        term.out << " (answered by " << (IsIcmp(proto) ? spec.dst.ToString() : to) << ", " << ms
+                 << " ms)";
       } else {
         term.out << " (" << lab::ProbeOutcomeName(r.outcome)
                  << (r.detail.empty() ? "" : ": " + r.detail) << ")";
@@ -485,7 +517,13 @@ class LabCommand : public Subcommand {
     std::vector<Combo> combos;
     for (int f : families) {
       for (const auto& p : protos) {
-        for (int port : ports_) combos.push_back({f, ToProtocol(p), static_cast<uint16_t>(port)});
+        if (p == "icmp") {
+          combos.push_back({f, ToProtocol(p, f), 0});
+          continue;
+        }
+        for (int port : ports_) {
+          combos.push_back({f, ToProtocol(p, f), static_cast<uint16_t>(port)});
+        }
       }
     }
     std::vector<lab::ProbeSpec> specs;
@@ -518,15 +556,15 @@ class LabCommand : public Subcommand {
           if (r.outcome != lab::ProbeOutcome::kConnected && !lab::IsBlocked(r.outcome)) {
             ++errors;
             term.err << me << ": error: " << ws[i]->id << " -> " << ws[j]->id << " "
-                     << policy::ProtocolName(c.protocol) << "/" << c.port << " IPv" << c.family
-                     << ": " << lab::ProbeOutcomeName(r.outcome) << " " << r.detail << "\n";
+                     << FlowText(c.protocol, c.port) << " IPv" << c.family << ": "
+                     << lab::ProbeOutcomeName(r.outcome) << " " << r.detail << "\n";
           }
         }
       }
       for (const auto* w : ws) {
         if (!Serves(*w, c.port, c.protocol)) {
-          term.err << me << ": note: " << w->id << " serves no " << policy::ProtocolName(c.protocol)
-                   << "/" << c.port << ": its column shows refused connections, not policy\n";
+          term.err << me << ": note: " << w->id << " serves no " << FlowText(c.protocol, c.port)
+                   << ": its column shows refused connections, not policy\n";
         }
       }
       matrices.push_back(std::move(m));
@@ -577,11 +615,14 @@ class LabCommand : public Subcommand {
       unsigned port = 0;
       auto proto = parts.size() == 2 ? policy::ParseProtocol(parts[1]) : std::nullopt;
       if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &port) || port < 1 || port > 65535 ||
-          !proto || (*proto != policy::Protocol::kTCP && *proto != policy::Protocol::kUDP)) {
-        term.err << "bulkhead lab serve: error: --port " << Quote(p) << " is not PORT/TCP|UDP\n";
+          !proto ||
+          (*proto != policy::Protocol::kTCP && *proto != policy::Protocol::kUDP &&
+           *proto != policy::Protocol::kSCTP)) {
+        term.err << "bulkhead lab serve: error: --port " << Quote(p)
+                 << " is not PORT/TCP|UDP|SCTP\n";
         return kExitInvalidInput;
       }
-      o.ports.push_back({static_cast<uint16_t>(port), *proto});
+      o.ports.push_back({static_cast<uint16_t>(port), *proto, ""});
     }
     auto s = lab::Serve(o);
     term.err << "bulkhead lab serve: error: " << s.message() << "\n";

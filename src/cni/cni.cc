@@ -43,6 +43,52 @@ int CodeFor(const absl::Status& st) {
   }
 }
 
+// args.bulkhead.namedPorts: the shape here; names, numbers and duplicates are checked with the
+// rest of the registration (agent::ValidateRegistration), as the agent checks them.
+std::optional<CniError> ParseNamedPorts(const json& list, std::vector<agent::RegisteredPort>* out) {
+  const std::string shape =
+      "must be a list of {\"name\": string, \"port\": number, "
+      "\"protocol\": \"TCP\"|\"UDP\"|\"SCTP\"}";
+  if (!list.is_array()) return Error(kInvalidConfig, "args.bulkhead.namedPorts: " + shape);
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& p = list[i];
+    const std::string at = absl::StrCat("args.bulkhead.namedPorts[", i, "]");
+    if (!p.is_object()) return Error(kInvalidConfig, absl::StrCat(at, ": must be an object"));
+    for (const auto& [key, value] : p.items()) {
+      if (key != "name" && key != "port" && key != "protocol") {
+        return Error(kUnsupportedField,
+                     absl::StrCat(at, ".", key, ": unknown field; known: name, port, protocol"));
+      }
+    }
+    agent::RegisteredPort rp;
+    if (!p.contains("name") || !p["name"].is_string()) {
+      return Error(kInvalidConfig, absl::StrCat(at, ".name: must be a string"));
+    }
+    rp.name = p["name"].get<std::string>();
+    if (!p.contains("port") || !p["port"].is_number_integer() || p["port"].get<int64_t>() < 1 ||
+        p["port"].get<int64_t>() > 65535) {
+      return Error(kInvalidConfig, absl::StrCat(at, ".port: must be a number 1-65535"));
+    }
+    rp.port = static_cast<uint16_t>(p["port"].get<int64_t>());
+    if (p.contains("protocol")) {  // Kubernetes' default: TCP
+      const json& proto = p["protocol"];
+      std::string text = proto.is_string() ? proto.get<std::string>() : std::string();
+      if (text == "TCP") {
+        rp.protocol = policy::Protocol::kTCP;
+      } else if (text == "UDP") {
+        rp.protocol = policy::Protocol::kUDP;
+      } else if (text == "SCTP") {
+        rp.protocol = policy::Protocol::kSCTP;
+      } else {
+        return Error(kInvalidConfig, absl::StrCat(at, ".protocol: ", proto.dump(),
+                                                  " is not \"TCP\", \"UDP\" or \"SCTP\""));
+      }
+    }
+    out->push_back(std::move(rp));
+  }
+  return std::nullopt;
+}
+
 // The parts of an invocation ADD and CHECK share: environment, configuration and prevResult
 // turned into the registration the agent is (or should be) holding.
 struct Invocation {
@@ -86,6 +132,7 @@ std::optional<CniError> BuildRegistration(const Environment& env, const NetConf&
   r.name = args->at("K8S_POD_NAME");
   r.labels = conf.labels;
   r.service_account = conf.service_account;
+  r.named_ports = conf.named_ports;
   r.netns = env.netns;
   r.interface = env.ifname;
   r.host_interface = net.host_interface;
@@ -111,6 +158,8 @@ std::optional<CniError> BuildRegistration(const Environment& env, const NetConf&
         return Error(kInvalidConfig, absl::StrCat("args.cni.labels: ", where.message));
       case F::kServiceAccount:
         return Error(kInvalidConfig, absl::StrCat("args.bulkhead.serviceAccount: ", where.message));
+      case F::kNamedPorts:
+        return Error(kInvalidConfig, absl::StrCat("args.bulkhead.namedPorts: ", where.message));
       case F::kHostInterface:
       case F::kIps:
       case F::kObject:
@@ -183,6 +232,7 @@ std::optional<CniError> Check(const Environment& env, const NetConf& conf, const
   if (have->Workload() != want.Workload()) differ.push_back("workload " + have->Workload());
   if (have->labels != want.labels) differ.emplace_back("labels");
   if (have->service_account != want.service_account) differ.emplace_back("serviceAccount");
+  if (have->named_ports != want.named_ports) differ.emplace_back("namedPorts");
   if (have->host_interface != want.host_interface) {
     differ.push_back("hostInterface " + have->host_interface);
   }
@@ -301,10 +351,14 @@ std::optional<CniError> ParseNetConf(const std::string& text, NetConf* out) {
       const json& bh = args["bulkhead"];
       if (!bh.is_object()) return Error(kInvalidConfig, "args.bulkhead: must be an object");
       for (const auto& [key, value] : bh.items()) {
+        if (key == "namedPorts") {
+          if (auto e = ParseNamedPorts(value, &c.named_ports)) return e;
+          continue;
+        }
         if (key != "serviceAccount") {
           return Error(kUnsupportedField,
                        absl::StrCat("args.bulkhead.", key, ": unknown field (value ", value.dump(),
-                                    "); known: serviceAccount"));
+                                    "); known: serviceAccount, namedPorts"));
         }
         if (!value.is_string()) {
           return Error(kInvalidConfig, "args.bulkhead.serviceAccount: must be a string");

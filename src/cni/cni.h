@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/endpoint_registration.h"
 #include "nlohmann/json.hpp"
 
 namespace bulkhead::cni {
@@ -64,6 +65,8 @@ struct NetConf {
   std::string agent_socket;                   // agentSocket (default /run/bulkhead/agent.sock)
   std::map<std::string, std::string> labels;  // args.cni.labels: [{"key","value"}]
   std::string service_account;                // args.bulkhead.serviceAccount (default "default")
+  // args.bulkhead.namedPorts: [{"name", "port", "protocol"}], the pod's named container ports.
+  std::vector<agent::RegisteredPort> named_ports;
   std::optional<nlohmann::json> prev_result;
 };
 // Parses stdin; errors are CNI errors (6 not JSON, 7 invalid, 1 unsupported version).

@@ -426,6 +426,14 @@ std::string ClusterInventoryYaml(const LabSpec& spec, const LabState& state) {
     if (const WorkloadState* ws = state.FindWorkload(w.Id()); ws != nullptr && !ws->ips.empty()) {
       out += "    ips: " + Json(ws->ips).dump() + "\n";
     }
+    // Only named ports: an Inventory's ports exist for named-port resolution.
+    std::string named;
+    for (const auto& p : w.ports) {
+      if (p.name.empty()) continue;
+      named += "    - {name: " + Q(p.name) + ", port: " + std::to_string(p.port) +
+               ", protocol: " + policy::ProtocolName(p.protocol) + "}\n";
+    }
+    if (!named.empty()) out += "    ports:\n" + named;
   }
   return out;
 }
@@ -472,7 +480,15 @@ std::string WorkloadCniArgs(const LabWorkload& w, const std::string& container_i
 Json WorkloadNetconfArgs(const LabWorkload& w) {
   Json labels = Json::array();
   for (const auto& [k, v] : w.labels) labels.push_back(Json{{"key", k}, {"value", v}});
-  return Json{{"cni", {{"labels", labels}}}, {"bulkhead", {{"serviceAccount", w.service_account}}}};
+  Json bulkhead = {{"serviceAccount", w.service_account}};
+  Json named = Json::array();
+  for (const auto& p : w.ports) {
+    if (p.name.empty()) continue;
+    named.push_back(
+        Json{{"name", p.name}, {"port", p.port}, {"protocol", policy::ProtocolName(p.protocol)}});
+  }
+  if (!named.empty()) bulkhead["namedPorts"] = std::move(named);
+  return Json{{"cni", {{"labels", labels}}}, {"bulkhead", std::move(bulkhead)}};
 }
 
 std::vector<std::string> DefaultCniPath(const std::string& bulkhead_binary) {

@@ -234,20 +234,40 @@ class LabDecoder {
       }
       w.service_account = *s;
     }
+    std::map<std::string, int> port_name_lines;
     for (const Field& pf : d_.List(d_.Get(f, "ports"))) {
       if (!d_.Map(pf, true)) continue;
-      d_.OnlyKnownFields(pf, {"port", "protocol"});
+      d_.OnlyKnownFields(pf, {"name", "port", "protocol"});
       auto number = d_.PortNumber(d_.Get(pf, "port"), true);
       Field proto_field = d_.Get(pf, "protocol");
       auto proto = d_.PortProtocol(proto_field);
+      Field name_field = d_.Get(pf, "name");
+      std::optional<std::string> port_name;
+      if (name_field.present()) {
+        port_name = d_.String(name_field);
+        if (!port_name) continue;
+        // As Kubernetes validates containers[].ports[].name: an IANA_SVC_NAME, unique in the pod.
+        if (std::string problem = policy::internal::CheckPortName(*port_name); !problem.empty()) {
+          d_.Error(name_field, "invalid port name " + Quote(*port_name) + ": " + problem);
+          continue;
+        }
+        if (auto it = port_name_lines.find(*port_name); it != port_name_lines.end()) {
+          d_.Error(name_field, "duplicate port name " + Quote(*port_name) +
+                                   " (already used at line " + std::to_string(it->second) + ")");
+          continue;
+        }
+        port_name_lines[*port_name] = name_field.at()->line;
+      }
       if (!number || !proto) continue;
-      if (*proto != policy::Protocol::kTCP && *proto != policy::Protocol::kUDP) {
-        d_.Error(proto_field, std::string("the lab's servers answer TCP and UDP only, not ") +
+      if (*proto != policy::Protocol::kTCP && *proto != policy::Protocol::kUDP &&
+          *proto != policy::Protocol::kSCTP) {
+        d_.Error(proto_field, std::string("the lab's servers answer TCP, UDP and SCTP only, not ") +
                                   policy::ProtocolName(*proto));
         continue;
       }
-      LabPort p{*number, *proto};
-      if (std::find(w.ports.begin(), w.ports.end(), p) != w.ports.end()) {
+      LabPort p{*number, *proto, port_name.value_or("")};
+      if (std::any_of(w.ports.begin(), w.ports.end(),
+                      [&](const LabPort& q) { return q.SameSocket(p); })) {
         d_.Error(pf, "duplicate port " + std::to_string(p.port) + "/" +
                          policy::ProtocolName(p.protocol));
         continue;

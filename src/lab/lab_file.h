@@ -14,11 +14,15 @@
 
 namespace bulkhead::lab {
 
-// A port a workload's server listens on (TCP or UDP: what the lab serves).
+// A port a workload's server listens on (TCP, UDP, or SCTP emulated on a raw socket), with
+// its optional name (a Kubernetes container port name, what a policy's named port resolves to).
 struct LabPort {
   uint16_t port = 0;
   policy::Protocol protocol = policy::Protocol::kTCP;
+  std::string name;  // IANA_SVC_NAME, unique in the workload; empty: unnamed
   bool operator==(const LabPort&) const = default;
+  // The same socket (port and protocol), whatever the names.
+  bool SameSocket(const LabPort& o) const { return port == o.port && protocol == o.protocol; }
 };
 
 struct LabNamespace {

@@ -1,5 +1,7 @@
 // Concurrent probes: sockets are created inside their source netns on a helper thread (a
-// socket keeps the namespace it was made in), then driven together on one epoll.
+// socket keeps the namespace it was made in), then driven together on one epoll. SCTP and
+// ICMP go over raw sockets (see raw_packets.h): an SCTP INIT answered by INIT-ACK, an ICMP
+// echo request answered by the kernel's echo reply.
 #include "lab/probe.h"
 
 #include <arpa/inet.h>
@@ -14,10 +16,12 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "lab/netns.h"
+#include "lab/raw_packets.h"
 #include "lab/serve.h"
 
 namespace bulkhead::lab {
@@ -47,10 +51,31 @@ ProbeOutcome FromErrno(int err) {
   }
 }
 
+enum class Kind { kTcp, kUdp, kSctp, kIcmp };
+
+Kind KindOf(policy::Protocol p) {
+  switch (p) {
+    case policy::Protocol::kUDP:
+      return Kind::kUdp;
+    case policy::Protocol::kSCTP:
+      return Kind::kSctp;
+    case policy::Protocol::kICMP:
+    case policy::Protocol::kICMPv6:
+      return Kind::kIcmp;
+    default:
+      return Kind::kTcp;
+  }
+}
+
 struct Live {
   Fd fd;
   std::string error;  // set when the socket could not be made
-  bool tcp = true;
+  Kind kind = Kind::kTcp;
+  bool tcp = true;  // kind == kTcp: a stream; everything else is resent until answered
+  bool v6 = false;
+  uint16_t src_port = 0;  // SCTP: the port our INIT comes from (a raw socket has none)
+  uint32_t tag = 0;       // SCTP: our initiate tag, the verification tag of the answer
+  uint16_t icmp_id = 0;   // ICMP: echo identifier (unique in the batch)
   bool connected = false;
   bool done = false;
   std::string answer;
@@ -68,7 +93,9 @@ void OpenSockets(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
     for (size_t i = begin; i < end; ++i) {
       const ProbeSpec& p = probes[i];
       Live& l = live[i - begin];
-      l.tcp = p.protocol == policy::Protocol::kTCP;
+      l.kind = KindOf(p.protocol);
+      l.tcp = l.kind == Kind::kTcp;
+      l.v6 = p.dst.v6;
       if (p.source_netns != current) {
         absl::StatusOr<Fd> ns =
             p.source_netns.empty()
@@ -88,8 +115,11 @@ void OpenSockets(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
         }
         current = p.source_netns;
       }
-      int fd = ::socket(p.dst.v6 ? AF_INET6 : AF_INET,
-                        (l.tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      int type = l.kind == Kind::kTcp ? SOCK_STREAM : l.kind == Kind::kUdp ? SOCK_DGRAM : SOCK_RAW;
+      int proto = 0;
+      if (l.kind == Kind::kSctp) proto = IPPROTO_SCTP;
+      if (l.kind == Kind::kIcmp) proto = p.dst.v6 ? int{IPPROTO_ICMPV6} : int{IPPROTO_ICMP};
+      int fd = ::socket(p.dst.v6 ? AF_INET6 : AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
       if (fd < 0) {
         l.error = absl::StrCat("socket: ", std::strerror(errno));
         continue;
@@ -123,16 +153,60 @@ bool Judge(Live& l, ProbeResult& r, const ProbeSpec& p, bool eof) {
   return true;
 }
 
-void SendDatagram(Live& l) {
+// A UDP datagram, an SCTP INIT or an ICMP echo request; sent again until answered.
+void SendDatagram(Live& l, const ProbeSpec& p) {
   static constexpr char kProbe[] = "probe\n";
-  ::send(l.fd.get(), kProbe, sizeof kProbe - 1, MSG_NOSIGNAL);
+  if (l.kind == Kind::kSctp) {
+    auto init = SctpInit(l.src_port, p.port, l.tag);
+    ::send(l.fd.get(), init.data(), init.size(), MSG_NOSIGNAL);
+  } else if (l.kind == Kind::kIcmp) {
+    auto echo = IcmpEcho(l.v6, l.icmp_id, 1, "bulkhead lab probe");
+    ::send(l.fd.get(), echo.data(), echo.size(), MSG_NOSIGNAL);
+  } else {
+    ::send(l.fd.get(), kProbe, sizeof kProbe - 1, MSG_NOSIGNAL);
+  }
   l.next_send = Clock::now() + kUdpResend;
+}
+
+// One packet read from a raw socket (connected to the destination, so it came from there):
+// whether it decides the probe.
+void ReadRaw(Live& l, ProbeResult& r, const ProbeSpec& p, const uint8_t* buf, size_t size) {
+  const uint8_t* data = buf;
+  if (!l.v6) data = SkipIpv4Header(buf, size, &size);  // raw IPv4 reads include the header
+  if (data == nullptr) return;
+  if (l.kind == Kind::kIcmp) {
+    // The kernel of the destination answers; only its address (the socket is connected to
+    // it) says who answered.
+    if (IsEchoReply(l.v6, data, size, l.icmp_id, 1)) Finish(l, r, ProbeOutcome::kConnected, "");
+    return;
+  }
+  auto sctp = ParseSctp(data, size);
+  if (!sctp || sctp->src_port != p.port || sctp->dst_port != l.src_port || sctp->vtag != l.tag) {
+    return;  // another probe's, or not SCTP we can read
+  }
+  if (sctp->chunk == kSctpAbort) {
+    Finish(l, r, ProbeOutcome::kRefused, "ABORT: nothing serves SCTP on that port");
+  } else if (sctp->chunk == kSctpInitAck) {
+    // Close the half-open association (the datapath drops its conntrack entry on ABORT).
+    auto abort = SctpAbort(l.src_port, p.port, sctp->initiate_tag);
+    ::send(l.fd.get(), abort.data(), abort.size(), MSG_NOSIGNAL);
+    l.answer = sctp->cookie;
+    Judge(l, r, p, /*eof=*/true);
+  }
 }
 
 absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
                       std::chrono::milliseconds timeout, std::vector<ProbeResult>& results) {
   std::vector<Live> live(end - begin);
   OpenSockets(probes, begin, end, live);
+  // Source ports, tags and echo ids that other probes and earlier runs are unlikely to use.
+  std::mt19937 rng(std::random_device{}());
+  const auto icmp_base = static_cast<uint16_t>(rng());
+  for (size_t k = 0; k < live.size(); ++k) {
+    live[k].src_port = static_cast<uint16_t>(32768 + rng() % 28232);
+    while (live[k].tag == 0) live[k].tag = rng();
+    live[k].icmp_id = static_cast<uint16_t>(icmp_base + k);
+  }
   int ep = ::epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) return absl::InternalError(absl::StrCat("epoll: ", std::strerror(errno)));
   Fd epoll_fd(ep);
@@ -147,7 +221,8 @@ absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t
       continue;
     }
     sockaddr_storage ss;
-    socklen_t len = FillAddr(p.dst, p.port, &ss);
+    // A raw socket's port field must be 0 (or name its protocol).
+    socklen_t len = FillAddr(p.dst, l.kind == Kind::kTcp || l.kind == Kind::kUdp ? p.port : 0, &ss);
     int rc = ::connect(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), len);
     if (rc != 0 && errno != EINPROGRESS) {
       int err = errno;
@@ -160,7 +235,7 @@ absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t
       l.connected = rc == 0;
       ev.events = l.connected ? EPOLLIN | EPOLLRDHUP : EPOLLOUT;
     } else {
-      SendDatagram(l);
+      SendDatagram(l, p);
       ev.events = EPOLLIN;
     }
     if (::epoll_ctl(ep, EPOLL_CTL_ADD, l.fd.get(), &ev) != 0) {
@@ -213,7 +288,21 @@ absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t
         continue;
       }
       // Readable, hung up or in error: read what is there.
-      while (!l.done) {
+      const bool raw = l.kind == Kind::kSctp || l.kind == Kind::kIcmp;
+      while (!l.done && raw) {
+        uint8_t buf[2048];
+        ssize_t got = ::recv(l.fd.get(), buf, sizeof buf, 0);
+        if (got >= 0) {
+          ReadRaw(l, r, p, buf, static_cast<size_t>(got));
+          continue;
+        }
+        if (errno == EAGAIN || errno == EINTR) break;
+        int err = errno;
+        // Protocol unreachable: no raw socket takes SCTP at the destination.
+        Finish(l, r, err == ENOPROTOOPT ? ProbeOutcome::kRefused : FromErrno(err),
+               std::strerror(err));
+      }
+      while (!l.done && !raw) {
         char buf[1024];
         ssize_t got = ::recv(l.fd.get(), buf, sizeof buf, 0);
         if (got > 0) {
@@ -237,8 +326,9 @@ absl::Status RunBatch(const std::vector<ProbeSpec>& probes, size_t begin, size_t
       if (l.done) --pending;
     }
     now = Clock::now();
-    for (auto& l : live) {
-      if (!l.done && !l.tcp && now >= l.next_send) SendDatagram(l);
+    for (size_t k = 0; k < live.size(); ++k) {
+      Live& l = live[k];
+      if (!l.done && !l.tcp && now >= l.next_send) SendDatagram(l, probes[begin + k]);
     }
   }
   for (size_t k = 0; k < live.size(); ++k) {

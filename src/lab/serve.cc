@@ -1,5 +1,5 @@
-// A single-threaded poll loop over the workload's listening TCP and UDP sockets; every
-// connection or datagram gets the workload's id back at once.
+// A single-threaded poll loop over the workload's listening TCP and UDP sockets and its raw
+// SCTP sockets; every connection, datagram or SCTP INIT gets the workload's id back at once.
 #include "lab/serve.h"
 
 #include <arpa/inet.h>
@@ -8,11 +8,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "lab/netns.h"
+#include "lab/raw_packets.h"
 
 namespace bulkhead::lab {
 
@@ -37,7 +40,62 @@ namespace {
 struct Listener {
   Fd fd;
   bool tcp = false;
+  bool sctp = false;  // a raw SCTP socket for one address, all its SCTP ports
+  bool v6 = false;
+  std::vector<uint16_t> ports;  // sctp: the ports that answer INIT-ACK (others: ABORT)
 };
+
+// There is no SCTP stack in the kernel to listen with (socket(..., IPPROTO_SCTP) fails with
+// EPROTONOSUPPORT where the sctp module is absent), so the server reads SCTP on a raw socket
+// bound to the address and emulates the first step of the handshake: an INIT to a served port
+// gets an INIT-ACK whose State Cookie is the workload's answer; an INIT to another port gets
+// an ABORT, as a real stack answers an INIT nobody listens for. Nothing else is answered. A
+// raw socket that takes the packet also keeps the kernel from sending "protocol unreachable".
+absl::StatusOr<Listener> ListenSctp(const common::IpAddr& ip, std::vector<uint16_t> ports) {
+  std::string what = absl::StrCat(ip.v6 ? "[" : "", ip.ToString(), ip.v6 ? "]" : "", "/SCTP (raw)");
+  int fd =
+      ::socket(ip.v6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_SCTP);
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat("socket for ", what, ": ", std::strerror(errno)));
+  Listener l{Fd(fd), false, true, ip.v6, std::move(ports)};
+  sockaddr_storage ss;
+  socklen_t len = FillAddr(ip, 0, &ss);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    return absl::InternalError(absl::StrCat("bind ", what, ": ", std::strerror(errno)));
+  }
+  return l;
+}
+
+void AnswerSctp(const Listener& l, const std::string& answer, std::mt19937& rng) {
+  while (true) {
+    uint8_t buf[2048];
+    sockaddr_storage from;
+    socklen_t len = sizeof from;
+    ssize_t got =
+        ::recvfrom(l.fd.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+    if (got <= 0) return;
+    size_t size = static_cast<size_t>(got);
+    const uint8_t* data = buf;
+    if (!l.v6) data = SkipIpv4Header(buf, size, &size);  // raw IPv4 reads include the header
+    if (data == nullptr) continue;
+    auto p = ParseSctp(data, size);
+    if (!p || p->chunk != kSctpInit || p->vtag != 0 || p->initiate_tag == 0) continue;
+    bool served = std::find(l.ports.begin(), l.ports.end(), p->dst_port) != l.ports.end();
+    uint32_t own_tag = 0;
+    while (own_tag == 0) own_tag = rng();
+    std::vector<uint8_t> reply =
+        served ? SctpInitAck(p->dst_port, p->src_port, p->initiate_tag, own_tag, answer)
+               : SctpAbort(p->dst_port, p->src_port, p->initiate_tag);
+    // The port field of a raw socket's address must not name another protocol: zero it.
+    if (l.v6) {
+      reinterpret_cast<sockaddr_in6*>(&from)->sin6_port = 0;
+    } else {
+      reinterpret_cast<sockaddr_in*>(&from)->sin_port = 0;
+    }
+    ::sendto(l.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL,
+             reinterpret_cast<sockaddr*>(&from), len);
+  }
+}
 
 absl::StatusOr<Listener> Listen(const common::IpAddr& ip, const LabPort& p) {
   bool tcp = p.protocol == policy::Protocol::kTCP;
@@ -47,7 +105,9 @@ absl::StatusOr<Listener> Listen(const common::IpAddr& ip, const LabPort& p) {
                     (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return absl::InternalError(absl::StrCat("socket for ", what, ": ", std::strerror(errno)));
-  Listener l{Fd(fd), tcp};
+  Listener l;
+  l.fd = Fd(fd);
+  l.tcp = tcp;
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (ip.v6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
@@ -69,12 +129,23 @@ std::string ServerAnswer(const std::string& workload_id) { return workload_id + 
 absl::Status Serve(const ServeOptions& options) {
   std::vector<Listener> listeners;
   for (const auto& ip : options.addresses) {
+    std::vector<uint16_t> sctp;
     for (const auto& p : options.ports) {
+      if (p.protocol == policy::Protocol::kSCTP) {
+        sctp.push_back(p.port);
+        continue;
+      }
       auto l = Listen(ip, p);
       if (!l.ok()) return l.status();
       listeners.push_back(std::move(*l));
     }
+    if (!sctp.empty()) {
+      auto l = ListenSctp(ip, std::move(sctp));
+      if (!l.ok()) return l.status();
+      listeners.push_back(std::move(*l));
+    }
   }
+  std::mt19937 rng(std::random_device{}());
   if (options.ready_fd >= 0) {
     const char ready[] = "ready\n";
     ssize_t n = ::write(options.ready_fd, ready, sizeof ready - 1);
@@ -94,7 +165,9 @@ absl::Status Serve(const ServeOptions& options) {
       if (fds[i].revents == 0) continue;
       if (i == listeners.size()) return absl::OkStatus();  // stop_fd
       int fd = fds[i].fd;
-      if (listeners[i].tcp) {
+      if (listeners[i].sctp) {
+        AnswerSctp(listeners[i], answer, rng);
+      } else if (listeners[i].tcp) {
         while (true) {
           int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
           if (c < 0) break;

@@ -105,7 +105,9 @@ Json StateToJson(const LabState& s) {
   for (const auto& w : s.workloads) {
     Json ports = Json::array();
     for (const auto& p : w.ports) {
-      ports.push_back({{"port", p.port}, {"protocol", policy::ProtocolName(p.protocol)}});
+      Json pj = {{"port", p.port}, {"protocol", policy::ProtocolName(p.protocol)}};
+      if (!p.name.empty()) pj["name"] = p.name;
+      ports.push_back(std::move(pj));
     }
     workloads.push_back({{"id", w.id},
                          {"ports", ports},
@@ -162,6 +164,7 @@ absl::StatusOr<LabState> StateFromJson(const Json& j) {
         auto proto = policy::ParseProtocol(pj.at("protocol").get<std::string>());
         if (!proto) return absl::InvalidArgumentError("bad protocol in the state of " + w.id);
         p.protocol = *proto;
+        p.name = pj.value("name", "");
         w.ports.push_back(p);
       }
       w.netns = wj.value("netns", "");

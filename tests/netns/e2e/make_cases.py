@@ -7,8 +7,8 @@
 # namespaces x, y, z with label ns=<name>, pods a, b, c with label pod=<name>, pods b also
 # tier=web, every pod serving TCP, UDP and SCTP on 80 and 81 under named ports
 # serve-<port>-<proto>). Expectations are written as the upstream suite writes them: a rule
-# per case over (source, destination). Two unit cases about ICMP are left out: simulate
-# --matrix and the lab's probes speak TCP, UDP and SCTP ports only.
+# per case over (source, destination). The two ICMP cases have protocol ICMP and port 0 (an
+# echo request; ICMPv6 over IPv6 in the lab).
 #
 #   make_cases.py write [DIR]   (re)write every file under DIR (default: this script's folder)
 #   make_cases.py check [DIR]   exit 1 when a file under DIR differs from what `write` makes
@@ -19,11 +19,13 @@ NAMESPACES = ["x", "y", "z"]
 PODS = ["a", "b", "c"]
 GRID = [f"{n}/{p}" for n in NAMESPACES for p in PODS]
 
-# Ports the lab's servers answer (TCP and UDP only). 82/TCP and 5353/UDP are there for the
-# range and protocol-wide cases. Named ports exist for 80 and 81 of every protocol.
-LAB_PORTS = [(80, "TCP"), (80, "UDP"), (81, "TCP"), (81, "UDP"), (82, "TCP"), (5353, "UDP")]
+# Named ports exist for 80 and 81 of every protocol, in the lab as in the inventory.
 NAMED_PORTS = [(f"serve-{port}-{proto.lower()}", port, proto)
                for proto in ("TCP", "UDP", "SCTP") for port in (80, 81)]
+# Ports the lab's servers answer: the named ones (SCTP emulated on raw sockets, docs/lab.md),
+# plus 82/TCP and 5353/UDP for the range and protocol-wide cases.
+LAB_PORTS = [(port, proto, name) for name, port, proto in NAMED_PORTS] + \
+    [(82, "TCP", None), (5353, "UDP", None)]
 
 
 def ns_of(w):
@@ -149,6 +151,12 @@ CASES = [
      [to_xa(["ports: [{port: 80, protocol: SCTP}]"])], "SCTP", 80, ALL),
     ("ProtocolWithoutPortAllowsEveryPort", "a port entry with only a protocol allows every port of it",
      [to_xa(["ports: [{protocol: UDP}]"])], "UDP", 5353, ALL),
+    ("RuleWithoutPortsAllowsIcmp", "a rule without ports allows every protocol, ICMP included",
+     [to_xa(["from: [{podSelector: {}}]"])], "ICMP", 0,
+     to_xa_only_from(lambda s: ns_of(s) == "x")),
+    ("RuleWithPortsDoesNotAllowIcmp", "a rule with ports allows only those: no ICMP",
+     [to_xa(["ports: [{port: 80, protocol: TCP}, {protocol: UDP}]"])], "ICMP", 0,
+     to_xa_only_from(lambda s: False)),
     ("EgressIsolationLeavesIngressOpen", "x/a may reach only y; its ingress stays open",
      [egress_of_xa(['to: [{namespaceSelector: {matchLabels: {ns: "y"}}}]'])], "TCP", 80,
      lambda s, d: s != "x/a" or ns_of(d) == "y"),
@@ -168,11 +176,8 @@ CASES = [
 
 
 def lab_port_served(proto, port):
-    return (port, proto) in LAB_PORTS
-
-
-def uses_named_ports(docs):
-    return any("serve-" in d for d in docs)
+    # Every workload's kernel answers ICMP echo requests.
+    return proto == "ICMP" or any((p, pr) == (port, proto) for p, pr, _ in LAB_PORTS)
 
 
 def expected_text(name, what, proto, port, want, lab_note):
@@ -181,6 +186,8 @@ def expected_text(name, what, proto, port, want, lab_note):
            "# make_cases.py from the case's rule, not from our evaluator). Rows are sources,",
            "# columns destinations; + reachable, - blocked, . a pod to itself (not compared:",
            "# such traffic never leaves the pod, and upstream e2e treats it as always allowed).",
+           *(["# ICMP: an echo request (ICMPv6 over IPv6); port 0: it has none."]
+             if proto == "ICMP" else []),
            f"protocol: {proto}", f"port: {port}", f"lab: {lab_note}",
            "from\\to " + " ".join(f"{w:>3}" for w in GRID)]
     for s in GRID:
@@ -200,20 +207,23 @@ def policy_text(name, what, docs):
 
 def lab_text():
     lines = ["# The upstream NetworkPolicy e2e grid as a bulkhead lab: namespaces x, y, z (label ns),",
-             "# pods a, b, c (label pod; b also tier=web), serving TCP and UDP on the e2e ports.",
+             "# pods a, b, c (label pod; b also tier=web), serving TCP, UDP and SCTP on the e2e",
+             "# ports, named serve-<port>-<protocol> on 80 and 81 (as in cluster.yaml).",
              "apiVersion: bulkhead.io/v1alpha1", "kind: Lab", "metadata: {name: e2e-grid}",
              "spec:", "  namespaces:"]
     for n in NAMESPACES:
         lines.append(f"  - {{name: \"{n}\", labels: {{ns: \"{n}\"}}}}")
     lines.append("  workloads:")
-    ports = ", ".join(f"{{port: {p}, protocol: {pr}}}" for p, pr in LAB_PORTS)
     for n in NAMESPACES:
         for p in PODS:
             labels = ", ".join(f"{k}: {v}" for k, v in pod_labels(p).items())
             lines.append(f"  - namespace: \"{n}\"")
             lines.append(f"    name: {p}")
             lines.append(f"    labels: {{{labels}}}")
-            lines.append(f"    ports: [{ports}]")
+            lines.append("    ports:")
+            for port, proto, pname in LAB_PORTS:
+                lines.append("    - " + (f"{{name: {pname}, " if pname else "{") +
+                             f"port: {port}, protocol: {proto}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -241,12 +251,7 @@ def cluster_text():
 def files():
     out = {"lab.yaml": lab_text(), "cluster.yaml": cluster_text()}
     for name, what, docs, proto, port, want in CASES:
-        if not lab_port_served(proto, port):
-            lab_note = f"no (the lab serves TCP and UDP only, not {proto})"
-        elif uses_named_ports(docs):
-            lab_note = "named-ports (replayed when the lab's workloads carry named ports)"
-        else:
-            lab_note = "yes"
+        lab_note = "yes" if lab_port_served(proto, port) else f"no (the lab serves no {proto}/{port})"
         out[f"{name}/policies.yaml"] = policy_text(name, what, docs)
         out[f"{name}/expected.txt"] = expected_text(name, what, proto, port, want, lab_note)
     return out
