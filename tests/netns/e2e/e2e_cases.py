@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 # The Kubernetes NetworkPolicy e2e cases of tests/netns/e2e/: reading a case (its policies and
 # expected matrix), and the check that runs without root: for every case, the matrix of
-# `bulkhead simulate --matrix` on the grid's cluster.yaml equals the expected one.
+# `bulkhead simulate --matrix` on the grid's cluster.yaml equals the expected one (for the ICMP
+# cases, which have no port: the `otherProtocols` of `bulkhead simulate --connectivity`).
 #
 #   e2e_cases.py simulate PATH/TO/bulkhead     (ctest e2e_cases_simulate, label conformance)
 #   e2e_cases.py lab PATH/TO/bulkhead          (ctest netns_e2e_cases, label netns, root): the
 #       cases replayed in one lab of the grid (lab.yaml): per case its policies go into the
-#       agent's directory, and the kernel's probe matrix (IPv4 and IPv6) must equal the
-#       expected one (and so must simulate's on the lab's own cluster inventory).
+#       agent's directory, and the kernel's probe matrix (IPv4 and IPv6; TCP, UDP, SCTP on
+#       the lab's raw-socket emulation, or ICMP/ICMPv6 echo) must equal the expected one (and
+#       so must simulate's on the lab's own cluster inventory).
 import json
 import os
 import subprocess
@@ -25,14 +27,16 @@ class Case:
         self.policies = os.path.join(directory, "policies.yaml")
         self.protocol = protocol
         self.port = port
-        self.lab = lab  # "yes", "named-ports ..." or "no (...)"
+        self.lab = lab  # "yes" or "no (...)"
         self.expected = expected  # {(src, dst): True|False}, diagonal left out
         self.order = order  # workloads in the file's column order
 
-    def lab_replayable(self, lab_has_named_ports):
-        if self.lab == "yes":
-            return True
-        return self.lab.startswith("named-ports") and lab_has_named_ports
+    def lab_replayable(self):
+        return self.lab == "yes"
+
+    @property
+    def icmp(self):
+        return self.protocol == "ICMP"
 
 
 def parse_expected(path):
@@ -104,6 +108,37 @@ def simulate_matrix(bulkhead, files, protocol, port):
     return out, doc
 
 
+def simulate_other_protocols(bulkhead, files):
+    """`bulkhead simulate --connectivity -o json` on `files`: {(src, dst): bool}, whether each
+    pair of workloads may use the protocols without ports (ICMP and ICMPv6 among them), and
+    {(src, dst): what is allowed, as text} to explain a verdict."""
+    cmd = [bulkhead, "simulate"]
+    for f in files:
+        cmd += ["-f", f]
+    cmd += ["--connectivity", "-o", "json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr}")
+    verdicts, allowed = {}, {}
+    for c in json.loads(r.stdout)["connections"]:
+        if "fromRange" in c or "toRange" in c:
+            continue
+        verdicts[(c["from"], c["to"])] = bool(c["otherProtocols"])
+        allowed[(c["from"], c["to"])] = c["allowed"]
+    return verdicts, allowed
+
+
+def simulate_case(bulkhead, files, case):
+    """simulate's verdicts for the case's protocol and port: {(src, dst): bool}, and a function
+    (src, dst) -> why, for a report."""
+    if case.icmp:
+        verdicts, allowed = simulate_other_protocols(bulkhead, files)
+        return verdicts, lambda s, d: (f"simulate --connectivity: {s} => {d}: "
+                                       f"{allowed.get((s, d), 'no entry')}")
+    verdicts, _ = simulate_matrix(bulkhead, files, case.protocol, case.port)
+    return verdicts, lambda s, d: explain(bulkhead, files, s, d, case.protocol, case.port)
+
+
 def explain(bulkhead, files, src, dst, protocol, port):
     cmd = [bulkhead, "simulate"]
     for f in files:
@@ -117,6 +152,10 @@ def word(allowed):
     return "allow" if allowed else "deny"
 
 
+def flow(protocol, port):
+    return protocol if protocol.upper().startswith("ICMP") else f"{protocol}/{port}"
+
+
 def check_simulate(bulkhead):
     cluster = os.path.join(HERE, "cluster.yaml")
     failures = 0
@@ -126,7 +165,7 @@ def check_simulate(bulkhead):
         return 1
     for case in cases:
         try:
-            got, _ = simulate_matrix(bulkhead, [cluster, case.policies], case.protocol, case.port)
+            got, why = simulate_case(bulkhead, [cluster, case.policies], case)
         except (RuntimeError, ValueError) as e:
             print(f"FAIL {case.name}: {e}", file=sys.stderr)
             failures += 1
@@ -136,10 +175,8 @@ def check_simulate(bulkhead):
             if (src, dst) not in got:
                 diffs.append(f"  {src} -> {dst}: missing from simulate's matrix")
             elif got[(src, dst)] != want:
-                diffs.append(f"  {src} -> {dst} {case.protocol}/{case.port}: simulate "
-                             f"{word(got[(src, dst)])}, expected {word(want)}\n" +
-                             explain(bulkhead, [cluster, case.policies], src, dst, case.protocol,
-                                     case.port))
+                diffs.append(f"  {src} -> {dst} {flow(case.protocol, case.port)}: simulate "
+                             f"{word(got[(src, dst)])}, expected {word(want)}\n" + why(src, dst))
         extra = {s for s, _ in got} - set(case.order)
         if extra:
             diffs.append(f"  simulate knows workloads the grid does not: {sorted(extra)}")
@@ -148,17 +185,38 @@ def check_simulate(bulkhead):
             print(f"FAIL {case.name} ({case.policies}):", file=sys.stderr)
             print("\n".join(diffs), file=sys.stderr)
         else:
-            print(f"ok   {case.name}: {len(case.expected)} pairs {case.protocol}/{case.port}")
+            print(f"ok   {case.name}: {len(case.expected)} pairs {flow(case.protocol, case.port)}")
     print(f"{len(cases) - failures} of {len(cases)} e2e cases: simulate equals the expected matrix")
     return 1 if failures else 0
 
 
+def probe_icmp_matrix(lab, timeout_ms=None):
+    """The kernel's ICMP echo matrix in `lab` over IPv4 (ICMP) and IPv6 (ICMPv6), keyed like
+    Lab.probe_matrix: {(family, "ICMP", 0): {(src, dst): allowed}}."""
+    args = ["lab", "probe", "--name", lab.name, "--matrix", "--protocol", "icmp",
+            "--family", "4,6", "-o", "json"]
+    if timeout_ms:
+        args += ["--timeout", str(timeout_ms)]
+    r = lab.cmd(*args, check=False, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"`bulkhead {' '.join(args)}` exited {r.returncode}:\n"
+                           f"{r.stderr.rstrip()}")
+    out = {}
+    for m in json.loads(r.stdout):
+        out[(int(m["family"]), "ICMP", 0)] = {(s, d): v == "allow" for s, row in m["matrix"].items()
+                                              for d, v in row.items()}
+    return out
 
-def lab_has_named_ports(cluster_path):
-    """Whether the lab's cluster inventory gives its workloads named ports."""
-    with open(cluster_path, encoding="utf-8") as f:
-        text = f.read()
-    return "serve-80-tcp" in text
+
+def probe_icmp_one(lab, src, dst, family):
+    r = lab.cmd("lab", "probe", "--name", lab.name, "--from", src, "--to", dst, "--protocol",
+                "icmp", "--family", str(family), "-o", "json", check=False)
+    try:
+        j = json.loads(r.stdout)
+        return f"{j['result']} ({j['outcome']}{': ' + j['detail'] if j.get('detail') else ''}, " \
+               f"{j['millis']:.0f} ms, to {j['address']})"
+    except (json.JSONDecodeError, KeyError):
+        return (r.stdout + r.stderr).strip()
 
 
 def replay_in_lab(bulkhead):
@@ -199,12 +257,8 @@ def replay_in_lab(bulkhead):
 
     try:
         lab.up()
-        named = lab_has_named_ports(lab.cluster)
-        if not named:
-            print("note: the lab's workloads carry no named ports; the cases that need them are "
-                  "checked with simulate only (e2e_cases_simulate)")
         for case in cases:
-            if not case.lab_replayable(named):
+            if not case.lab_replayable():
                 skipped += 1
                 print(f"skip {case.name}: lab: {case.lab}")
                 continue
@@ -216,8 +270,14 @@ def replay_in_lab(bulkhead):
                 lab.wait_revision_change(old)
                 current = text
             paths = [policies, lab.cluster]
-            sim = dt.simulate_matrix(bulkhead, paths, case.protocol, case.port)
-            kernel = lab.probe_matrix([case.port], [case.protocol], [4, 6])
+            sim, sim_why = simulate_case(bulkhead, paths, case)
+
+            def probe(timeout_ms=None):
+                if case.icmp:
+                    return probe_icmp_matrix(lab, timeout_ms)
+                return lab.probe_matrix([case.port], [case.protocol], [4, 6], timeout_ms)
+
+            kernel = probe()
             again = None
             diffs = []
             for (fam, proto, port), km in sorted(kernel.items()):
@@ -230,30 +290,34 @@ def replay_in_lab(bulkhead):
                         # One more matrix, never more: a lost datagram is not a verdict (a
                         # flow that passed where it should not is never probed again).
                         if again is None:
-                            again = lab.probe_matrix([case.port], [case.protocol], [4, 6],
-                                                     timeout_ms=3000)
+                            again = probe(timeout_ms=3000)
                         if again[(fam, proto, port)][(src, dst)]:
-                            print(f"note: {case.name}: {src} -> {dst} {proto}/{port} IPv{fam} "
-                                  "connected when probed again")
+                            print(f"note: {case.name}: {src} -> {dst} {flow(proto, port)} "
+                                  f"IPv{fam} connected when probed again")
                             got = True
                     if got != want or sim.get((src, dst)) != want:
-                        _, seen = lab.probe_one(src, dst, proto, port, fam)
+                        if case.icmp:
+                            seen = probe_icmp_one(lab, src, dst, fam)
+                            kernel_proto = "icmp" if fam == 4 else "icmpv6"
+                        else:
+                            _, seen = lab.probe_one(src, dst, proto, port, fam)
+                            kernel_proto = proto
                         diffs.append(
-                            f"  {src} -> {dst} {proto}/{port} IPv{fam}: expected {word(want)}, "
-                            f"kernel {word(got)} (again: {seen}), simulate "
+                            f"  {src} -> {dst} {flow(proto, port)} IPv{fam}: expected "
+                            f"{word(want)}, kernel {word(got)} (again: {seen}), simulate "
                             f"{word(sim.get((src, dst)))}\n    simulate says:\n      " +
-                            dt.simulate_explain(bulkhead, paths, src, dst, proto, port)
-                            .replace("\n", "\n      ") + "\n    the agent's tables say:\n      " +
-                            lab.explain(src, dst, proto, port).replace("\n", "\n      "))
+                            sim_why(src, dst).replace("\n", "\n      ") +
+                            "\n    the agent's tables say:\n      " +
+                            lab.explain(src, dst, kernel_proto, port).replace("\n", "\n      "))
             replayed += 1
             if diffs:
-                fail(f"{case.name} ({case.policies}, {case.protocol}/{case.port}):\n" +
+                fail(f"{case.name} ({case.policies}, {flow(case.protocol, case.port)}):\n" +
                      "\n".join(diffs[:12]) +
                      (f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12 else "") +
                      f"\n---- policies\n{text}---- end of policies")
             else:
                 print(f"ok   {case.name}: {2 * len(case.expected)} flows "
-                      f"{case.protocol}/{case.port} IPv4+IPv6 as expected")
+                      f"{flow(case.protocol, case.port)} IPv4+IPv6 as expected")
     except (dt.LabError, RuntimeError, OSError, subprocess.SubprocessError) as e:
         fail(str(e))
     finally:
