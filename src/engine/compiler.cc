@@ -11,6 +11,8 @@
 #include "engine/compiler.h"
 
 #include <algorithm>
+#include <deque>
+#include <functional>
 #include <limits>
 #include <set>
 #include <tuple>
@@ -95,6 +97,45 @@ void AppendSelector(std::string& s, const policy::LabelSelector& sel) {
   std::sort(exprs.begin(), exprs.end());
   for (const auto& e : exprs) AppendString(s, e);
   s += "}";
+}
+
+// Every CIDR a policy's rules name (ipBlock cidrs and excepts): each is a CIDR identity.
+std::vector<policy::Cidr> PolicyCidrs(const policy::Policy& p) {
+  std::vector<policy::Cidr> out;
+  for (const auto* rules_d : {&p.ingress, &p.egress}) {
+    for (const auto& rule : *rules_d) {
+      for (const auto& peer : rule.peers) {
+        if (peer.kind != policy::Peer::Kind::kIpBlock) continue;
+        out.insert(out.end(), peer.cidrs.begin(), peer.cidrs.end());
+        out.insert(out.end(), peer.except.begin(), peer.except.end());
+      }
+    }
+  }
+  return out;
+}
+
+// The keys of LabelFilter's default ignore list that a policy's pod selectors (subject and
+// peers) reference: a policy set that references one makes it identity-relevant
+// (LabelFilter::ForCluster), which changes identity keys.
+std::vector<std::string> PolicyUnignoredKeys(const policy::Policy& p) {
+  std::vector<std::string> out;
+  auto scan = [&](const policy::LabelSelector& sel) {
+    for (const std::string& key : identity::LabelFilter::DefaultIgnoredKeys()) {
+      bool used = sel.match_labels.count(key) != 0 ||
+                  std::any_of(sel.match_expressions.begin(), sel.match_expressions.end(),
+                              [&](const policy::LabelRequirement& r) { return r.key == key; });
+      if (used && std::find(out.begin(), out.end(), key) == out.end()) out.push_back(key);
+    }
+  };
+  scan(p.subject.pod_selector);
+  for (const auto* rules_d : {&p.ingress, &p.egress}) {
+    for (const auto& rule : *rules_d) {
+      for (const auto& peer : rule.peers) {
+        if (peer.pod_selector) scan(*peer.pod_selector);
+      }
+    }
+  }
+  return out;
 }
 
 // Invalid pins are the caller's input: say which option they came from.
@@ -193,9 +234,21 @@ struct PolicyCompiler::State {
   std::vector<std::vector<uint32_t>> name_peers;  // name id -> peers with a port of that name
 
   std::vector<ci::RuleRec> rules;
-  std::vector<uint32_t> rule_ids;    // the id of each rule, in IndexPolicies' order
-  std::vector<PolicyRec> policies;   // input order
-  std::vector<uint32_t> eval_order;  // policy indices in evaluation order
+  std::vector<uint32_t> rule_ids;  // the id of each rule, in IndexPolicies' order
+  // Policies by slot: the input's policies first, in input order, then the versions that
+  // UpdatePolicies added. A slot whose policy was removed or replaced stays (dead), so that
+  // the predicates and rules that point into it stay valid.
+  std::vector<PolicyRec> policies;
+  std::vector<uint8_t> slot_live;                 // per slot
+  std::vector<uint32_t> input_slots;              // live slots in input order
+  std::map<std::string, uint32_t> slot_by_id;     // Policy::Id() -> live slot
+  std::deque<policy::Policy> added_policies;      // UpdatePolicies' versions (stable addresses)
+  std::map<policy::Cidr, uint32_t> policy_cidrs;  // CIDRs live policies name, with counts
+  std::map<std::string, uint32_t> unignored;      // PolicyUnignoredKeys of live policies, counted
+  absl::flat_hash_map<std::string, uint32_t> pred_by_canon;  // canonical peer -> predicate
+  size_t dead_rules = 0;                                     // rules of dead slots (compaction)
+  bool policies_updated = false;     // UpdatePolicies ran: AddWorkload cannot
+  std::vector<uint32_t> eval_order;  // live slots in evaluation order
   std::map<std::string, std::vector<uint32_t>> policies_by_ns;  // fixed-namespace subjects
   std::vector<uint32_t> policies_any_ns;                        // the others
 
@@ -226,7 +279,19 @@ struct PolicyCompiler::State {
   absl::Status ValidateWorkload(const policy::Workload& w) const;
   absl::Status AssignRuleIds();  // rule_ids: in IndexPolicies' order
   void IndexPolicies();
+  // One policy into `slot` (policies[slot] must exist), its rules numbered by rule_id_of.
+  void IndexPolicy(uint32_t slot, const policy::Policy& p,
+                   const std::function<uint32_t(Direction, int)>& rule_id_of);
+  void AddSubjectIndex(uint32_t slot);
+  void RemoveSubjectIndex(uint32_t slot);
+  // Positions of `in_order` (input order) in evaluation order.
+  static std::vector<uint32_t> EvalOrderOf(const std::vector<const policy::Policy*>& in_order);
+  void ComputeEvalOrder();  // eval_order and PolicyRec::order from input_slots
   void IndexPredicates();
+  // The predicates of one policy's rules; those it creates are appended to new_preds.
+  void IndexPolicyPredicates(uint32_t slot, std::vector<uint32_t>* new_preds);
+  absl::StatusOr<PolicyUpdate> UpdatePolicies(std::vector<policy::Policy>& next,
+                                              uint32_t table_id_base);
   bool PredMatches(const PredRec& pred, const PeerRec& peer) const;
   uint32_t AddPeer(PeerRec peer);
   TableKey KeyFor(const identity::IdentityKey& key) const;
@@ -348,87 +413,124 @@ absl::Status PolicyCompiler::State::AssignRuleIds() {
 void PolicyCompiler::State::IndexPolicies() {
   const auto& ps = cluster->policies;
   policies.resize(ps.size());
+  slot_live.assign(ps.size(), 1);
+  input_slots.clear();
   // Rule table: [0] none, then every rule of every policy in input order, so that rule
   // ids do not depend on workloads (and stay put when workloads are added). Pinned rules
   // keep their ids (AssignRuleIds).
   size_t next_rule = 0;
-  std::array<std::vector<uint32_t>, 4> by_tier;
   for (uint32_t i = 0; i < ps.size(); ++i) {
-    const policy::Policy& p = ps[i];
-    PolicyRec& rec = policies[i];
-    rec.policy = &p;
-    rec.tier = AbiTier(p.tier);
-    rec.audit = p.mode != policy::Mode::kEnforce;
-    rec.subject_has_process = p.subject.process.has_value();
-    by_tier[static_cast<int>(p.tier)].push_back(i);
-    for (int d = 0; d < 2; ++d) {
-      Direction dir = ci::DirOf(d);
-      auto base_rule = [&](int index, const std::string& rule_name, policy::RuleAction action) {
-        CompiledRule r;
-        r.policy = p.Id();
-        r.policy_kind = p.kind;
-        r.policy_namespace = p.namespace_name;
-        r.policy_name = p.name;
-        r.direction = dir;
-        r.rule_index = index;
-        r.rule_name = rule_name;
-        r.tier = p.tier;
-        r.action = action;
-        r.mode = p.mode;
-        const uint32_t id = rule_ids[next_rule++];
-        out.rules[id] = std::move(r);
-        return id;
-      };
-      if (p.tier == Tier::kDefault) {
-        rec.listed[d] = p.Applies(dir);
-        if (rec.listed[d]) rec.default_rule_id[d] = base_rule(-1, "", policy::RuleAction::kDeny);
-        continue;
+    IndexPolicy(i, ps[i], [&](Direction, int) { return rule_ids[next_rule++]; });
+    input_slots.push_back(i);
+    slot_by_id.emplace(ps[i].Id(), i);
+    AddSubjectIndex(i);
+    for (const policy::Cidr& c : PolicyCidrs(ps[i])) ++policy_cidrs[c];
+    for (const std::string& k : PolicyUnignoredKeys(ps[i])) ++unignored[k];
+  }
+  ComputeEvalOrder();
+}
+
+void PolicyCompiler::State::IndexPolicy(uint32_t slot, const policy::Policy& p,
+                                        const std::function<uint32_t(Direction, int)>& rule_id_of) {
+  PolicyRec& rec = policies[slot];
+  rec.policy = &p;
+  rec.tier = AbiTier(p.tier);
+  rec.audit = p.mode != policy::Mode::kEnforce;
+  rec.subject_has_process = p.subject.process.has_value();
+  for (int d = 0; d < 2; ++d) {
+    Direction dir = ci::DirOf(d);
+    auto base_rule = [&](int index, const std::string& rule_name, policy::RuleAction action) {
+      CompiledRule r;
+      r.policy = p.Id();
+      r.policy_kind = p.kind;
+      r.policy_namespace = p.namespace_name;
+      r.policy_name = p.name;
+      r.direction = dir;
+      r.rule_index = index;
+      r.rule_name = rule_name;
+      r.tier = p.tier;
+      r.action = action;
+      r.mode = p.mode;
+      const uint32_t id = rule_id_of(dir, index);
+      if (id >= out.rules.size()) out.rules.resize(id + 1);
+      out.rules[id] = std::move(r);
+      return id;
+    };
+    if (p.tier == Tier::kDefault) {
+      rec.listed[d] = p.Applies(dir);
+      if (rec.listed[d]) rec.default_rule_id[d] = base_rule(-1, "", policy::RuleAction::kDeny);
+      continue;
+    }
+    // Admin and baseline policies act through their rules of a direction; the
+    // namespace tier through its policy types (as the evaluator lists them).
+    rec.listed[d] = p.tier == Tier::kNamespace ? p.Applies(dir) : !p.Rules(dir).empty();
+    const auto& rules_d = p.Rules(dir);
+    for (size_t r = 0; r < rules_d.size(); ++r) {
+      const policy::Rule& rule = rules_d[r];
+      ci::RuleRec rr;
+      rr.rule_id = base_rule(static_cast<int>(r), rule.name, rule.action);
+      rr.action = rule.action;
+      rr.tier = rec.tier;
+      rr.audit = rec.audit;
+      rr.all_peers = rule.all_peers;
+      rr.ports = &rule.ports;
+      for (const auto& pm : rule.ports) {
+        if (pm.kind == policy::PortMatch::Kind::kNamed) rr.has_named_ports = true;
       }
-      // Admin and baseline policies act through their rules of a direction; the
-      // namespace tier through its policy types (as the evaluator lists them).
-      rec.listed[d] = p.tier == Tier::kNamespace ? p.Applies(dir) : !p.Rules(dir).empty();
-      const auto& rules_d = p.Rules(dir);
-      for (size_t r = 0; r < rules_d.size(); ++r) {
-        const policy::Rule& rule = rules_d[r];
-        ci::RuleRec rr;
-        rr.rule_id = base_rule(static_cast<int>(r), rule.name, rule.action);
-        rr.action = rule.action;
-        rr.tier = rec.tier;
-        rr.audit = rec.audit;
-        rr.all_peers = rule.all_peers;
-        rr.ports = &rule.ports;
-        for (const auto& pm : rule.ports) {
-          if (pm.kind == policy::PortMatch::Kind::kNamed) rr.has_named_ports = true;
-        }
-        rec.named_ports[d] = rec.named_ports[d] || rr.has_named_ports;
-        rec.rules[d].push_back(static_cast<uint32_t>(rules.size()));
-        rules.push_back(std::move(rr));
-      }
+      rec.named_ports[d] = rec.named_ports[d] || rr.has_named_ports;
+      rec.rules[d].push_back(static_cast<uint32_t>(rules.size()));
+      rules.push_back(std::move(rr));
     }
   }
-  // Evaluation order: admin and baseline by (priority, name, kind), as the evaluator
-  // sorts them; the namespace tier and DefaultDeny in input order.
+}
+
+void PolicyCompiler::State::AddSubjectIndex(uint32_t slot) {
+  const policy::Policy& p = *policies[slot].policy;
+  std::string fixed = FixedNamespace(p.subject.namespace_name, p.subject.namespace_selector, p);
+  if (fixed.empty()) {
+    policies_any_ns.push_back(slot);
+  } else {
+    policies_by_ns[fixed].push_back(slot);
+  }
+}
+
+void PolicyCompiler::State::RemoveSubjectIndex(uint32_t slot) {
+  const policy::Policy& p = *policies[slot].policy;
+  std::string fixed = FixedNamespace(p.subject.namespace_name, p.subject.namespace_selector, p);
+  std::vector<uint32_t>& list = fixed.empty() ? policies_any_ns : policies_by_ns[fixed];
+  std::erase(list, slot);
+}
+
+std::vector<uint32_t> PolicyCompiler::State::EvalOrderOf(
+    const std::vector<const policy::Policy*>& in_order) {
+  // Admin and baseline by (priority, name, kind), as the evaluator sorts them; the
+  // namespace tier and DefaultDeny in input order.
+  std::array<std::vector<uint32_t>, 4> by_tier;
+  for (uint32_t i = 0; i < in_order.size(); ++i) {
+    by_tier[static_cast<int>(in_order[i]->tier)].push_back(i);
+  }
   auto by_priority = [&](uint32_t a, uint32_t b) {
-    const auto& pa = ps[a];
-    const auto& pb = ps[b];
+    const auto& pa = *in_order[a];
+    const auto& pb = *in_order[b];
     return std::tie(pa.priority, pa.name, pa.kind) < std::tie(pb.priority, pb.name, pb.kind);
   };
   std::stable_sort(by_tier[0].begin(), by_tier[0].end(), by_priority);
   std::stable_sort(by_tier[2].begin(), by_tier[2].end(), by_priority);
-  for (const auto& tier : by_tier) {
-    for (uint32_t i : tier) {
-      policies[i].order = static_cast<uint32_t>(eval_order.size());
-      eval_order.push_back(i);
-    }
-  }
-  for (uint32_t i = 0; i < ps.size(); ++i) {
-    const policy::Policy& p = ps[i];
-    std::string fixed = FixedNamespace(p.subject.namespace_name, p.subject.namespace_selector, p);
-    if (fixed.empty()) {
-      policies_any_ns.push_back(i);
-    } else {
-      policies_by_ns[fixed].push_back(i);
-    }
+  std::vector<uint32_t> order;
+  order.reserve(in_order.size());
+  for (const auto& tier : by_tier) order.insert(order.end(), tier.begin(), tier.end());
+  return order;
+}
+
+void PolicyCompiler::State::ComputeEvalOrder() {
+  std::vector<const policy::Policy*> in_order;
+  in_order.reserve(input_slots.size());
+  for (uint32_t slot : input_slots) in_order.push_back(policies[slot].policy);
+  eval_order.clear();
+  for (uint32_t position : EvalOrderOf(in_order)) {
+    const uint32_t slot = input_slots[position];
+    policies[slot].order = static_cast<uint32_t>(eval_order.size());
+    eval_order.push_back(slot);
   }
 }
 
@@ -465,62 +567,68 @@ bool PolicyCompiler::State::PredMatches(const PredRec& pred, const PeerRec& peer
 }
 
 void PolicyCompiler::State::IndexPredicates() {
-  absl::flat_hash_map<std::string, uint32_t> by_canon;
-  for (const PolicyRec& prec : policies) {
-    const policy::Policy& p = *prec.policy;
-    for (int d = 0; d < 2; ++d) {
-      const auto& rules_d = p.Rules(ci::DirOf(d));
-      for (size_t r = 0; r < rules_d.size(); ++r) {
-        ci::RuleRec& rr = rules[prec.rules[d][r]];
-        for (const auto& peer : rules_d[r].peers) {
-          std::string canon = absl::StrCat(static_cast<int>(peer.kind), "/");
-          switch (peer.kind) {
-            case policy::Peer::Kind::kPods: {
-              std::string fixed = FixedNamespace(peer.same_namespace, peer.namespace_selector, p);
-              if (peer.namespace_selector) {
-                canon += "sel";
-                AppendSelector(canon, *peer.namespace_selector);
-              } else {
-                canon += "ns";
-                AppendString(canon, fixed);
-              }
-              canon += peer.pod_selector ? "pod" : "any";
-              if (peer.pod_selector) AppendSelector(canon, *peer.pod_selector);
-              canon += peer.service_account ? "sa" : "-";
-              if (peer.service_account) AppendString(canon, *peer.service_account);
-              canon += peer.process ? "proc" : "-";
-              break;
+  for (uint32_t slot = 0; slot < policies.size(); ++slot) IndexPolicyPredicates(slot, nullptr);
+  name_peers.assign(name_ids.size(), {});
+  name_users.assign(name_ids.size(), {});
+  pred_users.assign(preds.size(), {});
+}
+
+void PolicyCompiler::State::IndexPolicyPredicates(uint32_t slot, std::vector<uint32_t>* new_preds) {
+  const PolicyRec& prec = policies[slot];
+  const policy::Policy& p = *prec.policy;
+  for (int d = 0; d < 2; ++d) {
+    const auto& rules_d = p.Rules(ci::DirOf(d));
+    if (p.tier == Tier::kDefault) continue;  // its rules are not evaluated (IndexPolicy)
+    for (size_t r = 0; r < rules_d.size(); ++r) {
+      ci::RuleRec& rr = rules[prec.rules[d][r]];
+      for (const auto& peer : rules_d[r].peers) {
+        std::string canon = absl::StrCat(static_cast<int>(peer.kind), "/");
+        switch (peer.kind) {
+          case policy::Peer::Kind::kPods: {
+            std::string fixed = FixedNamespace(peer.same_namespace, peer.namespace_selector, p);
+            if (peer.namespace_selector) {
+              canon += "sel";
+              AppendSelector(canon, *peer.namespace_selector);
+            } else {
+              canon += "ns";
+              AppendString(canon, fixed);
             }
-            case policy::Peer::Kind::kIpBlock: {
-              std::vector<policy::Cidr> c = peer.cidrs, e = peer.except;
-              std::sort(c.begin(), c.end());
-              std::sort(e.begin(), e.end());
-              for (const auto& x : c) absl::StrAppend(&canon, x.ToString(), ",");
-              canon += "except";
-              for (const auto& x : e) absl::StrAppend(&canon, x.ToString(), ",");
-              break;
-            }
-            case policy::Peer::Kind::kNodes:
-              AppendSelector(canon, peer.node_selector);
-              break;
+            canon += peer.pod_selector ? "pod" : "any";
+            if (peer.pod_selector) AppendSelector(canon, *peer.pod_selector);
+            canon += peer.service_account ? "sa" : "-";
+            if (peer.service_account) AppendString(canon, *peer.service_account);
+            canon += peer.process ? "proc" : "-";
+            break;
           }
-          auto [it, inserted] = by_canon.emplace(canon, static_cast<uint32_t>(preds.size()));
-          if (inserted) preds.push_back(PredRec{&p, &peer, {}});
-          if (std::find(rr.preds.begin(), rr.preds.end(), it->second) == rr.preds.end()) {
-            rr.preds.push_back(it->second);
+          case policy::Peer::Kind::kIpBlock: {
+            std::vector<policy::Cidr> c = peer.cidrs, e = peer.except;
+            std::sort(c.begin(), c.end());
+            std::sort(e.begin(), e.end());
+            for (const auto& x : c) absl::StrAppend(&canon, x.ToString(), ",");
+            canon += "except";
+            for (const auto& x : e) absl::StrAppend(&canon, x.ToString(), ",");
+            break;
           }
+          case policy::Peer::Kind::kNodes:
+            AppendSelector(canon, peer.node_selector);
+            break;
         }
-        for (const auto& pm : rules_d[r].ports) {
-          if (pm.kind == policy::PortMatch::Kind::kNamed) {
-            name_ids.emplace(pm.name, static_cast<uint32_t>(name_ids.size()));
-          }
+        auto [it, inserted] = pred_by_canon.emplace(canon, static_cast<uint32_t>(preds.size()));
+        if (inserted) {
+          preds.push_back(PredRec{&p, &peer, {}});
+          if (new_preds != nullptr) new_preds->push_back(it->second);
+        }
+        if (std::find(rr.preds.begin(), rr.preds.end(), it->second) == rr.preds.end()) {
+          rr.preds.push_back(it->second);
+        }
+      }
+      for (const auto& pm : rules_d[r].ports) {
+        if (pm.kind == policy::PortMatch::Kind::kNamed) {
+          name_ids.emplace(pm.name, static_cast<uint32_t>(name_ids.size()));
         }
       }
     }
   }
-  name_peers.assign(name_ids.size(), {});
-  name_users.assign(name_ids.size(), {});
-  pred_users.assign(preds.size(), {});
 }
 
 uint32_t PolicyCompiler::State::AddPeer(PeerRec peer) {
@@ -797,15 +905,8 @@ absl::Status PolicyCompiler::State::CompileAll() {
   // CIDR identities: every CIDR policy names, and every node address.
   std::vector<policy::Cidr> cut;
   for (const auto& p : cluster->policies) {
-    for (const auto* rules_d : {&p.ingress, &p.egress}) {
-      for (const auto& rule : *rules_d) {
-        for (const auto& peer : rule.peers) {
-          if (peer.kind != policy::Peer::Kind::kIpBlock) continue;
-          cut.insert(cut.end(), peer.cidrs.begin(), peer.cidrs.end());
-          cut.insert(cut.end(), peer.except.begin(), peer.except.end());
-        }
-      }
-    }
+    std::vector<policy::Cidr> named = PolicyCidrs(p);
+    cut.insert(cut.end(), named.begin(), named.end());
   }
   for (const auto& node : cluster->nodes) {
     for (const auto& ip : node.ips) cut.push_back(identity::HostPrefix(ip));
@@ -1060,6 +1161,12 @@ void Free(T& container) {
 void PolicyCompiler::DropIncrementalState(bool keep_policies) {
   State& s = *state_;
   s.dropped = true;
+  if (s.owned && keep_policies && s.policies_updated) {
+    // cluster() keeps the policies in force, not the first compile's.
+    std::vector<policy::Policy> live;
+    for (uint32_t slot : s.input_slots) live.push_back(*s.policies[slot].policy);
+    s.owned->policies = std::move(live);
+  }
   if (!keep_policies && s.owned) Free(s.owned->policies);
   // Everything but the cluster and the output (whose CompiledIdentity copies its key).
   Free(s.peers);
@@ -1074,6 +1181,13 @@ void PolicyCompiler::DropIncrementalState(bool keep_policies) {
   Free(s.eval_order);
   Free(s.policies_by_ns);
   Free(s.policies_any_ns);
+  Free(s.slot_live);
+  Free(s.slot_by_id);
+  Free(s.policy_cidrs);
+  Free(s.unignored);
+  Free(s.pred_by_canon);
+  Free(s.input_slots);
+  Free(s.added_policies);
   Free(s.tables);
   Free(s.table_by_key);
   Free(s.table_of);
@@ -1189,9 +1303,10 @@ bool PolicyCompiler::State::EnsureTable(NumericIdentity id, CompileDelta* delta)
 
 absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload& workload) {
   State& s = *state_;
-  if (s.dropped) {
+  if (s.dropped || s.policies_updated) {
     return absl::FailedPreconditionError(
-        "compiler: incremental state dropped (DropIncrementalState); compile again");
+        "compiler: incremental state dropped (DropIncrementalState) or policies updated "
+        "(UpdatePolicies); compile again");
   }
   if (s.workload_ids.count(workload.Id()) != 0) {
     return absl::AlreadyExistsError(absl::StrCat(workload.source.ToString(), ": workload ",
@@ -1254,6 +1369,316 @@ absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload&
   auto& names = s.MutableIdentity(id)->workloads;
   names.insert(std::upper_bound(names.begin(), names.end(), workload.Id()), workload.Id());
   return delta;
+}
+
+absl::StatusOr<PolicyUpdate> PolicyCompiler::UpdatePolicies(std::vector<policy::Policy>& policies,
+                                                            uint32_t table_id_base) {
+  return state_->UpdatePolicies(policies, table_id_base);
+}
+
+std::vector<const policy::Policy*> PolicyCompiler::policies() const {
+  std::vector<const policy::Policy*> out;
+  if (state_->dropped) {
+    for (const policy::Policy& p : state_->cluster->policies) out.push_back(&p);
+    return out;
+  }
+  out.reserve(state_->input_slots.size());
+  for (uint32_t slot : state_->input_slots) out.push_back(state_->policies[slot].policy);
+  return out;
+}
+
+absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
+    std::vector<policy::Policy>& next, uint32_t table_id_base) {
+  PolicyUpdate result;
+  auto refuse = [&](std::string why) {
+    result.why = std::move(why);
+    return result;
+  };
+  if (dropped) return refuse("the incremental state was dropped");
+  if (!options.share_tables) return refuse("tables are not shared");
+  if (table_id_base == BULKHEAD_TABLE_NONE) {
+    return absl::InvalidArgumentError("compiler: table_id_base must be at least 1");
+  }
+
+  // 1. What changed: next[i] keeps the slot of an identical live policy of the same id;
+  // other versions take new slots. Nothing is changed before every check has passed.
+  std::vector<uint32_t> slot_of(next.size());  // kNewSlot: needs a new slot
+  constexpr uint32_t kNewSlot = std::numeric_limits<uint32_t>::max();
+  std::set<std::string> ids;
+  std::set<uint32_t> kept;
+  std::vector<size_t> added;  // indices into next
+  for (size_t i = 0; i < next.size(); ++i) {
+    std::string id = next[i].Id();
+    if (!ids.insert(id).second) return refuse(absl::StrCat("two policies are named ", id));
+    auto it = slot_by_id.find(id);
+    if (it != slot_by_id.end() && *policies[it->second].policy == next[i]) {
+      slot_of[i] = it->second;
+      kept.insert(it->second);
+    } else {
+      slot_of[i] = kNewSlot;
+      added.push_back(i);
+    }
+  }
+  std::vector<uint32_t> removed;  // live slots not kept
+  for (uint32_t slot : input_slots) {
+    if (kept.count(slot) == 0) removed.push_back(slot);
+  }
+  result.policies_changed = added.size() + removed.size();
+  // The CIDR identities stay only if the set of CIDRs named stays.
+  std::map<policy::Cidr, uint32_t> cidrs_after = policy_cidrs;
+  for (uint32_t slot : removed) {
+    for (const policy::Cidr& c : PolicyCidrs(*policies[slot].policy)) {
+      if (--cidrs_after[c] == 0) cidrs_after.erase(c);
+    }
+  }
+  for (size_t i : added) {
+    for (const policy::Cidr& c : PolicyCidrs(next[i])) ++cidrs_after[c];
+  }
+  if (cidrs_after.size() != policy_cidrs.size() ||
+      !std::equal(cidrs_after.begin(), cidrs_after.end(), policy_cidrs.begin(),
+                  [](const auto& a, const auto& b) { return a.first == b.first; })) {
+    return refuse("the set of CIDRs the policies name changed");
+  }
+  // Identity keys stay only if the labels they keep stay (LabelFilter::ForCluster).
+  std::map<std::string, uint32_t> unignored_after = unignored;
+  for (uint32_t slot : removed) {
+    for (const std::string& k : PolicyUnignoredKeys(*policies[slot].policy)) {
+      if (--unignored_after[k] == 0) unignored_after.erase(k);
+    }
+  }
+  for (size_t i : added) {
+    for (const std::string& k : PolicyUnignoredKeys(next[i])) ++unignored_after[k];
+  }
+  {
+    std::set<std::string> ignored_after(identity::LabelFilter::DefaultIgnoredKeys().begin(),
+                                        identity::LabelFilter::DefaultIgnoredKeys().end());
+    for (const auto& [k, n] : unignored_after) ignored_after.erase(k);
+    if (ignored_after != filter.ignored_keys()) {
+      return refuse(
+          "the labels identities keep changed (a policy selects or stops selecting "
+          "an ignored label key)");
+    }
+  }
+  // Tables keep the order of the policies they list: unchanged policies must keep their
+  // order relative to each other.
+  std::vector<const policy::Policy*> in_order;
+  in_order.reserve(next.size());
+  for (size_t i = 0; i < next.size(); ++i) {
+    in_order.push_back(slot_of[i] == kNewSlot ? &next[i] : policies[slot_of[i]].policy);
+  }
+  std::vector<uint32_t> new_eval = EvalOrderOf(in_order);
+  {
+    std::vector<uint32_t> before, after;
+    for (uint32_t slot : eval_order) {
+      if (kept.count(slot) != 0) before.push_back(slot);
+    }
+    for (uint32_t position : new_eval) {
+      if (slot_of[position] != kNewSlot) after.push_back(slot_of[position]);
+    }
+    if (before != after) return refuse("the evaluation order of unchanged policies changed");
+  }
+  size_t removed_rules = 0, live_rules = 0;
+  for (uint32_t slot : removed) {
+    removed_rules += policies[slot].rules[0].size() + policies[slot].rules[1].size();
+  }
+  for (uint32_t slot : input_slots) {
+    live_rules += policies[slot].rules[0].size() + policies[slot].rules[1].size();
+  }
+  if (dead_rules + removed_rules > live_rules / 2 + 64) {
+    return refuse("replaced policy versions piled up (a full compile frees them)");
+  }
+  if (next_table_id == std::numeric_limits<uint32_t>::max() ||
+      uint64_t{std::max(next_table_id, table_id_base)} + table_of.size() >
+          std::numeric_limits<uint32_t>::max()) {
+    return refuse("table ids are running out");
+  }
+
+  // 2. Rule ids: a rule still present (same policy id, direction and index) keeps its id;
+  // new rules take, in input order, the lowest ids no rule held before this update.
+  std::map<RuleKey, uint32_t> old_ids;
+  for (uint32_t slot : removed) {
+    const policy::Policy& p = *policies[slot].policy;
+    for (int d = 0; d < 2; ++d) {
+      if (policies[slot].default_rule_id[d] != 0) {
+        old_ids.emplace(RuleKey{p.Id(), ci::DirOf(d), -1}, policies[slot].default_rule_id[d]);
+      }
+      for (uint32_t r : policies[slot].rules[d]) {
+        const CompiledRule& cr = out.rules[rules[r].rule_id];
+        old_ids.emplace(RuleKey{cr.policy, cr.direction, cr.rule_index}, rules[r].rule_id);
+      }
+    }
+  }
+  std::vector<uint8_t> held(out.rules.size(), 0);
+  for (uint32_t id = 1; id < out.rules.size(); ++id)
+    held[id] = out.rules[id].policy.empty() ? 0 : 1;
+  uint32_t free_cursor = 1;
+  std::set<uint32_t> reused_ids;
+
+  // 3. Commit: retire the removed slots, index the new versions.
+  policies_updated = true;
+  for (uint32_t slot : removed) {
+    const PolicyRec& rec = policies[slot];
+    slot_live[slot] = 0;
+    slot_by_id.erase(rec.policy->Id());
+    RemoveSubjectIndex(slot);
+    dead_rules += rec.rules[0].size() + rec.rules[1].size();
+  }
+  std::vector<uint32_t> new_slots;
+  std::vector<uint32_t> new_preds;
+  const size_t names_before = name_ids.size();
+  for (size_t i : added) {
+    const uint32_t slot = static_cast<uint32_t>(policies.size());
+    added_policies.push_back(std::move(next[i]));
+    const policy::Policy& p = added_policies.back();
+    policies.emplace_back();
+    slot_live.push_back(1);
+    slot_of[i] = slot;
+    const std::string pid = p.Id();
+    IndexPolicy(slot, p, [&](Direction dir, int index) {
+      if (auto it = old_ids.find(RuleKey{pid, dir, index}); it != old_ids.end()) {
+        reused_ids.insert(it->second);
+        return it->second;
+      }
+      while (free_cursor < held.size() && held[free_cursor] != 0) ++free_cursor;
+      result.rule_ids_changed = true;
+      const uint32_t id = free_cursor++;
+      if (id < held.size()) held[id] = 1;
+      return id;
+    });
+    slot_by_id[pid] = slot;
+    AddSubjectIndex(slot);
+    IndexPolicyPredicates(slot, &new_preds);
+    new_slots.push_back(slot);
+  }
+  // Ids of removed rules that no new version took: free (their entries empty).
+  for (const auto& [key, id] : old_ids) {
+    if (reused_ids.count(id) != 0) continue;
+    out.rules[id] = CompiledRule{};
+    result.rule_ids_changed = true;
+  }
+  while (out.rules.size() > 1 && out.rules.back().policy.empty()) out.rules.pop_back();
+  policy_cidrs = std::move(cidrs_after);
+  unignored = std::move(unignored_after);
+  input_slots = slot_of;
+  ComputeEvalOrder();
+
+  // New predicates match over every peer; new named-port names list their peers.
+  for (uint32_t g : new_preds) {
+    for (uint32_t p = 0; p < peers.size(); ++p) {
+      if (PredMatches(preds[g], peers[p])) preds[g].matches.push_back(p);
+    }
+  }
+  pred_users.resize(preds.size());
+  name_peers.resize(name_ids.size());
+  name_users.resize(name_ids.size());
+  if (name_ids.size() > names_before) {
+    for (const auto& [name, n] : name_ids) {
+      if (n < names_before) continue;
+      for (uint32_t p = 0; p < peers.size(); ++p) {
+        if (!peers[p].workload) continue;
+        for (const auto& np : peers[p].key->named_ports) {
+          if (np.name == name) {
+            name_peers[n].push_back(p);
+            break;
+          }
+        }
+      }
+    }
+  }
+
+  // 4. The local identities whose policies may have changed: a removed version is in their
+  // table's key, or a new version's subject selects them. Their keys are computed again.
+  std::map<NumericIdentity, uint32_t> moving;  // identity -> old TableRec
+  for (const auto& [id, t] : table_of) {
+    const TableRec& rec = *tables[t];
+    bool affected = false;
+    for (int d = 0; d < 2 && !affected; ++d) {
+      for (uint32_t slot : rec.key.policies[d]) {
+        if (slot_live[slot] == 0) {
+          affected = true;
+          break;
+        }
+      }
+    }
+    const identity::IdentityKey& key = *allocator.Key(id);
+    for (size_t k = 0; k < new_slots.size() && !affected; ++k) {
+      const PolicyRec& prec = policies[new_slots[k]];
+      const policy::Policy& p = *prec.policy;
+      if ((!prec.listed[0] && !prec.listed[1]) || prec.subject_has_process) continue;
+      affected = NamespaceScopeMatches(p.subject.namespace_name, p.subject.namespace_selector, p,
+                                       key.namespace_name, key.namespace_labels) &&
+                 p.subject.pod_selector.Matches(key.labels);
+    }
+    if (affected) moving.emplace(id, t);
+  }
+  next_table_id = std::max(next_table_id, table_id_base);
+  out.table_id_base = table_id_base;
+  std::set<uint32_t> touched_recs;
+  for (const auto& [id, old_t] : moving) {
+    TableKey tk = KeyFor(*allocator.Key(id));
+    if (tk.policies == tables[old_t]->key.policies &&
+        tk.local_ports == tables[old_t]->key.local_ports) {
+      continue;  // e.g. a new version that lists no direction
+    }
+    // Leave the old table.
+    TableRec& old_rec = *tables[old_t];
+    std::erase(old_rec.identities, id);
+    const uint32_t old_tid = old_rec.table_ids.front();
+    std::erase(MutableTable(old_tid)->identities, id);
+    if (old_rec.identities.empty()) {
+      out.maps.peers.EraseTable(old_tid);
+      out.maps.ports.EraseTable(old_tid);
+      out.tables.erase(std::find_if(out.tables.begin(), out.tables.end(),
+                                    [&](const CompiledTable& t) { return t.table_id == old_tid; }));
+      table_by_key.erase(old_rec.key);
+      tables[old_t].reset();
+      result.tables_dropped.push_back(old_tid);
+    }
+    // Join the table of its new key: an existing one, or one computed now.
+    auto [it, inserted] = table_by_key.emplace(std::move(tk), static_cast<uint32_t>(tables.size()));
+    const uint32_t rec_index = it->second;
+    uint32_t tid;
+    if (inserted) {
+      auto rec = std::make_unique<TableRec>();
+      rec->key = it->first;
+      tables.push_back(std::move(rec));
+      ComputeTable(rec_index);
+      ++result.tables_computed;
+      TableRec& own = *tables[rec_index];
+      tid = next_table_id++;
+      own.table_ids.push_back(tid);
+      CompiledTable ct;
+      ct.table_id = tid;
+      for (int d = 0; d < 2; ++d) {
+        ct.classes[d] = static_cast<uint32_t>(own.dirs[d].classes.size());
+        for (uint32_t c = 0; c < own.dirs[d].classes.size(); ++c)
+          EmitClass(own, d, c, tid, nullptr);
+        for (const auto& [q, c] : own.dirs[d].peer_classes) EmitPeer(tid, d, peers[q], c, nullptr);
+      }
+      out.tables.push_back(std::move(ct));  // ids only grow: stays sorted
+      result.tables_written.push_back(tid);
+    } else {
+      tid = tables[rec_index]->table_ids.front();
+    }
+    TableRec& own = *tables[rec_index];
+    own.identities.insert(std::upper_bound(own.identities.begin(), own.identities.end(), id), id);
+    auto& tids = MutableTable(tid)->identities;
+    tids.insert(std::upper_bound(tids.begin(), tids.end(), id), id);
+    table_of[id] = rec_index;
+    table_id_of[id] = tid;
+    CompiledIdentity* ci_out = MutableIdentity(id);
+    ci_out->table_id = tid;
+    for (const std::string& w : ci_out->workloads) {
+      if (auto e = out.endpoints.find(w); e != out.endpoints.end()) e->second.table_id = tid;
+    }
+  }
+  // A table written and dropped in one update (an identity moved on) is neither.
+  std::sort(result.tables_written.begin(), result.tables_written.end());
+  std::erase_if(result.tables_written, [&](uint32_t t) { return MutableTable(t) == nullptr; });
+  std::erase_if(result.tables_dropped, [&](uint32_t t) { return t >= table_id_base; });
+  std::sort(result.tables_dropped.begin(), result.tables_dropped.end());
+  result.incremental = true;
+  return result;
 }
 
 PinnedIdentities PinsOf(const CompiledPolicy& compiled) {

@@ -171,6 +171,23 @@ struct CompileDelta {
   std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>> ipcache;
 };
 
+// What PolicyCompiler::UpdatePolicies did.
+struct PolicyUpdate {
+  // False: the update was not done incrementally and nothing changed (`why` says why); the
+  // caller compiles afresh (with PinsOf, RulePinsOf and reuse_tables_of of compiled()).
+  bool incremental = false;
+  std::string why;
+  size_t policies_changed = 0;  // added, removed or replaced
+  size_t tables_computed = 0;   // tables computed anew
+  // Table ids in force after the update that it wrote (all >= the table_id_base given),
+  // and the ids it dropped (no identity uses them any more). Every other table is unchanged.
+  std::vector<uint32_t> tables_written;
+  std::vector<uint32_t> tables_dropped;
+  // A rule id was given to a new rule or freed: RulePinsOf(compiled()) changed. Identity
+  // numbers and the ipcache never change in an incremental update.
+  bool rule_ids_changed = false;
+};
+
 // Compiles a validated cluster. Errors (as values) for input the tables cannot express:
 // two workloads with one address, duplicate workload ids, identity or table id ranges
 // exhausted, a table id base of 0.
@@ -203,6 +220,26 @@ class PolicyCompiler {
   // compile of the grown cluster; numbering may differ (new identities and tables take
   // the next free numbers, existing ones never change).
   absl::StatusOr<CompileDelta> AddWorkload(const policy::Workload& workload);
+
+  // Replaces the cluster's policies by `policies` (a validated input's, in input order) and
+  // updates compiled() in place, recomputing only the tables of the local identities whose
+  // policies changed: those a removed or replaced version selected, and those a new version
+  // selects. Identity numbers, the ipcache, unchanged tables and the ids of rules still
+  // present stay; new rules take the lowest ids no rule held before (as a compile with
+  // RulePinsOf(compiled()) pinned would give them); new tables take ids from
+  // max(table_id_base, the next unused id). compiled() then equals, table contents per
+  // endpoint, rule table, identities and ipcache, a compile of the new cluster with the old
+  // numbers pinned. Not done (PolicyUpdate::incremental false, nothing changed, `policies`
+  // untouched) when it cannot be sure of that: the set of CIDRs the policies name changed
+  // (CIDR identities would change), the evaluation order of unchanged policies changed, two
+  // policies share an id, tables are not shared, the incremental state was dropped, or
+  // replaced versions have piled up (a full compile frees them). On success the changed
+  // policies are moved out of `policies`. AddWorkload is not available afterwards.
+  absl::StatusOr<PolicyUpdate> UpdatePolicies(std::vector<policy::Policy>& policies,
+                                              uint32_t table_id_base);
+  // The policies compiled() is made of, in input order (cluster().policies is the first
+  // compile's input, until DropIncrementalState).
+  std::vector<const policy::Policy*> policies() const;
 
   // Frees what only AddWorkload needs (per-table classes, signatures and indexes), keeping
   // compiled() and cluster(): for a caller that recompiles instead. AddWorkload fails

@@ -104,19 +104,31 @@ PolicyPeerMap::Entries() const {
   std::sort(ids.begin(), ids.end());
   std::vector<std::pair<bulkhead_policy_peer_key, bulkhead_policy_peer_value>> out;
   out.reserve(size_);
-  for (uint32_t id : ids) {
-    const auto& dirs = tables_.at(id);
-    for (int d = 0; d < 2; ++d) {
-      for (const auto& [peer, value] : dirs[d]) {
-        bulkhead_policy_peer_key k{};
-        k.table_id = id;
-        k.peer_identity = peer;
-        k.direction = d == 0 ? BULKHEAD_DIR_INGRESS : BULKHEAD_DIR_EGRESS;
-        out.emplace_back(k, value);
-      }
+  for (uint32_t id : ids) AppendTableEntries(id, &out);
+  return out;
+}
+
+void PolicyPeerMap::AppendTableEntries(
+    uint32_t table_id,
+    std::vector<std::pair<bulkhead_policy_peer_key, bulkhead_policy_peer_value>>* out) const {
+  auto it = tables_.find(table_id);
+  if (it == tables_.end()) return;
+  for (int d = 0; d < 2; ++d) {
+    for (const auto& [peer, value] : it->second[d]) {
+      bulkhead_policy_peer_key k{};
+      k.table_id = table_id;
+      k.peer_identity = peer;
+      k.direction = d == 0 ? BULKHEAD_DIR_INGRESS : BULKHEAD_DIR_EGRESS;
+      out->emplace_back(k, value);
     }
   }
-  return out;
+}
+
+void PolicyPeerMap::EraseTable(uint32_t table_id) {
+  auto it = tables_.find(table_id);
+  if (it == tables_.end()) return;
+  size_ -= it->second[0].size() + it->second[1].size();
+  tables_.erase(it);
 }
 
 namespace {
@@ -276,26 +288,43 @@ PolicyPortMap::Entries() const {
   std::sort(ids.begin(), ids.end());
   std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>> out;
   out.reserve(size_);
-  for (uint32_t id : ids) {
-    const TablePorts& t = tables_.at(id);
-    for (int d = 0; d < 2; ++d) {
-      for (uint32_t c = 0; c < t[d].size(); ++c) {
-        for (int slot = 0; slot < kProtocolSlots; ++slot) {
-          for (const auto& p : t[d][c][slot]) {
-            bulkhead_policy_port_key k{};
-            k.prefixlen = BULKHEAD_PORT_PREFIX_BASE + p.bits;
-            k.table_id = id;
-            k.class_id = c;
-            k.direction = d == 0 ? BULKHEAD_DIR_INGRESS : BULKHEAD_DIR_EGRESS;
-            k.protocol = kSlotProtocol[slot];
-            k.port = htons(p.port);
-            out.emplace_back(k, p.value);
-          }
+  for (uint32_t id : ids) AppendTableEntries(id, &out);
+  return out;
+}
+
+void PolicyPortMap::AppendTableEntries(
+    uint32_t table_id,
+    std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>>* out) const {
+  auto it = tables_.find(table_id);
+  if (it == tables_.end()) return;
+  const TablePorts& t = it->second;
+  for (int d = 0; d < 2; ++d) {
+    for (uint32_t c = 0; c < t[d].size(); ++c) {
+      for (int slot = 0; slot < kProtocolSlots; ++slot) {
+        for (const auto& p : t[d][c][slot]) {
+          bulkhead_policy_port_key k{};
+          k.prefixlen = BULKHEAD_PORT_PREFIX_BASE + p.bits;
+          k.table_id = table_id;
+          k.class_id = c;
+          k.direction = d == 0 ? BULKHEAD_DIR_INGRESS : BULKHEAD_DIR_EGRESS;
+          k.protocol = kSlotProtocol[slot];
+          k.port = htons(p.port);
+          out->emplace_back(k, p.value);
         }
       }
     }
   }
-  return out;
+}
+
+void PolicyPortMap::EraseTable(uint32_t table_id) {
+  auto it = tables_.find(table_id);
+  if (it == tables_.end()) return;
+  for (const auto& dir : it->second) {
+    for (const ClassPorts& cls : dir) {
+      for (const auto& group : cls) size_ -= group.size();
+    }
+  }
+  tables_.erase(it);
 }
 
 }  // namespace bulkhead::engine

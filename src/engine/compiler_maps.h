@@ -138,6 +138,12 @@ class PolicyPeerMap {
   void AppendTableContent(uint32_t table_id, std::string* out) const;
   // Moves every entry of table `from` to table `to` (which must have none).
   void RenameTable(uint32_t from, uint32_t to);
+  // Appends the entries of one table, in Entries()' order (a loader writing one table).
+  void AppendTableEntries(
+      uint32_t table_id,
+      std::vector<std::pair<bulkhead_policy_peer_key, bulkhead_policy_peer_value>>* out) const;
+  // Removes every entry of one table.
+  void EraseTable(uint32_t table_id);
 
  private:
   using Row = std::pair<uint32_t, bulkhead_policy_peer_value>;  // peer identity, class
@@ -164,6 +170,10 @@ class PolicyPortMap {
   // As PolicyPeerMap's.
   void AppendTableContent(uint32_t table_id, std::string* out) const;
   void RenameTable(uint32_t from, uint32_t to);
+  void AppendTableEntries(
+      uint32_t table_id,
+      std::vector<std::pair<bulkhead_policy_port_key, bulkhead_policy_port_value>>* out) const;
+  void EraseTable(uint32_t table_id);
 
  private:
   struct Prefix {

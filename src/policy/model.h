@@ -25,6 +25,7 @@ struct SourceRef {
   int line = 0;
   int column = 0;
   std::string ToString() const;  // "file:line:column" (or fewer parts when unknown)
+  bool operator==(const SourceRef&) const = default;
 };
 
 using Labels = std::map<std::string, std::string>;
@@ -36,6 +37,7 @@ struct LabelRequirement {
   SelectorOperator op = SelectorOperator::kIn;
   std::vector<std::string> values;
   bool Matches(const Labels& labels) const;
+  bool operator==(const LabelRequirement&) const = default;
 };
 
 // metav1.LabelSelector. An empty selector matches everything.
@@ -46,6 +48,7 @@ struct LabelSelector {
   bool Matches(const Labels& labels) const;
   bool IsEmpty() const { return match_labels.empty() && match_expressions.empty(); }
   std::string ToString() const;  // "app=web,tier in (a,b)" ; "{}" when empty
+  bool operator==(const LabelSelector&) const = default;
 };
 
 // IP protocol numbers. Policy ports use TCP, UDP and SCTP; flows may also be ICMP/ICMPv6,
@@ -65,6 +68,7 @@ struct NamedPort {
   std::string name;
   Protocol protocol = Protocol::kTCP;
   uint16_t port = 0;
+  bool operator==(const NamedPort&) const = default;
 };
 
 // Selects processes inside a workload (native kinds). Modelled and evaluated when a flow
@@ -73,6 +77,7 @@ struct ProcessSelector {
   std::vector<std::string> names;  // executable names (comm), any of
   std::vector<std::string> paths;  // absolute executable paths, any of
   bool Matches(const std::string& name, const std::string& path) const;
+  bool operator==(const ProcessSelector&) const = default;
 };
 
 struct Namespace {
@@ -81,6 +86,7 @@ struct Namespace {
   std::optional<Mode> mode;
   bool implicit = false;  // created because a workload used it without a Namespace object
   SourceRef source;
+  bool operator==(const Namespace&) const = default;
 };
 
 // One workload: a Pod, the pods of one controller, or a native Inventory workload.
@@ -99,6 +105,7 @@ struct Workload {
   SourceRef source;
 
   std::string Id() const { return namespace_name + "/" + name; }
+  bool operator==(const Workload&) const = default;
 };
 
 // A cluster node (Inventory), selectable by AdminNetworkPolicy `nodes` peers.
@@ -107,6 +114,7 @@ struct Node {
   Labels labels;
   std::vector<IpAddr> ips;
   SourceRef source;
+  bool operator==(const Node&) const = default;
 };
 
 enum class Tier { kAdmin, kNamespace, kBaseline, kDefault };
@@ -133,6 +141,7 @@ struct PortMatch {
   std::string name;
   SourceRef source;
   std::string ToString() const;  // "TCP/80", "UDP/1000-2000", "TCP/http", "TCP/*"
+  bool operator==(const PortMatch&) const = default;
 };
 
 // One peer of a rule. Exactly one of the kinds applies.
@@ -160,6 +169,7 @@ struct Peer {
   LabelSelector node_selector;
 
   SourceRef source;
+  bool operator==(const Peer&) const = default;
 };
 
 struct Rule {
@@ -170,6 +180,7 @@ struct Rule {
   std::vector<Peer> peers;
   std::vector<PortMatch> ports;  // empty: every port of every protocol
   SourceRef source;
+  bool operator==(const Rule&) const = default;
 };
 
 // Which workloads a policy applies to.
@@ -180,6 +191,7 @@ struct Subject {
   std::optional<LabelSelector> namespace_selector;
   LabelSelector pod_selector;  // empty: every workload in scope
   std::optional<ProcessSelector> process;
+  bool operator==(const Subject&) const = default;
 };
 
 struct Policy {
@@ -207,6 +219,8 @@ struct Policy {
   bool Applies(Direction d) const {
     return d == Direction::kIngress ? applies_ingress : applies_egress;
   }
+  // Field by field, sources included (the compiler's incremental update compares versions).
+  bool operator==(const Policy&) const = default;
 };
 
 // Everything a set of manifests describes, after defaulting and validation.

@@ -218,6 +218,64 @@ std::vector<Rule> RandomAdminRules(Gen& g, bool allow_pass) {
   return rules;
 }
 
+// One random policy named `name` in one of the namespaces ns0..ns<namespaces-1> (or
+// cluster-scoped): any kind, admin priorities unique (`priorities`), at most one BANP
+// (`banp`).
+Policy RandomPolicy(Gen& g, int namespaces, const std::string& name, std::set<int>& priorities,
+                    bool& banp) {
+  std::string ns = "ns" + std::to_string(g.Int(0, namespaces - 1));
+  int kind = g.Int(0, 19);
+  PolicyTypes types{g.Chance(0.7), g.Chance(0.5)};
+  if (!types.ingress && !types.egress) types.ingress = true;
+  if (kind <= 6) {
+    return (NetPol(ns, name, RandomSelector(g, false), types,
+                   types.ingress ? RandomNamespacedRules(g, ns, false) : std::vector<Rule>{},
+                   types.egress ? RandomNamespacedRules(g, ns, false) : std::vector<Rule>{}));
+  } else if (kind <= 10) {
+    Policy p = NativePol(ns, name, RandomSelector(g, false), types,
+                         types.ingress ? RandomNamespacedRules(g, ns, true) : std::vector<Rule>{},
+                         types.egress ? RandomNamespacedRules(g, ns, true) : std::vector<Rule>{},
+                         g.Chance(0.3) ? Mode::kAudit : Mode::kEnforce);
+    if (g.Chance(0.05)) p.subject.process = policy::ProcessSelector{{"nginx"}, {}};
+    return p;
+  } else if (kind <= 14) {
+    int prio;
+    do {
+      prio = g.Int(0, 50);
+    } while (!priorities.insert(prio).second);
+    Policy p =
+        Anp(name, prio, RandomSelector(g, true),
+            g.Chance(0.5) ? std::optional<LabelSelector>(RandomSelector(g, false)) : std::nullopt,
+            RandomAdminRules(g, true), RandomAdminRules(g, true));
+    if (g.Chance(0.3)) {
+      p.kind = "BulkheadClusterPolicy";  // same shape, native: may be in audit mode
+      p.mode = g.Chance(0.5) ? Mode::kAudit : Mode::kEnforce;
+    }
+    return p;
+  } else if (kind <= 16) {
+    Policy p =
+        Banp(RandomSelector(g, true),
+             g.Chance(0.5) ? std::optional<LabelSelector>(RandomSelector(g, false)) : std::nullopt,
+             RandomAdminRules(g, false), RandomAdminRules(g, false));
+    if (banp || g.Chance(0.4)) {
+      p.kind = "BulkheadClusterPolicy";
+      p.name = name;
+      p.mode = g.Chance(0.4) ? Mode::kAudit : Mode::kEnforce;
+    }
+    banp = true;
+    return p;
+  } else {
+    int scope = g.Int(0, 2);
+    Policy p = DefaultDenyPol(
+        name, scope == 0 ? ns : "",
+        scope == 1 ? std::optional<LabelSelector>(RandomSelector(g, true)) : std::nullopt,
+        g.Chance(0.5) ? RandomSelector(g, false) : Sel(), types);
+    if (g.Chance(0.2)) p.mode = Mode::kAudit;
+    return p;
+  }
+  return Policy{};
+}
+
 Cluster RandomCluster(Gen& g) {
   ClusterBuilder b;
   int namespaces = g.Int(1, 3);
@@ -256,57 +314,7 @@ Cluster RandomCluster(Gen& g) {
   std::set<int> priorities;
   bool banp = false;
   for (int i = 0; i < policies; ++i) {
-    std::string ns = "ns" + std::to_string(g.Int(0, namespaces - 1));
-    std::string name = "p" + std::to_string(i);
-    int kind = g.Int(0, 19);
-    PolicyTypes types{g.Chance(0.7), g.Chance(0.5)};
-    if (!types.ingress && !types.egress) types.ingress = true;
-    if (kind <= 6) {
-      b.Add(NetPol(ns, name, RandomSelector(g, false), types,
-                   types.ingress ? RandomNamespacedRules(g, ns, false) : std::vector<Rule>{},
-                   types.egress ? RandomNamespacedRules(g, ns, false) : std::vector<Rule>{}));
-    } else if (kind <= 10) {
-      Policy p = NativePol(ns, name, RandomSelector(g, false), types,
-                           types.ingress ? RandomNamespacedRules(g, ns, true) : std::vector<Rule>{},
-                           types.egress ? RandomNamespacedRules(g, ns, true) : std::vector<Rule>{},
-                           g.Chance(0.3) ? Mode::kAudit : Mode::kEnforce);
-      if (g.Chance(0.05)) p.subject.process = policy::ProcessSelector{{"nginx"}, {}};
-      b.Add(p);
-    } else if (kind <= 14) {
-      int prio;
-      do {
-        prio = g.Int(0, 50);
-      } while (!priorities.insert(prio).second);
-      Policy p =
-          Anp(name, prio, RandomSelector(g, true),
-              g.Chance(0.5) ? std::optional<LabelSelector>(RandomSelector(g, false)) : std::nullopt,
-              RandomAdminRules(g, true), RandomAdminRules(g, true));
-      if (g.Chance(0.3)) {
-        p.kind = "BulkheadClusterPolicy";  // same shape, native: may be in audit mode
-        p.mode = g.Chance(0.5) ? Mode::kAudit : Mode::kEnforce;
-      }
-      b.Add(p);
-    } else if (kind <= 16) {
-      Policy p = Banp(
-          RandomSelector(g, true),
-          g.Chance(0.5) ? std::optional<LabelSelector>(RandomSelector(g, false)) : std::nullopt,
-          RandomAdminRules(g, false), RandomAdminRules(g, false));
-      if (banp || g.Chance(0.4)) {
-        p.kind = "BulkheadClusterPolicy";
-        p.name = name;
-        p.mode = g.Chance(0.4) ? Mode::kAudit : Mode::kEnforce;
-      }
-      banp = true;
-      b.Add(p);
-    } else {
-      int scope = g.Int(0, 2);
-      Policy p = DefaultDenyPol(
-          name, scope == 0 ? ns : "",
-          scope == 1 ? std::optional<LabelSelector>(RandomSelector(g, true)) : std::nullopt,
-          g.Chance(0.5) ? RandomSelector(g, false) : Sel(), types);
-      if (g.Chance(0.2)) p.mode = Mode::kAudit;
-      b.Add(p);
-    }
+    b.Add(RandomPolicy(g, namespaces, "p" + std::to_string(i), priorities, banp));
   }
   Cluster c = b.Build();
   for (auto& w : c.workloads) w.node = g.Chance(0.5) ? "h1" : "h2";
@@ -715,6 +723,284 @@ TEST(CompilerDifferential, TablesAgreeWithTheEvaluatorOnRandomClustersAndFlows) 
   EXPECT_GT(totals.would_deny, 0u);
   std::cout << "  tables reused from an earlier compile: " << totals.reused_tables << "\n";
   EXPECT_GT(totals.reused_tables, 0u) << "the pinned build never reused a table";
+}
+
+// ---- Incremental policy updates (PolicyCompiler::UpdatePolicies)
+
+// One random change to a policy list, as an edit of the policy directory makes it: a
+// policy's rules, ports, subject, priority or mode changed; a policy removed; a new one
+// added anywhere; or one moved (which changes its input order).
+std::string MutatePolicies(Gen& g, Cluster& c, int& next_name) {
+  const int namespaces = static_cast<int>(c.namespaces.size());
+  std::set<int> priorities;
+  bool banp = false;
+  for (const Policy& p : c.policies) {
+    if (p.tier == policy::Tier::kAdmin) priorities.insert(p.priority);
+    if (p.tier == policy::Tier::kBaseline) {
+      priorities.insert(p.priority);
+      banp = true;
+    }
+  }
+  auto& ps = c.policies;
+  const int op = ps.empty() ? 5 : g.Int(0, 11);
+  const size_t i = ps.empty() ? 0 : static_cast<size_t>(g.Int(0, static_cast<int>(ps.size()) - 1));
+  switch (op) {
+    case 0:
+    case 1: {  // new rules
+      Policy& p = ps[i];
+      const bool admin = p.tier == policy::Tier::kAdmin || p.tier == policy::Tier::kBaseline;
+      const bool native = p.kind == "BulkheadPolicy";
+      if (p.tier == policy::Tier::kDefault) return "no change (DefaultDeny has no rules)";
+      if (admin) {
+        if (!p.ingress.empty() || g.Chance(0.5))
+          p.ingress = RandomAdminRules(g, p.tier == policy::Tier::kAdmin);
+        if (!p.egress.empty() || g.Chance(0.5))
+          p.egress = RandomAdminRules(g, p.tier == policy::Tier::kAdmin);
+      } else {
+        if (p.applies_ingress) p.ingress = RandomNamespacedRules(g, p.namespace_name, native);
+        if (p.applies_egress) p.egress = RandomNamespacedRules(g, p.namespace_name, native);
+      }
+      return "rules of " + p.Id();
+    }
+    case 2:
+    case 3: {  // one port of one rule (what the benchmark's probe flips)
+      Policy& p = ps[i];
+      auto& rules = !p.ingress.empty() ? p.ingress : p.egress;
+      if (rules.empty()) return "no change (no rules)";
+      Rule& r = rules[static_cast<size_t>(g.Int(0, static_cast<int>(rules.size()) - 1))];
+      const bool admin = p.tier == policy::Tier::kAdmin || p.tier == policy::Tier::kBaseline;
+      if (r.ports.empty() || g.Chance(0.3)) {
+        r.ports.push_back(RandomPort(g, admin));
+      } else {
+        r.ports[0] = RandomPort(g, admin);
+      }
+      return "a port of " + p.Id();
+    }
+    case 4: {  // subject
+      Policy& p = ps[i];
+      p.subject.pod_selector = RandomSelector(g, false);
+      if (p.subject.namespace_selector) p.subject.namespace_selector = RandomSelector(g, true);
+      return "subject of " + p.Id();
+    }
+    case 5:
+    case 6: {  // a new policy
+      Policy p = RandomPolicy(g, namespaces, "q" + std::to_string(next_name++), priorities, banp);
+      const std::string id = p.Id();
+      ps.insert(ps.begin() + g.Int(0, static_cast<int>(ps.size())), std::move(p));
+      return "added " + id;
+    }
+    case 7:
+    case 8: {
+      const std::string id = ps[i].Id();
+      ps.erase(ps.begin() + static_cast<long>(i));
+      return "removed " + id;
+    }
+    case 9: {  // priority or mode
+      Policy& p = ps[i];
+      if (p.tier == policy::Tier::kAdmin) {
+        int prio;
+        do {
+          prio = g.Int(0, 50);
+        } while (!priorities.insert(prio).second);
+        p.priority = prio;
+        return "priority of " + p.Id();
+      }
+      p.mode = p.mode == Mode::kEnforce ? Mode::kAudit : Mode::kEnforce;
+      return "mode of " + p.Id();
+    }
+    case 10: {  // policy types
+      Policy& p = ps[i];
+      if (p.tier != policy::Tier::kNamespace && p.tier != policy::Tier::kDefault) {
+        return "no change (admin tier)";
+      }
+      p.applies_egress = !p.applies_egress;
+      if (!p.applies_egress) p.egress.clear();
+      if (!p.applies_ingress && !p.applies_egress) p.applies_ingress = true;
+      return "policy types of " + p.Id();
+    }
+    default: {  // moved
+      Policy p = ps[i];
+      ps.erase(ps.begin() + static_cast<long>(i));
+      ps.insert(ps.begin() + g.Int(0, static_cast<int>(ps.size())), std::move(p));
+      return "moved " + ps[i].Id();
+    }
+  }
+}
+
+// Empty when `inc` (updated in place) and `full` (compiled afresh with the previous numbers
+// pinned) agree: the same rule table, identities and ipcache, the same endpoints with the
+// same identity, mode and table contents, and nothing else in the maps.
+std::string CompareUpdate(const CompiledPolicy& inc, const CompiledPolicy& full) {
+  std::ostringstream o;
+  if (inc.rules.size() != full.rules.size()) {
+    o << " rule table size " << inc.rules.size() << " vs " << full.rules.size() << ";";
+  }
+  for (size_t id = 0; id < std::min(inc.rules.size(), full.rules.size()); ++id) {
+    const CompiledRule& a = inc.rules[id];
+    const CompiledRule& b = full.rules[id];
+    if (std::tie(a.policy, a.policy_kind, a.policy_namespace, a.policy_name, a.direction,
+                 a.rule_index, a.rule_name, a.tier, a.action, a.mode) !=
+        std::tie(b.policy, b.policy_kind, b.policy_namespace, b.policy_name, b.direction,
+                 b.rule_index, b.rule_name, b.tier, b.action, b.mode)) {
+      o << " rule " << id << ": " << a.policy << "#" << a.rule_index << " vs " << b.policy << "#"
+        << b.rule_index << ";";
+    }
+  }
+  if (inc.identities.size() != full.identities.size()) o << " identity count differs;";
+  for (size_t k = 0; k < std::min(inc.identities.size(), full.identities.size()); ++k) {
+    const CompiledIdentity& a = inc.identities[k];
+    const CompiledIdentity& b = full.identities[k];
+    if (a.id != b.id || a.key != b.key || a.cidr != b.cidr || a.workloads != b.workloads ||
+        (a.table_id == 0) != (b.table_id == 0)) {
+      o << " identity " << a.id << " vs " << b.id << ";";
+    }
+  }
+  auto ia = inc.maps.ipcache.Entries();
+  auto ib = full.maps.ipcache.Entries();
+  if (ia.size() != ib.size()) o << " ipcache size;";
+  for (size_t k = 0; k < std::min(ia.size(), ib.size()); ++k) {
+    if (ToBytes(ia[k].first) != ToBytes(ib[k].first) ||
+        ToBytes(ia[k].second) != ToBytes(ib[k].second)) {
+      o << " ipcache entry " << k << ";";
+    }
+  }
+  if (inc.endpoints.size() != full.endpoints.size()) o << " endpoint count;";
+  auto content = [](const CompiledPolicy& cp, uint32_t table_id) {
+    std::string s;
+    cp.maps.peers.AppendTableContent(table_id, &s);
+    s += '|';
+    cp.maps.ports.AppendTableContent(table_id, &s);
+    return s;
+  };
+  for (const auto& [w, b] : full.endpoints) {
+    auto it = inc.endpoints.find(w);
+    if (it == inc.endpoints.end()) {
+      o << " no endpoint " << w << ";";
+      continue;
+    }
+    const EndpointBinding& a = it->second;
+    if (a.identity != b.identity || a.mode != b.mode) o << " binding of " << w << ";";
+    if (inc.FindTable(a.table_id) == nullptr) o << " " << w << "'s table is not listed;";
+    if (content(inc, a.table_id) != content(full, b.table_id)) {
+      o << " table of " << w << " (" << a.table_id << " vs " << b.table_id << ") differs;";
+    }
+  }
+  if (inc.tables.size() != full.tables.size()) {
+    o << " " << inc.tables.size() << " tables vs " << full.tables.size() << ";";
+  }
+  for (const CompiledTable& t : inc.tables) {
+    const CompiledIdentity* id =
+        t.identities.empty() ? nullptr : inc.FindIdentity(t.identities.front());
+    if (id == nullptr || id->table_id != t.table_id) o << " table " << t.table_id << " unused;";
+  }
+  if (inc.maps.peers.size() != full.maps.peers.size() ||
+      inc.maps.ports.size() != full.maps.ports.size()) {
+    o << " map sizes " << inc.maps.peers.size() << "/" << inc.maps.ports.size() << " vs "
+      << full.maps.peers.size() << "/" << full.maps.ports.size() << " (stale entries?);";
+  }
+  return o.str();
+}
+
+TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
+  uint64_t seed = EnvU64("BULKHEAD_SEED", std::random_device{}());
+  std::cout << "policy updates: seed " << seed << " (replay with BULKHEAD_SEED=" << seed << ")\n";
+  int incremental = 0, refused = 0, flows = 0, tables_computed = 0;
+  std::map<std::string, int> why_refused;
+  for (int round = 0; round < 150 && !::testing::Test::HasFailure(); ++round) {
+    Gen g(seed * 1000003u + static_cast<uint64_t>(round));
+    Cluster cluster = RandomCluster(g);
+    CompilerOptions options;
+    if (round % 2 == 1) options.node = "h1";
+    auto created = PolicyCompiler::Create(cluster, options);
+    ASSERT_TRUE(created.ok()) << created.status();
+    std::unique_ptr<PolicyCompiler> inc = std::move(*created);
+    int next_name = 0;
+    std::string history;
+    for (int step = 0; step < 8; ++step) {
+      const int changes = g.Int(1, 2);
+      for (int k = 0; k < changes; ++k) history += MutatePolicies(g, cluster, next_name) + "; ";
+      const CompiledPolicy prev = inc->compiled();
+      CompilerOptions ref_options = options;
+      ref_options.pinned_identities = PinsOf(prev);
+      ref_options.pinned_rules = RulePinsOf(prev);
+      ref_options.reuse_tables_of = &prev;
+      ref_options.table_id_base = prev.NextTableIdBase();
+      auto where = [&] {
+        return "replay: BULKHEAD_SEED=" + std::to_string(seed) + " (round " +
+               std::to_string(round) + ", step " + std::to_string(step) + ")\nchanges: " + history +
+               "\ncluster now:\n" + DescribeCluster(cluster);
+      };
+      std::vector<Policy> next = cluster.policies;
+      auto update = inc->UpdatePolicies(next, ref_options.table_id_base);
+      ASSERT_TRUE(update.ok()) << update.status() << "\n" << where();
+      if (update->incremental) {
+        ++incremental;
+        tables_computed += static_cast<int>(update->tables_computed);
+        for (uint32_t t : update->tables_written) {
+          ASSERT_GE(t, ref_options.table_id_base) << where();
+        }
+      } else {
+        ++refused;
+        why_refused[update->why]++;
+        // As the agent does: compile afresh with the numbers pinned.
+        auto again = PolicyCompiler::Create(cluster, ref_options);
+        ASSERT_TRUE(again.ok()) << again.status() << "\n" << where();
+        inc = std::move(*again);
+      }
+      auto full = CompilePolicy(cluster, ref_options);
+      ASSERT_TRUE(full.ok()) << full.status() << "\n" << where();
+      const CompiledPolicy& cp = inc->compiled();
+      std::string diff = CompareUpdate(cp, *full);
+      ASSERT_TRUE(diff.empty()) << (update->incremental ? "incremental" : "refused") << ":" << diff
+                                << "\n"
+                                << where();
+      std::vector<const Policy*> live = inc->policies();
+      ASSERT_EQ(live.size(), cluster.policies.size()) << where();
+      for (size_t k = 0; k < live.size(); ++k) {
+        ASSERT_TRUE(*live[k] == cluster.policies[k]) << k << "\n" << where();
+      }
+      // And the tables agree with the evaluator on a sample of flows.
+      Evaluator ev(cluster);
+      std::vector<uint16_t> ports = InterestingPorts(cluster);
+      std::vector<IpAddr> outside = InterestingAddresses(cluster, g);
+      for (int f = 0; f < 200; ++f) {
+        const policy::Workload& local = g.Pick(cluster.workloads);
+        auto ep = cp.endpoints.find(local.Id());
+        if (ep == cp.endpoints.end()) continue;
+        Flow flow;
+        FlowEndpoint self{&local, g.Pick(local.ips)};
+        FlowEndpoint other;
+        if (g.Chance(0.7)) {
+          const policy::Workload& w = g.Pick(cluster.workloads);
+          other = FlowEndpoint{&w, g.Pick(w.ips)};
+        } else {
+          IpAddr ip = g.Pick(outside);
+          other = FlowEndpoint{cluster.FindWorkloadByIp(ip), ip};
+        }
+        const Direction d = g.Chance(0.5) ? Direction::kEgress : Direction::kIngress;
+        flow.src = d == Direction::kEgress ? self : other;
+        flow.dst = d == Direction::kEgress ? other : self;
+        flow.protocol = g.Chance(0.6) ? Protocol::kTCP : Protocol::kUDP;
+        flow.port = g.Pick(ports);
+        DirectionVerdict v = ev.EvaluateDirection(flow, d);
+        LookupResult r =
+            Lookup(cp.maps, ep->second.table_id, d, *other.ip, flow.protocol, flow.port);
+        std::string vdiff = Compare(v, r, cp);
+        ASSERT_TRUE(vdiff.empty()) << policy::DirectionName(d) << " " << flow.src.ToString()
+                                   << " -> " << flow.dst.ToString() << " port " << flow.port << ":"
+                                   << vdiff << "\n  evaluator: " << v.Explain() << "\n"
+                                   << where();
+        ++flows;
+      }
+    }
+  }
+  std::cout << "policy updates: " << incremental << " incremental, " << refused
+            << " compiled afresh, " << tables_computed << " tables computed, " << flows
+            << " flows checked\n";
+  for (const auto& [why, n] : why_refused)
+    std::cout << "  afresh because " << why << ": " << n << "\n";
+  EXPECT_GT(incremental, refused) << "the generator rarely reaches the incremental path";
+  EXPECT_GT(tables_computed, 0);
 }
 
 }  // namespace
