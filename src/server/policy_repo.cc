@@ -43,8 +43,9 @@ struct FileObjects {
 FileObjects ReadFiles(const std::vector<policy::Source>& files) {
   FileObjects out;
   policy::LoadResult load = policy::LoadSources(files);
+  bool load_ok = load.ok();
   out.diagnostics = std::move(load.diagnostics);
-  if (!load.ok()) return out;
+  if (!load_ok) return out;
   SplitResult split = SplitManifests(files);
   bool split_ok = split.ok();
   Append(&out.diagnostics, std::move(split.diagnostics));
@@ -135,8 +136,8 @@ absl::StatusOr<RevisionRecord> RevisionRecordFromJson(std::string_view text) {
   return r;
 }
 
-PolicyRepository::PolicyRepository(store::IStore* store, Clock clock)
-    : store_(store), clock_(std::move(clock)) {}
+PolicyRepository::PolicyRepository(store::IStore* store, Clock clock, const AuditLog* audit)
+    : store_(store), clock_(std::move(clock)), audit_(audit) {}
 
 absl::StatusOr<PolicyRepository::Head> PolicyRepository::ReadHead(int64_t at_store_revision) {
   absl::StatusOr<store::Range> r = store_->Get(kPolicyHeadKey, false, at_store_revision);
@@ -158,7 +159,8 @@ absl::StatusOr<ObjectSet> PolicyRepository::ReadObjects(int64_t at_store_revisio
   ObjectSet set;
   for (const store::KeyValue& kv : r->kvs) {
     ObjectId id;
-    if (!ObjectId::FromKey(std::string_view(kv.key).substr(std::string_view(kPolicyObjectsPrefix).size()), &id)) {
+    if (!ObjectId::FromKey(
+            std::string_view(kv.key).substr(std::string_view(kPolicyObjectsPrefix).size()), &id)) {
       return absl::DataLossError("store key " + kv.key + " does not name an object");
     }
     std::string api_version;
@@ -222,7 +224,7 @@ absl::StatusOr<std::vector<RevisionInfo>> PolicyRepository::History(int limit) {
 
 absl::StatusOr<ChangeResult> PolicyRepository::Change(
     const std::function<absl::StatusOr<ObjectSet>(const ObjectSet&, ChangeResult*)>& compute,
-    RevisionInfo info, bool dry_run) {
+    RevisionInfo info, const Actor& actor, bool dry_run) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     absl::StatusOr<store::Range> probe = store_->Get(kPolicyHeadKey);
     if (!probe.ok()) return probe.status();
@@ -277,9 +279,19 @@ absl::StatusOr<ChangeResult> PolicyRepository::Change(
     ops.push_back(store::Op::Put(RevisionKey(record.info.number), RevisionRecordToJson(record)));
     ops.push_back(
         store::Op::Put(std::string(kPolicyHeadKey), json{{"revision", record.info.number}}.dump()));
-    if (extra_ops_) {
-      std::vector<store::Op> extra = extra_ops_(record);
-      ops.insert(ops.end(), extra.begin(), extra.end());
+    if (audit_ != nullptr) {
+      AuditEntry e;
+      e.time = record.info.time;
+      e.actor = actor.name;
+      e.role = actor.role;
+      e.origin = actor.origin;
+      e.action = record.info.operation;
+      e.target = "policy set";
+      e.revision = record.info.number;
+      e.outcome = "ok";
+      e.detail = absl::StrCat(record.info.message.empty() ? "" : record.info.message + "\n",
+                              RenderDiff(record.changes));
+      ops.push_back(audit_->EntryOp(std::move(e)));
     }
     absl::StatusOr<store::TxnResult> txn =
         store_->Txn({store::Compare{std::string(kPolicyHeadKey), head->mod_revision}}, ops);
@@ -319,7 +331,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::Apply(const ApplyRequest& request
     for (const StoredObject& o : files.objects) target[o.id] = o;
     return target;
   };
-  return Change(compute, std::move(info), request.dry_run);
+  return Change(compute, std::move(info), actor, request.dry_run);
 }
 
 absl::StatusOr<ChangeResult> PolicyRepository::Diff(const std::vector<policy::Source>& files,
@@ -358,7 +370,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::Delete(const std::vector<ObjectId
     }
     return target;
   };
-  return Change(compute, std::move(info), dry_run);
+  return Change(compute, std::move(info), actor, dry_run);
 }
 
 absl::StatusOr<ChangeResult> PolicyRepository::Rollback(int64_t revision, bool dry_run,
@@ -378,7 +390,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::Rollback(int64_t revision, bool d
   auto compute = [&](const ObjectSet&, ChangeResult*) -> absl::StatusOr<ObjectSet> {
     return wanted;
   };
-  return Change(compute, std::move(info), dry_run);
+  return Change(compute, std::move(info), actor, dry_run);
 }
 
 absl::StatusOr<ChangeResult> PolicyRepository::SetMode(const ObjectId& target,
@@ -417,7 +429,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::SetMode(const ObjectId& target,
     set[target] = std::move(o);
     return set;
   };
-  return Change(compute, std::move(info), false);
+  return Change(compute, std::move(info), actor, false);
 }
 
 }  // namespace bulkhead::server

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/audit.h"
 #include "server/objects.h"
 #include "store/store.h"
 
@@ -70,7 +71,9 @@ struct ApplyRequest {
 class PolicyRepository {
  public:
   using Clock = std::function<absl::Time()>;
-  explicit PolicyRepository(store::IStore* store, Clock clock = absl::Now);
+  // With `audit`, every committed revision writes its audit entry in its own transaction.
+  explicit PolicyRepository(store::IStore* store, Clock clock = absl::Now,
+                            const AuditLog* audit = nullptr);
 
   // Makes the stored set contain the files' objects (and only them with prune).
   absl::StatusOr<ChangeResult> Apply(const ApplyRequest& request, const Actor& actor);
@@ -98,10 +101,6 @@ class PolicyRepository {
   absl::StatusOr<std::vector<RevisionInfo>> History(int limit = 0);
   absl::StatusOr<RevisionRecord> Revision(int64_t number);
 
-  // Audit entries are written by the caller in the same transaction: the ops to add.
-  using ExtraOps = std::function<std::vector<store::Op>(const RevisionRecord&)>;
-  void set_extra_ops(ExtraOps f) { extra_ops_ = std::move(f); }
-
  private:
   struct Head {
     int64_t revision = 0;
@@ -114,11 +113,11 @@ class PolicyRepository {
   absl::StatusOr<ChangeResult> Change(
       const std::function<absl::StatusOr<ObjectSet>(const ObjectSet& current, ChangeResult*)>&
           compute,
-      RevisionInfo info, bool dry_run);
+      RevisionInfo info, const Actor& actor, bool dry_run);
 
   store::IStore* store_;
   Clock clock_;
-  ExtraOps extra_ops_;
+  const AuditLog* audit_;
 };
 
 // Revision records as JSON (the store's value, and the REST API's).

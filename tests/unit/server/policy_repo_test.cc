@@ -1,0 +1,254 @@
+// PolicyRepository over a real store: apply, dry-run, prune, validation of the whole set,
+// delete, history, rollback, mode, and two writers racing.
+#include "server/policy_repo.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "store/store.h"
+
+namespace bulkhead::server {
+namespace {
+
+constexpr const char* kNs = R"(apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: shop}}
+)";
+
+std::string Np(const std::string& name, int port) {
+  return "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: " + name +
+         ", namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: " + name +
+         "}}\n  ingress:\n  - ports: [{port: " + std::to_string(port) + "}]\n";
+}
+
+std::string Anp(const std::string& name, int priority) {
+  return "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: "
+         "{name: " +
+         name + "}\nspec:\n  priority: " + std::to_string(priority) +
+         "\n  subject: {namespaces: {}}\n  ingress:\n  - action: Deny\n    from: [{namespaces: "
+         "{}}]\n";
+}
+
+class PolicyRepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("policy_repo_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto s = store::OpenStore("sqlite:" + (dir_ / "server.db").string());
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+    repo_ = std::make_unique<PolicyRepository>(store_.get(), [this] { return now_; });
+  }
+
+  ChangeResult Apply(std::vector<policy::Source> files, bool prune = false, bool dry_run = false,
+                     const std::string& message = "") {
+    ApplyRequest req{std::move(files), prune, dry_run, message};
+    auto r = repo_->Apply(req, alice_);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : ChangeResult{};
+  }
+
+  size_t Count() {
+    auto r = repo_->Read();
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->second.size() : 0;
+  }
+
+  void TearDown() override {
+    repo_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<store::IStore> store_;
+  std::unique_ptr<PolicyRepository> repo_;
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+  Actor alice_{"alice", "editor", "127.0.0.1"};
+};
+
+TEST_F(PolicyRepositoryTest, ApplyCreatesRevisionAndReapplyIsNoChange) {
+  ChangeResult r = Apply({{"ns.yaml", kNs}, {"np.yaml", Np("web", 80)}}, false, false, "first");
+  ASSERT_TRUE(r.valid);
+  EXPECT_TRUE(r.committed);
+  EXPECT_EQ(r.revision, 1);
+  EXPECT_EQ(r.changes.size(), 2u);
+  EXPECT_EQ(Count(), 2u);
+
+  ChangeResult again = Apply({{"ns.yaml", kNs}, {"np.yaml", Np("web", 80)}});
+  EXPECT_TRUE(again.valid);
+  EXPECT_FALSE(again.committed);
+  EXPECT_TRUE(again.changes.empty());
+  EXPECT_EQ(again.revision, 1);
+
+  auto history = repo_->History();
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), 1u);
+  EXPECT_EQ((*history)[0].author, "alice");
+  EXPECT_EQ((*history)[0].origin, "127.0.0.1");
+  EXPECT_EQ((*history)[0].message, "first");
+  EXPECT_EQ((*history)[0].creates, 2);
+  EXPECT_EQ((*history)[0].time, now_);
+}
+
+TEST_F(PolicyRepositoryTest, DryRunChangesNothing) {
+  ChangeResult r = Apply({{"np.yaml", Np("web", 80)}}, false, true);
+  EXPECT_TRUE(r.valid);
+  EXPECT_FALSE(r.committed);
+  EXPECT_EQ(r.changes.size(), 1u);
+  EXPECT_EQ(r.revision, 0);
+  EXPECT_EQ(Count(), 0u);
+  auto history = repo_->History();
+  ASSERT_TRUE(history.ok());
+  EXPECT_TRUE(history->empty());
+}
+
+TEST_F(PolicyRepositoryTest, InvalidFileChangesNothingAndNamesFileAndField) {
+  Apply({{"np.yaml", Np("web", 80)}});
+  ChangeResult r = Apply({{"bad.yaml", Np("api", 70000)}, {"ok.yaml", Np("db", 5432)}});
+  EXPECT_FALSE(r.valid);
+  EXPECT_FALSE(r.committed);
+  ASSERT_FALSE(r.diagnostics.empty());
+  EXPECT_EQ(r.diagnostics[0].where.file, "bad.yaml");
+  EXPECT_NE(r.diagnostics[0].field.find("port"), std::string::npos);
+  EXPECT_EQ(Count(), 1u);
+  EXPECT_EQ(r.revision, 1);
+}
+
+TEST_F(PolicyRepositoryTest, ConflictWithStoredObjectIsRefused) {
+  // Two admin policies may not share a priority: one stored, one applied later.
+  Apply({{"a.yaml", Anp("a", 10)}});
+  ChangeResult r = Apply({{"b.yaml", Anp("b", 10)}});
+  EXPECT_FALSE(r.valid);
+  ASSERT_FALSE(r.diagnostics.empty());
+  bool named = false;
+  for (const auto& d : r.diagnostics) {
+    named = named || d.ToString().find("AdminNetworkPolicy") != std::string::npos;
+  }
+  EXPECT_TRUE(named);
+  EXPECT_EQ(Count(), 1u);
+}
+
+TEST_F(PolicyRepositoryTest, PruneDeletesWhatFilesNoLongerHold) {
+  Apply({{"ns.yaml", kNs}, {"a.yaml", Np("web", 80)}, {"b.yaml", Np("db", 5432)}});
+  ChangeResult keep = Apply({{"a.yaml", Np("web", 80)}});
+  EXPECT_FALSE(keep.committed);  // without prune, the others stay
+  ChangeResult r = Apply({{"a.yaml", Np("web", 80)}}, true);
+  ASSERT_TRUE(r.committed);
+  EXPECT_EQ(r.changes.size(), 2u);
+  EXPECT_EQ(Count(), 1u);
+}
+
+TEST_F(PolicyRepositoryTest, DiffComparesFilesWithStoredSet) {
+  Apply({{"a.yaml", Np("web", 80)}, {"b.yaml", Np("db", 5432)}});
+  auto same = repo_->Diff({{"a.yaml", Np("web", 80)}}, false);
+  ASSERT_TRUE(same.ok());
+  EXPECT_TRUE(same->changes.empty());
+  auto pruned = repo_->Diff({{"a.yaml", Np("web", 80)}}, true);
+  ASSERT_TRUE(pruned.ok());
+  ASSERT_EQ(pruned->changes.size(), 1u);
+  EXPECT_EQ(pruned->changes[0].action, ObjectChange::Action::kDelete);
+  auto changed = repo_->Diff({{"a.yaml", Np("web", 81)}}, false);
+  ASSERT_TRUE(changed.ok());
+  ASSERT_EQ(changed->changes.size(), 1u);
+  EXPECT_NE(RenderDiff(changed->changes).find("+        - port: 81"), std::string::npos)
+      << RenderDiff(changed->changes);
+  auto bad = repo_->Diff({policy::Source{"x.yaml", "kind: [\n"}}, false);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_FALSE(bad->valid);
+}
+
+TEST_F(PolicyRepositoryTest, DeleteAndRollback) {
+  Apply({{"a.yaml", Np("web", 80)}});                           // 1
+  Apply({{"a.yaml", Np("web", 81)}, {"b.yaml", Np("db", 1)}});  // 2
+  ObjectId web{"networking.k8s.io", "NetworkPolicy", "shop", "web"};
+  auto del = repo_->Delete({web}, false, "bye", alice_);  // 3
+  ASSERT_TRUE(del.ok());
+  EXPECT_TRUE(del->committed);
+  EXPECT_EQ(del->revision, 3);
+  auto missing = repo_->Delete({web}, false, "", alice_);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->valid);
+  EXPECT_EQ(missing->diagnostics[0].object, "NetworkPolicy shop/web");
+
+  auto at1 = repo_->Read(1);
+  ASSERT_TRUE(at1.ok());
+  ASSERT_EQ(at1->second.size(), 1u);
+  EXPECT_NE(at1->second.begin()->second.json.find("\"port\":80"), std::string::npos);
+
+  auto rb = repo_->Rollback(1, false, "", alice_);  // 4
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_TRUE(rb->committed);
+  EXPECT_EQ(rb->revision, 4);
+  auto now = repo_->Read();
+  ASSERT_TRUE(now.ok());
+  ASSERT_EQ(now->second.size(), 1u);
+  EXPECT_EQ(now->second.begin()->second.json, at1->second.begin()->second.json);
+  auto rec = repo_->Revision(4);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->info.operation, "rollback");
+  EXPECT_EQ(rec->info.rollback_to, 1);
+  EXPECT_EQ(rec->info.message, "rollback to revision 1");
+  // Rolling back to the state we are in changes nothing; an unknown revision is NotFound.
+  auto noop = repo_->Rollback(4, false, "", alice_);
+  ASSERT_TRUE(noop.ok());
+  EXPECT_FALSE(noop->committed);
+  EXPECT_EQ(repo_->Rollback(9, false, "", alice_).status().code(), absl::StatusCode::kNotFound);
+  // Rollback to the empty set before the first revision.
+  auto zero = repo_->Rollback(0, true, "", alice_);
+  ASSERT_TRUE(zero.ok()) << zero.status();
+}
+
+TEST_F(PolicyRepositoryTest, ModeOnPolicyAndNamespace) {
+  Apply({{"a.yaml", Np("web", 80)}});
+  ObjectId web{"networking.k8s.io", "NetworkPolicy", "shop", "web"};
+  auto r = repo_->SetMode(web, "audit", alice_);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->committed);
+  auto ns = repo_->SetMode(ObjectId{"", "Namespace", "", "shop"}, "learn", alice_);
+  ASSERT_TRUE(ns.ok());
+  EXPECT_TRUE(ns->committed);
+  EXPECT_EQ(ns->changes[0].action, ObjectChange::Action::kCreate);
+  auto set = repo_->Read();
+  ASSERT_TRUE(set.ok());
+  EXPECT_NE(set->second.at(web).json.find("\"bulkhead.io/mode\":\"audit\""), std::string::npos);
+  // A mode policies cannot have is refused by validation, naming the object.
+  auto bad = repo_->SetMode(web, "learn", alice_);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_FALSE(bad->valid);
+  auto missing =
+      repo_->SetMode(ObjectId{"networking.k8s.io", "NetworkPolicy", "x", "y"}, "audit", alice_);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->valid);
+}
+
+TEST_F(PolicyRepositoryTest, ConcurrentAppliesEachLandOnce) {
+  constexpr int kThreads = 4, kEach = 5;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        ApplyRequest req{
+            {{"f", Np("p" + std::to_string(t) + "-" + std::to_string(i), 80)}}, false, false, ""};
+        auto r = repo_->Apply(req, alice_);
+        ASSERT_TRUE(r.ok()) << r.status();
+        ASSERT_TRUE(r->committed);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(Count(), static_cast<size_t>(kThreads * kEach));
+  auto history = repo_->History();
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), static_cast<size_t>(kThreads * kEach));
+  EXPECT_EQ((*history)[0].number, kThreads * kEach);
+}
+
+}  // namespace
+}  // namespace bulkhead::server
