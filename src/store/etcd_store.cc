@@ -624,7 +624,14 @@ class EtcdStore : public IStore {
         size_t index = (first + i) % n;
         int64_t remaining = Millis(deadline - Clock::now());
         if (remaining <= 0) break;
-        Attempt a = PostOnce(endpoints_[index], path, body, remaining);
+        // A follower whose leader just died holds requests until etcd's own timeout (about
+        // 7 s): a read gives each member a share of the time so that it can move on, a write
+        // gets all of it (it cannot be retried once sent).
+        int64_t attempt_ms =
+            idempotent
+                ? std::min(remaining, std::max<int64_t>(500, options_.request_timeout_ms / 4))
+                : remaining;
+        Attempt a = PostOnce(endpoints_[index], path, body, attempt_ms);
         switch (a.kind) {
           case Attempt::kOk:
             preferred_.store(index);

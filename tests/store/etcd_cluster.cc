@@ -2,6 +2,7 @@
 #include "etcd_cluster.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -69,6 +71,28 @@ void RemoveStaleDirs() {
       fs::remove_all(entry.path(), ec);
     }
   }
+}
+
+size_t Append(char* data, size_t size, size_t count, void* out) {
+  static_cast<std::string*>(out)->append(data, size * count);
+  return size * count;
+}
+
+// POSTs `body` to a member's gateway; the answer's body, or "" on any failure.
+std::string PostJson(const std::string& url, const std::string& body) {
+  CURL* h = curl_easy_init();
+  if (h == nullptr) return "";
+  std::string out;
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Append);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+  CURLcode rc = curl_easy_perform(h);
+  curl_easy_cleanup(h);
+  return rc == CURLE_OK ? out : "";
 }
 
 }  // namespace
@@ -232,6 +256,24 @@ absl::Status EtcdCluster::WaitHealthy() {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> EtcdCluster::Leader() const {
+  std::vector<std::string> ids(members_.size());
+  std::string leader;
+  for (int i = 0; i < size(); ++i) {
+    if (!Running(i)) continue;
+    nlohmann::json status = nlohmann::json::parse(
+        PostJson(absl::StrCat("http://", Endpoint(i), "/v3/maintenance/status"), "{}"), nullptr,
+        /*allow_exceptions=*/false);
+    if (!status.is_object() || !status.contains("header")) continue;
+    ids[i] = status["header"].value("member_id", "");
+    if (leader.empty()) leader = status.value("leader", "");
+  }
+  for (int i = 0; i < size(); ++i) {
+    if (!leader.empty() && ids[i] == leader) return i;
+  }
+  return absl::UnavailableError("no member reports a running leader");
 }
 
 std::string EtcdCluster::LogTail(int member, size_t bytes) const {

@@ -34,6 +34,8 @@ class EtcdCluster {
   // Waits until every running member answers a linearizable read (a hang guard bounds it).
   absl::Status WaitHealthy();
   std::string LogTail(int member, size_t bytes = 3000) const;
+  // The member that leads now, by asking the running members (/v3/maintenance/status).
+  absl::StatusOr<int> Leader() const;
 
  private:
   struct Member {
