@@ -179,7 +179,15 @@ Attempt GatewayError(const std::string& endpoint, const json& body) {
     }
   }
   a.kind = Attempt::kFinal;
-  a.status = absl::Status(static_cast<absl::StatusCode>(code), absl::StrCat("etcd ", a.error));
+  // Limits of the cluster's configuration, which SQLite does not have: say which flag.
+  std::string hint;
+  if (absl::StrContains(message, "too many operations in txn")) {
+    hint = " (etcd's --max-txn-ops, 128 by default)";
+  } else if (absl::StrContains(message, "request is too large")) {
+    hint = " (etcd's --max-request-bytes, 1.5 MiB by default)";
+  }
+  a.status =
+      absl::Status(static_cast<absl::StatusCode>(code), absl::StrCat("etcd ", a.error, hint));
   return a;
 }
 
@@ -246,6 +254,7 @@ class WatchRunner {
     Clock::time_point failing_since = Clock::now();
     size_t failures_in_row = 0;
     for (;;) {
+      const Clock::time_point stream_started = Clock::now();
       StreamEnd end = Stream(s_->endpoints[index % n]);
       switch (end.kind) {
         case StreamEnd::kStopped:
@@ -253,12 +262,19 @@ class WatchRunner {
         case StreamEnd::kCompacted:
           Fail(end.status);
           return;
-        case StreamEnd::kEnded:  // it was streaming: start over on the next member
+        case StreamEnd::kEnded: {  // it was streaming: start over on the next member
           errors.clear();
           failures_in_row = 0;
-          failing_since = Clock::now();
           ++index;
+          // A stream that ends as soon as it starts must not become a busy loop.
+          bool brief = Clock::now() - stream_started < std::chrono::seconds(1);
+          failing_since = Clock::now();
+          if (brief) {
+            std::unique_lock lock(s_->mu);
+            if (s_->cv.wait_for(lock, kRoundPause, [&] { return s_->stop; })) return;
+          }
           continue;
+        }
         case StreamEnd::kFailed:
           errors.push_back(end.error);
           ++failures_in_row;

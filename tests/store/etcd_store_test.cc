@@ -247,6 +247,26 @@ TEST_F(EtcdFaultTest, ClientKilledMidTransactionLeavesWholeAcknowledgedRevisions
   EXPECT_GT(acknowledged, 0);
 }
 
+TEST_F(EtcdFaultTest, ClusterLimitsAreClearErrorsAndWriteNothing) {
+  const std::string p = Prefix("limits");
+  absl::StatusOr<std::unique_ptr<IStore>> store = OpenCluster();
+  ASSERT_TRUE(store.ok()) << store.status();
+  // etcd refuses more than --max-txn-ops (128 by default) writes in one transaction; SQLite
+  // has no such limit, so a caller that must work on both keeps transactions below it.
+  std::vector<Op> ops;
+  for (int i = 0; i < 129; ++i) ops.push_back(Op::Put(p + std::to_string(i), "v"));
+  absl::StatusOr<TxnResult> big = (*store)->Txn({}, ops);
+  ASSERT_TRUE(absl::IsInvalidArgument(big.status())) << big.status();
+  EXPECT_TRUE(absl::StrContains(big.status().message(), "--max-txn-ops")) << big.status();
+  ops.pop_back();
+  ops.pop_back();
+  absl::StatusOr<TxnResult> fits = (*store)->Txn({}, ops);
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  absl::StatusOr<Range> r = (*store)->Get(p, true);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->kvs.size(), 127u);
+}
+
 TEST(EtcdUnreachableTest, OpenFailsWithTheEndpointsNamed) {
   // Ports just released by the kernel: nothing listens there.
   StoreOptions options;
