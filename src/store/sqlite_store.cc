@@ -176,8 +176,8 @@ class SqliteStore : public IStore {
  public:
   SqliteStore(std::string path, DbPtr db, FileDescriptor lock_file)
       : path_(std::move(path)),
-        db_(std::move(db)),
         lock_file_(std::move(lock_file)),
+        db_(std::move(db)),
         hub_(std::make_shared<WatchHub>()) {}
 
   ~SqliteStore() override {
@@ -572,8 +572,8 @@ class SqliteStore : public IStore {
   }
 
   const std::string path_;
+  FileDescriptor lock_file_;  // flock'ed for the store's life: destroyed after db_ (closed)
   DbPtr db_;
-  FileDescriptor lock_file_;  // flock'ed for the store's life
   std::mutex db_mu_;          // the connection and the counters below
   int64_t revision_ = 0;
   int64_t compact_revision_ = 0;
