@@ -415,6 +415,34 @@ TEST_P(StoreContractTest, WatchReplaysHistoryThenLiveInOrder) {
   EXPECT_TRUE(log.error().ok());
 }
 
+TEST_P(StoreContractTest, WatchFarBehindCatchesUpWithWholeRevisions) {
+  // More revisions than one delivery round of the SQLite dispatcher (256).
+  constexpr int kRevisions = 260;
+  int64_t first = 0;
+  for (int i = 0; i < kRevisions; ++i) {
+    absl::StatusOr<TxnResult> t = store_->Txn(
+        {}, {Op::Put(K("far/a"), std::to_string(i)), Op::Put(K("far/b"), std::to_string(i))});
+    ASSERT_TRUE(t.ok()) << t.status();
+    if (i == 0) first = t->revision;
+  }
+  EventLog log;
+  absl::StatusOr<std::unique_ptr<IWatch>> watch = store_->Watch(K("far/"), first, log.Callback());
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE(log.WaitForEvents(2 * kRevisions));
+  std::vector<Event> events = log.events();
+  ASSERT_EQ(events.size(), 2u * kRevisions);
+  for (int i = 0; i < kRevisions; ++i) {
+    EXPECT_EQ(events[2 * i].kv.mod_revision, first + i);
+    EXPECT_EQ(events[2 * i].kv.key, K("far/a"));
+    EXPECT_EQ(events[2 * i + 1].kv.mod_revision, first + i);
+    EXPECT_EQ(events[2 * i + 1].kv.value, std::to_string(i));
+  }
+  for (const auto& batch : log.batches()) {
+    ASSERT_FALSE(batch.empty());
+    EXPECT_EQ(batch.size() % 2, 0u) << "a revision split across callbacks";
+  }
+}
+
 TEST_P(StoreContractTest, WatchDeliversATransactionTogether) {
   EventLog log;
   absl::StatusOr<std::unique_ptr<IWatch>> watch = store_->Watch(K("t/"), 0, log.Callback());

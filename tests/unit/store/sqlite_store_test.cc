@@ -6,8 +6,10 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 
 #include "absl/strings/match.h"
 #include "contract.h"
@@ -105,6 +107,56 @@ TEST(SqliteStoreTest, EverythingSurvivesAReopen) {
   absl::StatusOr<TxnResult> next = (*store)->Txn({}, {Op::Put("c", "1")});
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->revision, r3 + 1);
+}
+
+TEST(SqliteStoreTest, WatchFallingBehindACompactionEndsWithOutOfRange) {
+  absl::StatusOr<std::unique_ptr<IStore>> store = OpenStore("sqlite::memory:");
+  ASSERT_TRUE(store.ok()) << store.status();
+  // One dispatcher serves every watch: while `blocker`'s callback waits, `behind` gets
+  // nothing, and a compaction passes it.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false;
+  bool release = false;
+  absl::StatusOr<std::unique_ptr<IWatch>> blocker =
+      (*store)->Watch("block/", 0, [&](absl::StatusOr<std::vector<Event>>) {
+        std::unique_lock lock(mu);
+        entered = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return release; });
+      });
+  ASSERT_TRUE(blocker.ok());
+  EventLog behind;
+  absl::StatusOr<std::unique_ptr<IWatch>> watch = (*store)->Watch("data/", 0, behind.Callback());
+  ASSERT_TRUE(watch.ok());
+  ASSERT_TRUE((*store)->Txn({}, {Op::Put("block/x", "1")}).ok());
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return entered; });
+  }
+  ASSERT_TRUE((*store)->Txn({}, {Op::Put("data/a", "1")}).ok());
+  absl::StatusOr<TxnResult> last = (*store)->Txn({}, {Op::Put("data/a", "2")});
+  ASSERT_TRUE(last.ok());
+  ASSERT_TRUE((*store)->Compact(last->revision).ok());
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(behind.WaitForError());
+  EXPECT_TRUE(absl::IsOutOfRange(behind.error())) << behind.error();
+  EXPECT_TRUE(absl::StrContains(behind.error().message(), "re-read")) << behind.error();
+  EXPECT_TRUE(behind.events().empty());
+  // The recovery: re-read, watch from the read's revision + 1.
+  absl::StatusOr<Range> reread = (*store)->Get("data/", true);
+  ASSERT_TRUE(reread.ok());
+  EventLog again;
+  absl::StatusOr<std::unique_ptr<IWatch>> resumed =
+      (*store)->Watch("data/", reread->revision + 1, again.Callback());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_TRUE((*store)->Txn({}, {Op::Put("data/a", "3")}).ok());
+  ASSERT_TRUE(again.WaitForEvents(1));
+  EXPECT_EQ(again.events()[0].kv.value, "3");
 }
 
 TEST(SqliteStoreTest, WriterKilledMidTransactionLosesNoAcknowledgedRevision) {
