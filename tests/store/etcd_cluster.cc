@@ -57,7 +57,15 @@ std::vector<int> FreePorts(int count) {
   return ports;
 }
 
-bool ProcessAlive(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
+// Alive and not a zombie (a killed test process may wait to be reaped).
+bool ProcessAlive(pid_t pid) {
+  if (kill(pid, 0) != 0 && errno != EPERM) return false;
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  std::getline(stat, line);
+  size_t paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'Z';
+}
 
 // Removes data dirs left by test processes that died (a crash skips the destructor).
 void RemoveStaleDirs() {
