@@ -47,5 +47,15 @@ std::unique_ptr<Subcommand> RegisterEndpoints(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterObserve(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterExplain(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterLab(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterServer(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterApply(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterDiff(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterGet(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterDelete(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterHistory(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterRollback(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterMode(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterAudit(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterToken(CLI::App& root);
 
 }  // namespace bulkhead::cli

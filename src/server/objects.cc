@@ -172,6 +172,7 @@ class Splitter {
 void EmitYaml(YAML::Emitter& out, const json& v) {
   switch (v.type()) {
     case json::value_t::object:
+      if (v.empty()) out << YAML::Flow;  // {} inline, not on a line of its own
       out << YAML::BeginMap;
       for (const auto& [k, item] : v.items()) {
         out << YAML::Key << k << YAML::Value;
@@ -180,6 +181,7 @@ void EmitYaml(YAML::Emitter& out, const json& v) {
       out << YAML::EndMap;
       return;
     case json::value_t::array:
+      if (v.empty()) out << YAML::Flow;
       out << YAML::BeginSeq;
       for (const json& item : v) EmitYaml(out, item);
       out << YAML::EndSeq;

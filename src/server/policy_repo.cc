@@ -327,6 +327,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::Apply(const ApplyRequest& request
   info.message = request.message;
   auto compute = [&](const ObjectSet& current, ChangeResult* result) -> absl::StatusOr<ObjectSet> {
     result->diagnostics = files.diagnostics;  // warnings and notices of the files
+    for (const StoredObject& o : files.objects) result->file_objects.push_back(o.id);
     ObjectSet target = request.prune ? ObjectSet{} : current;
     for (const StoredObject& o : files.objects) target[o.id] = o;
     return target;
@@ -347,7 +348,10 @@ absl::StatusOr<ChangeResult> PolicyRepository::Diff(const std::vector<policy::So
     return result;
   }
   ObjectSet target = prune ? ObjectSet{} : current->second;
-  for (const StoredObject& o : read.objects) target[o.id] = o;
+  for (const StoredObject& o : read.objects) {
+    target[o.id] = o;
+    result.file_objects.push_back(o.id);
+  }
   result.changes = Changes(current->second, target);
   return result;
 }

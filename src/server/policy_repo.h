@@ -59,6 +59,7 @@ struct ChangeResult {
   std::vector<ObjectChange> changes;  // empty: the set already is what was asked
   int64_t revision = 0;  // the new revision, or the head when nothing changed or dry_run
   bool committed = false;
+  std::vector<ObjectId> file_objects;  // Apply, Diff: the objects the files declare
 };
 
 struct ApplyRequest {

@@ -1,5 +1,4 @@
 // REST routes: authenticate, authorize, parse, call the repository, answer JSON, audit.
-#define CPPHTTPLIB_OPENSSL_SUPPORT
 #include "server/rest.h"
 
 #include <httplib.h>
@@ -74,8 +73,16 @@ json ResultJson(const ChangeResult& r) {
   for (const ObjectChange& c : r.changes) changes.push_back(ChangeJson(c));
   json diags = json::array();
   for (const policy::Diagnostic& d : r.diagnostics) diags.push_back(DiagnosticJson(d));
-  return {{"valid", r.valid},   {"committed", r.committed},      {"revision", r.revision},
-          {"changes", changes}, {"diff", RenderDiff(r.changes)}, {"diagnostics", diags}};
+  json objects = json::array();
+  for (const ObjectId& id : r.file_objects) {
+    objects.push_back({{"group", id.group},
+                       {"kind", id.kind},
+                       {"namespace", id.namespace_name},
+                       {"name", id.name}});
+  }
+  return {{"valid", r.valid},       {"objects", objects}, {"committed", r.committed},
+          {"revision", r.revision}, {"changes", changes}, {"diff", RenderDiff(r.changes)},
+          {"diagnostics", diags}};
 }
 
 json RevisionInfoJson(const RevisionInfo& i) {
@@ -384,6 +391,7 @@ struct RestServer::Impl {
       }
       std::string ns = req.get_param_value("namespace");
       std::string name = req.get_param_value("name");
+      bool yaml = req.get_param_value("yaml") == "1";
       absl::StatusOr<std::pair<int64_t, ObjectSet>> set = ctx.policies->Read(revision);
       if (!set.ok())
         return SendError(res, HttpStatusOf(set.status()), std::string(set.status().message()));
@@ -397,6 +405,7 @@ struct RestServer::Impl {
                            {"namespace", id.namespace_name},
                            {"name", id.name},
                            {"object", json::parse(o.json)}});
+        if (yaml) objects.back()["yaml"] = ToYaml(o.json);
       }
       SendJson(res, 200, {{"revision", set->first}, {"objects", objects}});
     });
