@@ -95,35 +95,47 @@ int Main(int argc, char** argv) {
                                           (dir / "inventory.yaml").string()};
 
   if (memory) {
-    // What an agent keeps between changes, piece by piece (heap in use after each).
+    // What an agent keeps between changes, piece by piece (heap in use after each), laid out
+    // as the agent keeps it: the load cache, the files without their policies, the compiler
+    // (which took the composed cluster over, and keeps what an in-place update needs), one
+    // rule table; then the peak and the rest after one policy change updated in place.
     auto heap = [] { return static_cast<double>(mallinfo2().uordblks) / (1 << 20); };
     const double h0 = heap();
     policy::LoadCache cache;
     policy::LoadResult loaded = policy::LoadPaths(paths, &cache);
     if (!loaded.ok()) return 1;
     const double h1 = heap();
-    policy::Cluster files_copy = loaded.cluster;  // the agent's last good files
+    policy::Cluster files;  // the agent's last good files: no policies
+    files.namespaces = loaded.cluster.namespaces;
+    files.workloads = loaded.cluster.workloads;
+    files.nodes = loaded.cluster.nodes;
     const double h2 = heap();
     engine::CompilerOptions copts;
     copts.node = o.node;
-    auto compiler = engine::PolicyCompiler::Create(loaded.cluster, copts);
+    auto compiler = engine::PolicyCompiler::Create(std::move(loaded.cluster), copts);
     if (!compiler.ok()) return 1;
+    loaded = policy::LoadResult{};
     const double h3 = heap();
-    const double h3a = heap();
-    auto oneshot = engine::CompilePolicy(loaded.cluster, copts);
-    const double h3b = heap();
-    std::printf("heap MiB: one-shot compile output alone %.1f\n", h3b - h3a);
     std::vector<engine::CompiledRule> rules_copy = (*compiler)->compiled().rules;
     auto ids_copy = (*compiler)->compiled().identities;
     const double h4 = heap();
-    loaded = policy::LoadResult{};
+    // One change, as the agent applies it.
+    { std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, false); }
+    policy::LoadResult again = policy::LoadPaths(paths, &cache);
+    if (!again.ok()) return 1;
     const double h5 = heap();
+    auto upd = (*compiler)->UpdatePolicies(again.cluster.policies,
+                                           (*compiler)->compiled().NextTableIdBase());
+    if (!upd.ok() || !upd->incremental) return 1;
+    again = policy::LoadResult{};
+    const double h6 = heap();
     std::printf(
-        "heap MiB: load cache + result %.1f, result alone %.1f, files copy %.1f, "
-        "compiler (cluster copy + state + output) %.1f, one rule table copy %.1f; "
-        "kept by an agent ~%.1f\n",
-        h1 - h0, h1 - h5, h2 - h1, h3 - h2, h4 - h3, h4 - h0 - (h1 - h5));
-    (void)files_copy;
+        "heap MiB: load cache + its result %.1f, files without policies %.1f, compiler (cluster, "
+        "incremental state, output) %.1f, one rule table copy %.1f; kept by an agent ~%.1f\n"
+        "  one policy change: load result in flight %.1f, after the update in place %.1f "
+        "(+%.2f)\n",
+        h1 - h0, h2 - h1, h3 - h2, h4 - h3, h4 - h0, h5 - h0, h6 - h0, h6 - h4);
+    (void)files;
     if (keep.empty()) fs::remove_all(dir);
     return 0;
   }
@@ -150,7 +162,9 @@ int Main(int argc, char** argv) {
   Timing entries{"map entries as vectors (Entries())", {}, {}};
   Timing cached{"load, one file changed (policy::LoadCache)", {}, {}};
   Timing recompile{"recompile, pinned + tables reused", {}, {}};
+  Timing update{"policy update in place (UpdatePolicies)", {}, {}};
   size_t reused_tables = 0, rewritten_tables = 0;
+  size_t updated_tables = 0;
   policy::LoadCache cache;
   (void)policy::LoadPaths(paths, &cache);  // warm
   engine::CompileStats stats;
@@ -226,6 +240,23 @@ int Main(int argc, char** argv) {
     recompile.ms.push_back(Ms(t7 - t6));
     cached.cpu.push_back(c6 - c5);
     recompile.cpu.push_back(c7 - c6);
+    // What the agent does now: the compile in force updated in place.
+    auto kept = engine::PolicyCompiler::Create(loaded.cluster, copts);
+    if (!kept.ok()) return 1;
+    std::vector<policy::Policy> changed_policies = again.cluster.policies;
+    auto t8 = Clock::now();
+    const double c8 = CpuMs();
+    auto upd = (*kept)->UpdatePolicies(changed_policies, next.table_id_base);
+    auto t9 = Clock::now();
+    const double c9 = CpuMs();
+    if (!upd.ok() || !upd->incremental) {
+      std::fprintf(stderr, "update not incremental: %s\n",
+                   upd.ok() ? upd->why.c_str() : std::string(upd.status().message()).c_str());
+      return 1;
+    }
+    update.ms.push_back(Ms(t9 - t8));
+    update.cpu.push_back(c9 - c8);
+    updated_tables = upd->tables_written.size();
     reused_tables = rewritten_tables = 0;
     for (const auto& t : re->tables) {
       (t.table_id < next.table_id_base ? reused_tables : rewritten_tables)++;
@@ -246,7 +277,8 @@ int Main(int argc, char** argv) {
   const double base = read.MedianCpu();
   std::printf("after one policy change: %zu tables reused, %zu rewritten\n", reused_tables,
               rewritten_tables);
-  for (const Timing* t : {&read, &load, &compile, &entries, &cached, &recompile}) {
+  std::printf("policy update in place: %zu tables written\n", updated_tables);
+  for (const Timing* t : {&read, &load, &compile, &entries, &cached, &recompile, &update}) {
     std::printf("%-52s %10.2f %10.2f %10.2f %7.1fx\n", t->name.c_str(), t->MedianCpu(), t->Median(),
                 t->Max(), base > 0 ? t->MedianCpu() / base : 0);
   }

@@ -387,8 +387,8 @@ std::string Agent::Conflict(const EndpointRegistration& r) const {
   return Collision(*files_cluster_, registrations_, r);
 }
 
-absl::StatusOr<policy::Cluster> Agent::Compose(const policy::Cluster& files) const {
-  policy::Cluster cluster = files;
+absl::StatusOr<policy::Cluster> Agent::Compose(policy::Cluster files) const {
+  policy::Cluster cluster = std::move(files);
   if (!options_.node.empty()) {
     for (policy::Workload& w : cluster.workloads) {
       if (w.node.empty()) w.node = options_.node;
@@ -397,11 +397,13 @@ absl::StatusOr<policy::Cluster> Agent::Compose(const policy::Cluster& files) con
   for (const auto& [id, r] : registrations_) {
     // Registrations were checked against each other when added; the files may have changed
     // since.
-    if (std::string c = Collision(files, {}, r); !c.empty()) {
+    if (std::string c = Collision(cluster, {}, r); !c.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "registered endpoint ", id, " (workload ", r.Workload(), ") collides with the files: ", c,
           "; change the inventory or delete the endpoint"));
     }
+  }
+  for (const auto& [id, r] : registrations_) {
     if (cluster.FindNamespace(r.namespace_name) == nullptr) {
       // As Kubernetes does for every namespace: its name is a label.
       policy::Namespace ns;
@@ -428,15 +430,26 @@ absl::StatusOr<policy::Cluster> Agent::Compose(const policy::Cluster& files) con
   return cluster;
 }
 
+policy::Cluster Agent::LastGoodFiles() const {
+  policy::Cluster files;
+  files.namespaces = files_cluster_->namespaces;
+  files.workloads = files_cluster_->workloads;
+  files.nodes = files_cluster_->nodes;
+  if (compiler_ != nullptr) {
+    for (const policy::Policy* p : compiler_->policies()) files.policies.push_back(*p);
+  }
+  return files;
+}
+
 absl::Status Agent::ApplyRegistrations() {
   if (files_cluster_ == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("no valid policy input has been applied yet",
                      last_error_.empty() ? std::string() : absl::StrCat(" (", last_error_, ")")));
   }
-  auto cluster = Compose(*files_cluster_);
+  auto cluster = Compose(LastGoodFiles());
   if (!cluster.ok()) return cluster.status();
-  absl::Status st = Apply(std::move(*cluster), CombinedHash(files_hash_));
+  absl::Status st = ApplyComposed(std::move(*cluster), CombinedHash(files_hash_));
   // The files on disk may be invalid while the last good ones are applied with the new
   // registrations: status keeps saying so.
   if (last_error_.empty() && !input_error_.empty()) last_error_ = input_error_;
@@ -614,7 +627,7 @@ absl::Status Agent::Reload(bool force) {
     return hash.status();
   }
   const std::string combined = CombinedHash(*hash);
-  if (!force && combined == applied_hash_) {
+  if (!force && combined == applied_hash_ && !rebuild_next_) {
     // The files are back to what is applied: an error about other content is history.
     if (!input_error_.empty()) {
       if (last_error_ == input_error_) last_error_.clear();
@@ -656,7 +669,16 @@ absl::Status Agent::Reload(bool force) {
       return absl::InvalidArgumentError(last_error_);
     }
   }
-  auto cluster = Compose(reuse ? *files_cluster_ : loaded.cluster);
+  // The files without their policies become the last good files once applied (the policies
+  // live on in the compile).
+  std::unique_ptr<policy::Cluster> files_now;
+  if (!reuse) {
+    files_now = std::make_unique<policy::Cluster>();
+    files_now->namespaces = loaded.cluster.namespaces;
+    files_now->workloads = loaded.cluster.workloads;
+    files_now->nodes = loaded.cluster.nodes;
+  }
+  auto cluster = Compose(reuse ? LastGoodFiles() : std::move(loaded.cluster));
   if (!cluster.ok()) {
     last_error_ = std::string(cluster.status().message());
     input_error_ = last_error_;
@@ -665,12 +687,12 @@ absl::Status Agent::Reload(bool force) {
     needs_retry_ = false;
     return cluster.status();
   }
-  absl::Status st = Apply(std::move(*cluster), combined);
+  absl::Status st = ApplyComposed(std::move(*cluster), combined);
   if (applied_hash_ == combined) {
     // Applied (an endpoint may still have failed its switch: Apply's error names it).
     input_error_.clear();
     if (!reuse) {
-      files_cluster_ = std::make_unique<policy::Cluster>(std::move(loaded.cluster));
+      files_cluster_ = std::move(files_now);
       files_hash_ = *hash;
     }
   }
@@ -682,6 +704,50 @@ absl::Status Agent::Reload(bool force) {
   return st;
 }
 
+absl::Status Agent::ApplyComposed(policy::Cluster composed, const std::string& hash) {
+  // Only policies changed: update the compile in force in place (only the tables whose
+  // policies changed are computed and written; identities, rule ids and the ipcache stay).
+  if (compiler_ != nullptr && !rebuild_next_ &&
+      composed.namespaces == compiler_->cluster().namespaces &&
+      composed.workloads == compiler_->cluster().workloads &&
+      composed.nodes == compiler_->cluster().nodes) {
+    const auto apply_start = Clock::now();
+    const uint32_t base = next_table_base_;
+    auto update = compiler_->UpdatePolicies(composed.policies, base);
+    if (!update.ok()) return update.status();
+    if (update->incremental) {
+      const engine::CompiledPolicy& compiled = compiler_->compiled();
+      ApplyTimes times;
+      times.incremental = true;
+      times.load = last_load_ms_;
+      times.compile = MsSince(apply_start);
+      const auto kernel_start = Clock::now();
+      std::vector<EndpointInfo> desired;
+      absl::Status first_error;
+      if (absl::Status st =
+              WriteKernel(compiled, compiler_->cluster(), update->tables_written, &compiled,
+                          /*ipcache_unchanged=*/true, &desired, &first_error);
+          !st.ok()) {
+        // The kernel still enforces the compile before the update: rewrite all next time.
+        rebuild_next_ = true;
+        return st;
+      }
+      times.tables_written = update->tables_written.size();
+      times.tables_kept = compiled.tables.size() - update->tables_written.size();
+      times.endpoints_switched = last_switched_;
+      times.kernel = MsSince(kernel_start);
+      last_apply_ = times;
+      FinishApply(compiled, base, std::move(desired), hash, update->rule_table_changed,
+                  update->rule_ids_changed, first_error);
+      last_apply_.total = last_load_ms_ + MsSince(apply_start);
+      LogApply();
+      return first_error;
+    }
+    spdlog::info("full compile: {}", update->why);
+  }
+  return Apply(std::move(composed), hash);
+}
+
 absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
   const auto apply_start = Clock::now();
   engine::CompilerOptions copts;
@@ -689,12 +755,13 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
   copts.node = options_.node;
   // Numbers and tables carried over from the compile in force: an identity or rule number
   // keeps its meaning, and a table whose entries did not change keeps its id, so it is
-  // neither written again nor switched to.
+  // neither written again nor switched to. After a failed in-place update the kernel does
+  // not hold that compile's new tables: none is reused then.
   const engine::CompiledPolicy* prev = compiler_ != nullptr ? &compiler_->compiled() : nullptr;
   if (prev != nullptr) {
     copts.pinned_identities = engine::PinsOf(*prev);
     copts.pinned_rules = engine::RulePinsOf(*prev);
-    copts.reuse_tables_of = prev;
+    if (!rebuild_next_) copts.reuse_tables_of = prev;
   }
   // A restarted agent: the numbers its predecessor left in the kernel (state.json). Should
   // they not fit this input, number afresh (safe, only not seamless).
@@ -713,9 +780,6 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     compiler = engine::PolicyCompiler::Create(std::move(*spare), copts);
   }
   if (!compiler.ok()) return compiler.status();
-  // The agent recompiles on every change: what only incremental adds need is not kept, nor
-  // the policies (compiled into the tables; explain looks up workloads only).
-  (*compiler)->DropIncrementalState(/*keep_policies=*/false);
   const policy::Cluster& cluster = (*compiler)->cluster();
   const engine::CompiledPolicy& compiled = (*compiler)->compiled();
   ApplyTimes times;
@@ -723,8 +787,60 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
   times.compile = MsSince(apply_start);
   const auto kernel_start = Clock::now();
 
-  // Which workloads get an endpoint here: those the inventory gives a host interface.
+  std::vector<uint32_t> fresh_tables;
+  for (const auto& t : compiled.tables) {
+    if (t.table_id >= copts.table_id_base) fresh_tables.push_back(t.table_id);
+  }
   std::vector<EndpointInfo> desired;
+  absl::Status first_error;
+  if (absl::Status st = WriteKernel(compiled, cluster, fresh_tables, rebuild_next_ ? nullptr : prev,
+                                    /*ipcache_unchanged=*/false, &desired, &first_error);
+      !st.ok()) {
+    return st;
+  }
+  times.tables_written = fresh_tables.size();
+  times.tables_kept = compiled.tables.size() - fresh_tables.size();
+  times.endpoints_switched = last_switched_;
+  times.kernel = MsSince(kernel_start);
+  last_apply_ = times;
+  // Numbers change in a full compile unless every pin held; state.json is rewritten.
+  bool numbers_changed = prev == nullptr || engine::RulePinsOf(compiled) != copts.pinned_rules;
+  if (!numbers_changed) {
+    const engine::PinnedIdentities pins = engine::PinsOf(compiled);
+    numbers_changed = pins.workloads != copts.pinned_identities.workloads ||
+                      pins.cidrs != copts.pinned_identities.cidrs;
+  }
+  compiler_ = std::move(*compiler);
+  rebuild_next_ = false;
+  FinishApply(compiler_->compiled(), copts.table_id_base, std::move(desired), hash,
+              /*rules_changed=*/true, numbers_changed, first_error);
+  // An apply briefly holds two compiles; give what it freed back to the system.
+  malloc_trim(0);
+  last_apply_.total = last_load_ms_ + MsSince(apply_start);
+  LogApply();
+  return first_error;
+}
+
+void Agent::LogApply() const {
+  const ApplyTimes& t = last_apply_;
+  spdlog::info(
+      "applied revision {} in {:.1f} ms (load {:.1f}, compile {:.1f}, kernel {:.1f}; {}): {} "
+      "endpoints ({} switched), {} tables ({} written, {} kept), {} ipcache entries written, "
+      "generation {}",
+      revision(), t.total, t.load, t.compile, t.kernel, t.incremental ? "policy update" : "full",
+      endpoints_.size(), t.endpoints_switched, live_tables_.size(), t.tables_written, t.tables_kept,
+      t.ipcache_written, generation_);
+}
+
+absl::Status Agent::WriteKernel(const engine::CompiledPolicy& compiled,
+                                const policy::Cluster& cluster,
+                                const std::vector<uint32_t>& fresh_tables,
+                                const engine::CompiledPolicy* prev, bool ipcache_unchanged,
+                                std::vector<EndpointInfo>* desired_out, absl::Status* first_error) {
+  last_switched_ = 0;
+  last_ipcache_written_ = 0;
+  // Which workloads get an endpoint here: those the inventory gives a host interface.
+  std::vector<EndpointInfo>& desired = *desired_out;
   bool missing = false;
   for (const auto& [id, binding] : compiled.endpoints) {
     const policy::Workload* w = cluster.FindWorkload(id);
@@ -754,50 +870,48 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     desired.push_back(std::move(info));
   }
 
-  // 1. New tables beside the old ones (fresh ids: nothing points at them yet). Tables with
-  // ids below the base are tables in force that the compile kept: already in the kernel.
+  // 1. New tables beside the old ones (fresh ids: nothing points at them yet), only their
+  // entries. The other tables in force are kept: already in the kernel.
   datapath::PolicyTables tables;
-  for (const auto& e : compiled.maps.peers.Entries()) {
-    if (e.first.table_id >= copts.table_id_base) tables.peers.push_back(e);
+  for (uint32_t t : fresh_tables) {
+    compiled.maps.peers.AppendTableEntries(t, &tables.peers);
+    compiled.maps.ports.AppendTableEntries(t, &tables.ports);
   }
-  for (const auto& e : compiled.maps.ports.Entries()) {
-    if (e.first.table_id >= copts.table_id_base) tables.ports.push_back(e);
-  }
-  std::vector<uint32_t> new_tables, fresh_tables;
-  for (const auto& t : compiled.tables) {
-    new_tables.push_back(t.table_id);
-    if (t.table_id >= copts.table_id_base) fresh_tables.push_back(t.table_id);
-  }
-  times.tables_written = fresh_tables.size();
-  times.tables_kept = new_tables.size() - fresh_tables.size();
+  std::vector<uint32_t> new_tables;
+  for (const auto& t : compiled.tables) new_tables.push_back(t.table_id);
   if (absl::Status st = datapath_.WritePolicyTables(tables); !st.ok()) {
     (void)datapath_.DeletePolicyTables(fresh_tables);
     return st;
   }
   // 2. The ipcache: new and changed entries (stale ones go after the switch).
-  auto ipcache = compiled.maps.ipcache.Entries();
-  std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>> ipcache_changes;
-  for (const auto& e : ipcache) {
-    const bulkhead_ipcache_value* old =
-        prev != nullptr ? prev->maps.ipcache.Find(e.first) : nullptr;
-    if (old == nullptr || old->identity != e.second.identity || old->flags != e.second.flags) {
-      ipcache_changes.push_back(e);
-    }
-  }
-  if (absl::Status st = datapath_.UpsertIpcache(ipcache_changes); !st.ok()) {
-    (void)datapath_.DeletePolicyTables(fresh_tables);
-    return st;
-  }
-  times.ipcache_written = ipcache_changes.size();
-  std::set<bulkhead_ipcache_key, KeyLess> wanted_keys;
-  for (const auto& e : ipcache) wanted_keys.insert(e.first);
   std::vector<bulkhead_ipcache_key> stale;
-  for (const auto& k : live_ipcache_) {
-    if (wanted_keys.count(k) == 0) stale.push_back(k);
+  bool addresses_moved = false;
+  if (!ipcache_unchanged) {
+    auto ipcache = compiled.maps.ipcache.Entries();
+    std::vector<std::pair<bulkhead_ipcache_key, bulkhead_ipcache_value>> ipcache_changes;
+    for (const auto& e : ipcache) {
+      const bulkhead_ipcache_value* old =
+          prev != nullptr ? prev->maps.ipcache.Find(e.first) : nullptr;
+      if (old == nullptr || old->identity != e.second.identity || old->flags != e.second.flags) {
+        ipcache_changes.push_back(e);
+      }
+    }
+    if (absl::Status st = datapath_.UpsertIpcache(ipcache_changes); !st.ok()) {
+      (void)datapath_.DeletePolicyTables(fresh_tables);
+      return st;
+    }
+    last_ipcache_written_ = ipcache_changes.size();
+    std::set<bulkhead_ipcache_key, KeyLess> wanted_keys;
+    for (const auto& e : ipcache) wanted_keys.insert(e.first);
+    for (const auto& k : live_ipcache_) {
+      if (wanted_keys.count(k) == 0) stale.push_back(k);
+    }
+    // When an address may now belong to another identity, every endpoint's open flows are
+    // re-checked; otherwise only those of endpoints whose table or config changed.
+    addresses_moved = prev == nullptr || !ipcache_changes.empty() || !stale.empty();
+    live_ipcache_.clear();
+    for (const auto& e : ipcache) live_ipcache_.push_back(e.first);
   }
-  // When an address may now belong to another identity, every endpoint's open flows are
-  // re-checked; otherwise only those of endpoints whose table or config changed.
-  const bool addresses_moved = prev == nullptr || !ipcache_changes.empty() || !stale.empty();
   std::map<std::string, const EndpointInfo*> before;
   for (const auto& e : endpoints_) before[e.workload] = &e;
   auto unchanged = [&](const EndpointInfo& info) {
@@ -818,7 +932,6 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     if (info.ifindex != 0 && (addresses_moved || !unchanged(info))) switching = true;
   }
   if (switching) ++generation_;
-  absl::Status first_error;
   std::set<uint32_t> keep;
   for (auto& info : desired) {
     if (info.ifindex == 0) continue;
@@ -847,12 +960,12 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     if (!st.ok()) {
       info.error = std::string(st.message());
       missing = true;
-      if (first_error.ok()) first_error = st;
+      if (first_error->ok()) *first_error = st;
       continue;
     }
     info.generation = generation_;
     keep.insert(info.ifindex);
-    ++times.endpoints_switched;
+    ++last_switched_;
   }
   // 4. Endpoints that are gone: detach first (an attached interface without config drops
   // everything), then delete.
@@ -885,14 +998,10 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
       spdlog::warn("cannot delete stale ipcache entries: {}", std::string(st.message()));
     }
   }
-  live_ipcache_.clear();
-  for (const auto& e : ipcache) live_ipcache_.push_back(e.first);
   std::vector<uint32_t> old_tables;
   if (auto listed = datapath_.ListPolicyTables(); listed.ok()) {
     for (uint32_t t : *listed) {
-      if (std::find(new_tables.begin(), new_tables.end(), t) == new_tables.end()) {
-        old_tables.push_back(t);
-      }
+      if (!std::binary_search(new_tables.begin(), new_tables.end(), t)) old_tables.push_back(t);
     }
   }
   if (!old_tables.empty()) {
@@ -901,22 +1010,36 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
       spdlog::warn("old policy tables kept: {}", std::string(st.message()));
     }
   }
-  live_tables_ = new_tables;
+  live_tables_ = std::move(new_tables);
   next_table_base_ = std::max(next_table_base_, compiled.NextTableIdBase());
+  needs_retry_ = missing;
+  return absl::OkStatus();
+}
 
+void Agent::FinishApply(const engine::CompiledPolicy& compiled, uint32_t table_id_base,
+                        std::vector<EndpointInfo> desired, const std::string& hash,
+                        bool rules_changed, bool numbers_changed, const absl::Status& first_error) {
   RuleTable rt;
-  rt.table_id_base = copts.table_id_base;
+  rt.table_id_base = table_id_base;
   rt.table_id_end = compiled.NextTableIdBase();
-  rt.rules = compiled.rules;
-  rt.identities = compiled.identities;
+  // Rule ids are pinned across compiles: an unchanged rule table is shared, not copied.
+  if (rules_changed || rule_tables_.empty()) {
+    rt.rules = std::make_shared<const std::vector<engine::CompiledRule>>(compiled.rules);
+  } else {
+    rt.rules = rule_tables_.back().rules;
+  }
+  if (numbers_changed || rule_tables_.empty()) {
+    rt.identities =
+        std::make_shared<const std::vector<engine::CompiledIdentity>>(compiled.identities);
+  } else {
+    rt.identities = rule_tables_.back().identities;
+  }
   rule_tables_.push_back(std::move(rt));
   // Rule ids are pinned across compiles, so the newest rule table names the tables in force;
   // one older one names events still in flight from tables just retired.
   if (rule_tables_.size() > 2) rule_tables_.erase(rule_tables_.begin());
 
-  compiler_ = std::move(*compiler);
   endpoints_ = std::move(desired);
-  needs_retry_ = missing;
   // A restarted agent applying the same files keeps the revision it had.
   if (hash != (applied_hash_.empty() ? state_hash_ : applied_hash_)) ++revision_counter_;
   applied_hash_ = hash;
@@ -927,20 +1050,12 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     last_error_ = std::string(first_error.message());
   }
   ++applies_ok_;
-  times.kernel = MsSince(kernel_start);
-  if (absl::Status st = SaveState(); !st.ok()) spdlog::warn("{}", std::string(st.message()));
-  times.total = times.load + MsSince(apply_start);
-  // An apply briefly holds two compiles; give what it freed back to the system.
-  malloc_trim(0);
-  last_apply_ = times;
-  spdlog::info(
-      "applied revision {} in {:.1f} ms (load {:.1f}, compile {:.1f}, kernel {:.1f}): {} "
-      "endpoints ({} switched), {} tables ({} written, {} kept), {} ipcache entries written, "
-      "generation {}",
-      revision(), times.total, times.load, times.compile, times.kernel, keep.size(),
-      times.endpoints_switched, new_tables.size(), times.tables_written, times.tables_kept,
-      times.ipcache_written, generation_);
-  return first_error;
+  last_apply_.ipcache_written = last_ipcache_written_;
+  // state.json holds the numbers a restarted agent pins: rewritten when they change (not on a
+  // policy update that kept every rule id), atomically.
+  if (numbers_changed) {
+    if (absl::Status st = SaveState(); !st.ok()) spdlog::warn("{}", std::string(st.message()));
+  }
 }
 
 const RuleTable* Agent::RulesForTable(uint32_t table_id) const {
@@ -976,7 +1091,7 @@ std::string Agent::PeerName(uint32_t identity, uint32_t table_id) const {
   }
   const RuleTable* rt = RulesForTable(table_id);
   if (rt != nullptr) {
-    for (const auto& id : rt->identities) {
+    for (const auto& id : *rt->identities) {
       if (id.id != identity) continue;
       if (!id.workloads.empty()) return absl::StrJoin(id.workloads, ",");
       if (id.cidr) return id.cidr->ToString();

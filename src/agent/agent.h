@@ -52,11 +52,13 @@ struct EndpointInfo {
 
 // The rules of one compile, with the table ids that compile used, so that an event or a
 // kernel answer is named by the rule table that produced its table.
+// Shared between the rule tables of compiles that did not change them (an incremental update
+// keeps identities, and usually the rules), so that a change does not copy them.
 struct RuleTable {
   uint32_t table_id_base = 0;
   uint32_t table_id_end = 0;  // exclusive
-  std::vector<engine::CompiledRule> rules;
-  std::vector<engine::CompiledIdentity> identities;
+  std::shared_ptr<const std::vector<engine::CompiledRule>> rules;
+  std::shared_ptr<const std::vector<engine::CompiledIdentity>> identities;
 };
 
 // Not thread-safe: one thread (the agent loop) calls everything.
@@ -121,11 +123,29 @@ class Agent {
  private:
   struct Input;
   absl::StatusOr<std::string> HashInputs() const;
+  // Applies `composed` (taken over): an incremental update of the compile in force when only
+  // policies changed (UpdatePolicies), else a full compile (Apply).
+  absl::Status ApplyComposed(policy::Cluster composed, const std::string& hash);
   // Compiles `composed` (taken over) and applies it.
   absl::Status Apply(policy::Cluster composed, const std::string& hash);
+  // The kernel phase of an apply: writes `fresh_tables` of `compiled`, the ipcache entries
+  // that differ from `prev` (all when prev is nullptr; none when ipcache_unchanged), switches
+  // the endpoints whose binding changed, removes what is gone. An error before any endpoint
+  // was switched (the last good policy stays in force) is returned; a failed switch of one
+  // endpoint is recorded in *first_error and the apply counts as done.
+  absl::Status WriteKernel(const engine::CompiledPolicy& compiled, const policy::Cluster& cluster,
+                           const std::vector<uint32_t>& fresh_tables,
+                           const engine::CompiledPolicy* prev, bool ipcache_unchanged,
+                           std::vector<EndpointInfo>* desired, absl::Status* first_error);
+  // After a successful kernel phase: the endpoints, revision, rule tables and state.json.
+  void FinishApply(const engine::CompiledPolicy& compiled, uint32_t table_id_base,
+                   std::vector<EndpointInfo> desired, const std::string& hash, bool rules_changed,
+                   bool numbers_changed, const absl::Status& first_error);
   // The files' cluster with the registered endpoints added (and inventory workloads without
   // a node placed on this one); an error when a registration collides with the files.
-  absl::StatusOr<policy::Cluster> Compose(const policy::Cluster& files) const;
+  absl::StatusOr<policy::Cluster> Compose(policy::Cluster files) const;
+  // The last good files: their namespaces, workloads and nodes, and the compile's policies.
+  policy::Cluster LastGoodFiles() const;
   // Applies the last good files with the current registrations.
   absl::Status ApplyRegistrations();
   std::string CombinedHash(const std::string& files_hash) const;
@@ -150,8 +170,9 @@ class Agent {
   bool ready_ = false;
   bool needs_retry_ = false;
   std::string applied_hash_;  // files and registrations together
-  // The last files that loaded and applied without error, and their content hash: what
-  // registrations are applied with while the files on disk are invalid.
+  // The last files that loaded and applied without error (without their policies: those are
+  // the compile's, compiler_->policies()), and their content hash: what registrations are
+  // applied with while the files on disk are invalid.
   std::unique_ptr<policy::Cluster> files_cluster_;
   std::string files_hash_;
   std::map<std::string, EndpointRegistration> registrations_;  // by id
@@ -170,6 +191,9 @@ class Agent {
   std::vector<uint32_t> live_tables_;
   std::vector<bulkhead_ipcache_key> live_ipcache_;
   std::unique_ptr<engine::PolicyCompiler> compiler_;
+  // compiler_ was updated in place but its tables could not be written: the kernel still
+  // enforces the compile before it, so the next apply compiles afresh and rewrites all.
+  bool rebuild_next_ = false;
   std::vector<RuleTable> rule_tables_;  // the current compile's last, at most a few
   std::vector<EndpointInfo> endpoints_;
   // Files parsed by earlier loads: a change re-parses only the files it touched.
@@ -179,8 +203,12 @@ class Agent {
   struct ApplyTimes {
     double load = 0, compile = 0, kernel = 0, total = 0;
     size_t tables_written = 0, tables_kept = 0, endpoints_switched = 0, ipcache_written = 0;
+    bool incremental = false;  // an in-place policy update, not a full compile
   };
   ApplyTimes last_apply_;
+  size_t last_switched_ = 0;         // endpoints the last kernel phase switched
+  size_t last_ipcache_written_ = 0;  // ipcache entries it wrote
+  void LogApply() const;
   double last_load_ms_ = 0;
   std::map<std::string, uint64_t> verdict_counts_;  // events seen by verdict
   uint64_t events_seen_ = 0;

@@ -91,8 +91,8 @@ void NameRule(const RuleTable* rt, uint32_t rule_id, uint8_t reason, nlohmann::j
   j["reason"] = engine::AbiReasonName(reason);
   j["policy"] = "";
   j["rule"] = "";
-  if (rt == nullptr || rule_id == BULKHEAD_RULE_NONE || rule_id >= rt->rules.size()) return;
-  const engine::CompiledRule& r = rt->rules[rule_id];
+  if (rt == nullptr || rule_id == BULKHEAD_RULE_NONE || rule_id >= rt->rules->size()) return;
+  const engine::CompiledRule& r = (*rt->rules)[rule_id];
   j["policy"] = r.policy;
   j["policy_kind"] = r.policy_kind;
   if (r.rule_index < 0) {

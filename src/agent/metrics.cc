@@ -81,6 +81,11 @@ std::string Agent::Metrics() {
                   last_apply_.endpoints_switched, "\n");
   absl::StrAppend(&out, "bulkhead_agent_last_apply_writes{what=\"ipcache_entries\"} ",
                   last_apply_.ipcache_written, "\n");
+  add("bulkhead_agent_last_apply_incremental", "gauge",
+      "1 when the last apply updated the compile in force in place (only policies changed), 0 "
+      "when it compiled everything");
+  absl::StrAppend(&out, "bulkhead_agent_last_apply_incremental ", last_apply_.incremental ? 1 : 0,
+                  "\n");
   add("bulkhead_agent_endpoints", "gauge", "Endpoints enforced by this agent");
   size_t active = 0;
   for (const auto& e : endpoints_) active += e.ifindex != 0 && e.error.empty() ? 1 : 0;

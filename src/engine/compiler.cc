@@ -1513,6 +1513,8 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
     held[id] = out.rules[id].policy.empty() ? 0 : 1;
   uint32_t free_cursor = 1;
   std::set<uint32_t> reused_ids;
+  std::map<uint32_t, CompiledRule> before;  // entries a new version may overwrite
+  for (const auto& [key, id] : old_ids) before.emplace(id, out.rules[id]);
 
   // 3. Commit: retire the removed slots, index the new versions.
   policies_updated = true;
@@ -1557,6 +1559,10 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
     result.rule_ids_changed = true;
   }
   while (out.rules.size() > 1 && out.rules.back().policy.empty()) out.rules.pop_back();
+  result.rule_table_changed = result.rule_ids_changed;
+  for (const auto& [id, rule] : before) {
+    if (id >= out.rules.size() || !(out.rules[id] == rule)) result.rule_table_changed = true;
+  }
   policy_cidrs = std::move(cidrs_after);
   unignored = std::move(unignored_after);
   input_slots = slot_of;

@@ -119,6 +119,7 @@ struct CompiledRule {
   policy::Tier tier = policy::Tier::kNamespace;
   policy::RuleAction action = policy::RuleAction::kAllow;  // DefaultDeny: kDeny
   policy::Mode mode = policy::Mode::kEnforce;              // the policy's mode
+  bool operator==(const CompiledRule&) const = default;
 };
 
 struct CompiledTable {
@@ -186,6 +187,9 @@ struct PolicyUpdate {
   // A rule id was given to a new rule or freed: RulePinsOf(compiled()) changed. Identity
   // numbers and the ipcache never change in an incremental update.
   bool rule_ids_changed = false;
+  // Some entry of compiled().rules changed (a rule renamed, its action or mode changed, an id
+  // given or freed): a copy of the rule table made before the update is out of date.
+  bool rule_table_changed = false;
 };
 
 // Compiles a validated cluster. Errors (as values) for input the tables cannot express:

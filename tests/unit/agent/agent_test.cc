@@ -214,6 +214,78 @@ TEST_F(AgentTest, OnlyChangedTablesAreWrittenAndOnlyTheirEndpointsSwitched) {
   for (const auto& e : *listed) EXPECT_EQ(e.policy_generation, 3u) << e.ifindex;
 }
 
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST_F(AgentTest, APolicyChangeUpdatesTheCompileInPlaceAndStateOnlyWhenNumbersChange) {
+  auto a = MakeAgent();
+  ASSERT_TRUE(a->Start().ok());
+  const fs::path state = dir_ / "state" / "state.json";
+  const std::string state_before = ReadFile(state);
+  ASSERT_NE(state_before, "");
+  // A port changes: the same rules (same ids), one table rewritten, in place.
+  std::string changed = kApiPolicy;
+  changed.replace(changed.find("port: 80"), 8, "port: 8080");
+  Write("policies/api.yaml", changed);
+  ASSERT_TRUE(a->Reload().ok()) << a->last_error();
+  std::string m = a->Metrics();
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_incremental 1\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_writes{what=\"tables_written\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_writes{what=\"ipcache_entries\"} 0\n"),
+            std::string::npos);
+  EXPECT_EQ(Verdict(*a, "shop/web", "shop/api", 8080), "allow");
+  EXPECT_EQ(Verdict(*a, "shop/web", "shop/api", 80), "deny");
+  EXPECT_EQ(ReadFile(state), state_before) << "no number changed: state.json is not rewritten";
+  // A new policy: new rule ids, so state.json is rewritten (with them).
+  Write("policies/db.yaml", R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-api, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: api}}}]
+    ports: [{port: 5432}]
+)");
+  ASSERT_TRUE(a->Reload().ok()) << a->last_error();
+  m = a->Metrics();
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_incremental 1\n"), std::string::npos) << m;
+  EXPECT_EQ(Verdict(*a, "shop/api", "shop/db", 5432), "allow");
+  EXPECT_EQ(Verdict(*a, "shop/web", "shop/db", 5432), "deny");
+  const std::string state_now = ReadFile(state);
+  EXPECT_NE(state_now, state_before);
+  EXPECT_NE(state_now.find("NetworkPolicy shop/db-from-api"), std::string::npos);
+  // The events of the new table are named by the rule table.
+  auto r = a->Explain("shop/api", "10.9.0.3", 5432, "tcp");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)["ingress"].value("policy", ""), "NetworkPolicy shop/db-from-api") << r->dump(1);
+  // An invalid file changes nothing; removing it changes nothing either.
+  const auto tables = *dp_.ListPolicyTables();
+  Write("policies/broken.yaml", "kind: NetworkPolicy\n");
+  EXPECT_FALSE(a->Reload().ok());
+  EXPECT_EQ(*dp_.ListPolicyTables(), tables);
+  fs::remove(dir_ / "policies/broken.yaml");
+  EXPECT_TRUE(a->Reload().ok());
+  EXPECT_EQ(*dp_.ListPolicyTables(), tables);
+  // A workload change compiles everything.
+  std::string inv = kInventory;
+  inv.replace(inv.find("app: web"), 8, "app: web, tier: front");
+  Write("inventory.yaml", inv);
+  ASSERT_TRUE(a->Reload().ok());
+  m = a->Metrics();
+  EXPECT_NE(m.find("bulkhead_agent_last_apply_incremental 0\n"), std::string::npos) << m;
+  EXPECT_EQ(Verdict(*a, "shop/web", "shop/api", 8080), "allow");
+  EXPECT_EQ(Verdict(*a, "shop/api", "shop/db", 5432), "allow");
+  // A restarted agent continues from the numbers state.json holds.
+  a.reset();
+  auto b = MakeAgent();
+  ASSERT_TRUE(b->Start().ok());
+  EXPECT_EQ(Verdict(*b, "shop/web", "shop/api", 8080), "allow");
+  EXPECT_EQ(Verdict(*b, "shop/web", "shop/db", 5432), "deny");
+}
+
 TEST_F(AgentTest, AMapTooSmallForTheCompileIsAClearErrorAndTheLastGoodStays) {
   datapath::MapSizes small;
   small.policy_ports = 40;  // the first compile (26 entries) fits, a bigger one does not

@@ -939,6 +939,12 @@ TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
         for (uint32_t t : update->tables_written) {
           ASSERT_GE(t, ref_options.table_id_base) << where();
         }
+        if (!update->rule_table_changed) {
+          ASSERT_TRUE(prev.rules == inc->compiled().rules) << "rule table changed\n" << where();
+        }
+        if (!update->rule_ids_changed) {
+          ASSERT_TRUE(RulePinsOf(prev) == RulePinsOf(inc->compiled())) << where();
+        }
       } else {
         ++refused;
         why_refused[update->why]++;
