@@ -3,6 +3,7 @@
 
 #include <httplib.h>
 
+#include <csignal>
 #include <filesystem>
 
 #include "absl/strings/numbers.h"
@@ -82,6 +83,9 @@ absl::StatusOr<std::unique_ptr<ApiClient>> ApiClient::Create(const ClientOptions
   if (!std::filesystem::is_regular_file(options.ca_file, ec)) {
     return absl::InvalidArgumentError("--ca '" + options.ca_file + "': no such file");
   }
+  // OpenSSL writes to the socket with write(2): a server that dies mid-request would kill
+  // this process with SIGPIPE instead of giving the caller an error.
+  std::signal(SIGPIPE, SIG_IGN);
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->host = host;

@@ -28,6 +28,8 @@ struct ApiResponse {
 class ApiClient {
  public:
   // InvalidArgument when the URL is not https://HOST:PORT or the CA file is unreadable.
+  // Sets SIGPIPE to ignored for the process (a server gone mid-request is an error to
+  // report, not a reason to die).
   static absl::StatusOr<std::unique_ptr<ApiClient>> Create(const ClientOptions& options);
   ~ApiClient();
 
