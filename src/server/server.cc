@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "server/pki.h"
@@ -124,13 +126,34 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
                  options.version};
   s->rest_ = std::make_unique<RestServer>(ctx, TlsFiles{dir.server_cert(), dir.server_key()});
   if (absl::Status st = s->rest_->Start(options.listen); !st.ok()) return st;
+  if (!options.grpc_listen.empty()) {
+    KeyAndCert ca, tls;
+    for (auto [path, out] : {std::pair{dir.ca_cert(), &ca.cert_pem},
+                             {dir.ca_key(), &ca.key_pem},
+                             {dir.server_cert(), &tls.cert_pem},
+                             {dir.server_key(), &tls.key_pem}}) {
+      std::ifstream in(path);
+      std::stringstream text;
+      text << in.rdbuf();
+      if (!in) return absl::FailedPreconditionError(absl::StrCat(path, ": cannot read it"));
+      *out = text.str();
+    }
+    AgentServiceOptions agent_options = options.agents;
+    agent_options.version = options.version;
+    s->agents_ = std::make_unique<AgentService>(s->store_.get(), s->policies_.get(),
+                                                s->tokens_.get(), s->audit_.get(), std::move(ca),
+                                                std::move(tls), std::move(agent_options));
+    if (absl::Status st = s->agents_->Start(options.grpc_listen); !st.ok()) return st;
+  }
   return s;
 }
 
 Server::~Server() {
+  if (agents_) agents_->Stop();
   if (rest_) rest_->Stop();
 }
 
 int Server::rest_port() const { return rest_->port(); }
+int Server::grpc_port() const { return agents_ ? agents_->port() : 0; }
 
 }  // namespace bulkhead::server

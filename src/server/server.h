@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/agent_service.h"
 #include "server/rest.h"
 
 namespace bulkhead::server {
@@ -16,6 +17,8 @@ struct ServerOptions {
   std::string data_dir = "/var/lib/bulkhead/server";
   std::string store_url;  // "" = sqlite:<data_dir>/server.db
   std::string listen = "127.0.0.1:8443";
+  std::string grpc_listen = "127.0.0.1:8444";  // agents (mutual TLS); "" = none
+  AgentServiceOptions agents;
   std::string version;
 };
 
@@ -51,7 +54,9 @@ class Server {
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
   ~Server();
   int rest_port() const;
+  int grpc_port() const;  // 0 without a gRPC listener
   store::IStore* store() { return store_.get(); }
+  AgentService* agents() { return agents_.get(); }
 
  private:
   Server() = default;
@@ -60,6 +65,7 @@ class Server {
   std::unique_ptr<PolicyRepository> policies_;
   std::unique_ptr<TokenStore> tokens_;
   std::unique_ptr<RestServer> rest_;
+  std::unique_ptr<AgentService> agents_;
 };
 
 // Writes `content` to `path` atomically (temp file, fsync, rename) with `mode`.
