@@ -258,13 +258,8 @@ class LabDecoder {
         }
         port_name_lines[*port_name] = name_field.at()->line;
       }
+      // TCP, UDP or SCTP (PortProtocol refuses the rest): all three are served.
       if (!number || !proto) continue;
-      if (*proto != policy::Protocol::kTCP && *proto != policy::Protocol::kUDP &&
-          *proto != policy::Protocol::kSCTP) {
-        d_.Error(proto_field, std::string("the lab's servers answer TCP, UDP and SCTP only, not ") +
-                                  policy::ProtocolName(*proto));
-        continue;
-      }
       LabPort p{*number, *proto, port_name.value_or("")};
       if (std::any_of(w.ports.begin(), w.ports.end(),
                       [&](const LabPort& q) { return q.SameSocket(p); })) {

@@ -94,6 +94,9 @@ void OpenSockets(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
       const ProbeSpec& p = probes[i];
       Live& l = live[i - begin];
       l.kind = KindOf(p.protocol);
+      // A kernel with an SCTP stack answers INITs itself: then SCTP is a stream like TCP.
+      const bool real_sctp = l.kind == Kind::kSctp && KernelHasSctp();
+      if (real_sctp) l.kind = Kind::kTcp;
       l.tcp = l.kind == Kind::kTcp;
       l.v6 = p.dst.v6;
       if (p.source_netns != current) {
@@ -117,7 +120,7 @@ void OpenSockets(const std::vector<ProbeSpec>& probes, size_t begin, size_t end,
       }
       int type = l.kind == Kind::kTcp ? SOCK_STREAM : l.kind == Kind::kUdp ? SOCK_DGRAM : SOCK_RAW;
       int proto = 0;
-      if (l.kind == Kind::kSctp) proto = IPPROTO_SCTP;
+      if (l.kind == Kind::kSctp || real_sctp) proto = IPPROTO_SCTP;
       if (l.kind == Kind::kIcmp) proto = p.dst.v6 ? int{IPPROTO_ICMPV6} : int{IPPROTO_ICMP};
       int fd = ::socket(p.dst.v6 ? AF_INET6 : AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
       if (fd < 0) {

@@ -35,6 +35,16 @@ socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss
   return sizeof(sockaddr_in);
 }
 
+bool KernelHasSctp() {
+  static const bool has = [] {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_SCTP);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
+  }();
+  return has;
+}
+
 namespace {
 
 struct Listener {
@@ -97,12 +107,15 @@ void AnswerSctp(const Listener& l, const std::string& answer, std::mt19937& rng)
   }
 }
 
+// TCP, UDP, or SCTP on a kernel with an SCTP stack (a one-to-one socket: served as TCP is).
 absl::StatusOr<Listener> Listen(const common::IpAddr& ip, const LabPort& p) {
-  bool tcp = p.protocol == policy::Protocol::kTCP;
+  bool sctp = p.protocol == policy::Protocol::kSCTP;
+  bool tcp = p.protocol == policy::Protocol::kTCP || sctp;
   std::string what = absl::StrCat(ip.v6 ? "[" : "", ip.ToString(), ip.v6 ? "]" : "", ":", p.port,
-                                  "/", tcp ? "TCP" : "UDP");
+                                  "/", policy::ProtocolName(p.protocol));
   int fd = ::socket(ip.v6 ? AF_INET6 : AF_INET,
-                    (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                    (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    sctp ? IPPROTO_SCTP : 0);
   if (fd < 0)
     return absl::InternalError(absl::StrCat("socket for ", what, ": ", std::strerror(errno)));
   Listener l;
@@ -131,7 +144,7 @@ absl::Status Serve(const ServeOptions& options) {
   for (const auto& ip : options.addresses) {
     std::vector<uint16_t> sctp;
     for (const auto& p : options.ports) {
-      if (p.protocol == policy::Protocol::kSCTP) {
+      if (p.protocol == policy::Protocol::kSCTP && !KernelHasSctp()) {
         sctp.push_back(p.port);
         continue;
       }

@@ -30,6 +30,12 @@ absl::Status Serve(const ServeOptions& options);
 // The line a server sends: the id and a newline.
 std::string ServerAnswer(const std::string& workload_id);
 
+// Whether this kernel has an SCTP stack (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) works).
+// With one, the server and the prober use real SCTP sockets, exactly as they use TCP (a stack
+// would answer INITs itself and race an emulation); without one (EPROTONOSUPPORT: no sctp
+// module), SCTP is emulated on raw sockets (serve.cc, raw_packets.h).
+bool KernelHasSctp();
+
 // Fills *ss with ip:port (IPv4 or IPv6) for bind/connect/sendto; returns its length.
 socklen_t FillAddr(const common::IpAddr& ip, uint16_t port, sockaddr_storage* ss);
 

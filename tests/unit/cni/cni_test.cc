@@ -119,7 +119,25 @@ TEST(NetConf, ParsesWhatThePluginUses) {
   EXPECT_EQ(d.agent_socket, "/run/bulkhead/agent.sock");
   EXPECT_EQ(d.service_account, "default");
   EXPECT_TRUE(d.labels.empty());
+  EXPECT_TRUE(d.named_ports.empty());
   EXPECT_FALSE(d.prev_result.has_value());
+}
+
+TEST(NetConf, NamedPorts) {
+  json conf = Conf();
+  conf["args"]["bulkhead"]["namedPorts"] = json::parse(R"([
+      {"name": "http", "port": 8080, "protocol": "TCP"},
+      {"name": "dns", "port": 53, "protocol": "UDP"},
+      {"name": "sig", "port": 2905, "protocol": "SCTP"},
+      {"name": "admin", "port": 9000}])");
+  NetConf c;
+  ASSERT_FALSE(ParseNetConf(conf.dump(), &c).has_value());
+  using P = policy::Protocol;
+  EXPECT_EQ(c.named_ports, (std::vector<agent::RegisteredPort>{{"http", P::kTCP, 8080},
+                                                               {"dns", P::kUDP, 53},
+                                                               {"sig", P::kSCTP, 2905},
+                                                               {"admin", P::kTCP, 9000}}));
+  EXPECT_EQ(c.service_account, "web-sa");
 }
 
 TEST(NetConf, BadConfigurationsGetTheirCode) {
@@ -163,6 +181,42 @@ TEST(NetConf, BadConfigurationsGetTheirCode) {
        "args.bulkhead.colour: unknown field (value \"red\")"},
       {edit([](json& c) { c["args"]["bulkhead"]["serviceAccount"] = true; }), kInvalidConfig,
        "args.bulkhead.serviceAccount: must be a string"},
+      {edit([](json& c) { c["args"]["bulkhead"]["namedPorts"] = "http"; }), kInvalidConfig,
+       "args.bulkhead.namedPorts: must be a list of {\"name\": string"},
+      {edit([](json& c) { c["args"]["bulkhead"]["namedPorts"] = json::array({1}); }),
+       kInvalidConfig, "args.bulkhead.namedPorts[0]: must be an object"},
+      {edit(
+           [](json& c) { c["args"]["bulkhead"]["namedPorts"] = json::parse(R"([{"port": 80}])"); }),
+       kInvalidConfig, "args.bulkhead.namedPorts[0].name: must be a string"},
+      {edit([](json& c) {
+         c["args"]["bulkhead"]["namedPorts"] = json::parse(R"([{"name": "a", "port": "80"}])");
+       }),
+       kInvalidConfig, "args.bulkhead.namedPorts[0].port: must be a number 1-65535"},
+      {edit([](json& c) {
+         c["args"]["bulkhead"]["namedPorts"] =
+             json::parse(R"([{"name": "a", "port": 80}, {"name": "b", "port": 0}])");
+       }),
+       kInvalidConfig, "args.bulkhead.namedPorts[1].port: must be a number 1-65535"},
+      {edit([](json& c) {
+         c["args"]["bulkhead"]["namedPorts"] = json::parse(R"([{"name": "a", "port": 65536}])");
+       }),
+       kInvalidConfig, "args.bulkhead.namedPorts[0].port: must be a number 1-65535"},
+      {edit([](json& c) {
+         c["args"]["bulkhead"]["namedPorts"] =
+             json::parse(R"([{"name": "a", "port": 80, "protocol": "ICMP"}])");
+       }),
+       kInvalidConfig,
+       "args.bulkhead.namedPorts[0].protocol: \"ICMP\" is not \"TCP\", \"UDP\" or \"SCTP\""},
+      {edit([](json& c) {
+         c["args"]["bulkhead"]["namedPorts"] =
+             json::parse(R"([{"name": "a", "port": 80, "protocol": "tcp"}])");
+       }),
+       kInvalidConfig, "args.bulkhead.namedPorts[0].protocol: \"tcp\" is not"},
+      {edit([](json& c) {
+         c["args"]["bulkhead"]["namedPorts"] =
+             json::parse(R"([{"name": "a", "port": 80, "hostPort": 8080}])");
+       }),
+       kUnsupportedField, "args.bulkhead.namedPorts[0].hostPort: unknown field"},
   };
   for (const Case& c : cases) {
     NetConf out;
@@ -270,6 +324,20 @@ TEST(Plugin, AddRegistersAndPassesThePreviousResultOn) {
       "id": "c0ffee/eth0", "namespace": "shop", "name": "web-1", "labels": {"app": "web"},
       "serviceAccount": "web-sa", "netns": "/var/run/netns/pod1", "interface": "eth0",
       "hostInterface": "veth1234", "ips": ["10.77.0.5", "fd00:77::5"]}})"));
+
+  // Named ports go to the agent as the registration's namedPorts (protocol written out).
+  ScriptedAgent named;
+  named.answers.push_back(json{{"enforced", true}, {"error", ""}});
+  json conf = Conf();
+  conf["args"]["bulkhead"]["namedPorts"] =
+      json::parse(R"([{"name": "http", "port": 8080}, {"name": "dns", "port": 53,
+                       "protocol": "UDP"}])");
+  r = Invoke(Env("ADD"), conf, named);
+  ASSERT_EQ(r.rc, 0) << r.out.dump();
+  ASSERT_EQ(named.requests.size(), 1u);
+  EXPECT_EQ(named.requests[0].second["endpoint"]["namedPorts"],
+            json::parse(R"([{"name": "http", "port": 8080, "protocol": "TCP"},
+                            {"name": "dns", "port": 53, "protocol": "UDP"}])"));
 }
 
 TEST(Plugin, AddErrorsCarryTheirCode) {
@@ -304,6 +372,25 @@ TEST(Plugin, AddErrorsCarryTheirCode) {
       {"bad service account",
        [](Environment&, json& c) { c["args"]["bulkhead"]["serviceAccount"] = "Nope!"; },
        std::nullopt, kInvalidConfig, "args.bulkhead.serviceAccount: endpoint.serviceAccount"},
+      {"bad port name",
+       [](Environment&, json& c) {
+         c["args"]["bulkhead"]["namedPorts"] = json::parse(R"([{"name": "Web", "port": 80}])");
+       },
+       std::nullopt, kInvalidConfig,
+       "args.bulkhead.namedPorts: endpoint.namedPorts[0].name: \"Web\" is not a valid port "
+       "name: must contain only lower case letters"},
+      {"port name of digits only",
+       [](Environment&, json& c) {
+         c["args"]["bulkhead"]["namedPorts"] = json::parse(R"([{"name": "8080", "port": 80}])");
+       },
+       std::nullopt, kInvalidConfig, "must contain at least one letter"},
+      {"port name twice",
+       [](Environment&, json& c) {
+         c["args"]["bulkhead"]["namedPorts"] = json::parse(
+             R"([{"name": "web", "port": 80}, {"name": "web", "port": 81, "protocol": "UDP"}])");
+       },
+       std::nullopt, kInvalidConfig,
+       "args.bulkhead.namedPorts: endpoint.namedPorts[1].name: \"web\" is listed twice"},
       {"agent down", [](Environment&, json&) {},
        absl::StatusOr<json>(absl::UnavailableError("cannot reach the agent")), kTryAgainLater,
        "registering shop/web-1 (c0ffee/eth0) with the agent at /run/test/agent.sock failed"},
@@ -393,10 +480,13 @@ TEST(Plugin, CheckComparesWhatTheAgentHolds) {
   other_ips["ips"] = {"10.77.0.6"};
   json other_labels = registered;
   other_labels["labels"] = {{"app", "db"}};
+  json other_ports = registered;
+  other_ports["namedPorts"] = json::parse(R"([{"name": "http", "port": 80}])");
   const std::vector<Case> cases = {
       {answer(false, registered), kCheckFailed, "shop/web-1 is not enforced"},
       {answer(true, other_ips), kCheckFailed, "registered differently: ips 10.77.0.6"},
       {answer(true, other_labels), kCheckFailed, "registered differently: labels"},
+      {answer(true, other_ports), kCheckFailed, "registered differently: namedPorts"},
       {absl::NotFoundError("endpoint c0ffee/eth0 is not registered"), kCheckFailed,
        "endpoint c0ffee/eth0 (shop/web-1) is not registered with the agent"},
       {absl::UnavailableError("cannot reach the agent"), kTryAgainLater, "asking the agent"},
@@ -443,6 +533,56 @@ TEST(Plugin, ReadsTheEnvironment) {
   EXPECT_EQ(e.path, "/p");
   vars.clear();
   EXPECT_EQ(ReadEnvironment([&](const char*) -> const char* { return nullptr; }).command, "");
+}
+
+}  // namespace
+}  // namespace bulkhead::cni
+
+// The registration the plugin sends, as the agent decodes it: namedPorts round trip (absent
+// when empty, so registrations without them hash as before) and bad entries named.
+namespace bulkhead::cni {
+namespace {
+
+TEST(Registration, NamedPortsRoundTripAndErrors) {
+  json j = json::parse(R"({"id": "c/eth0", "namespace": "shop", "name": "web-1",
+      "netns": "/var/run/netns/p", "interface": "eth0", "hostInterface": "veth1",
+      "ips": ["10.0.0.5"]})");
+  auto plain = agent::ParseRegistration(j);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->ToJson().contains("namedPorts"));
+  j["namedPorts"] = json::parse(R"([{"name": "http", "port": 80},
+                                    {"name": "sig", "port": 2905, "protocol": "SCTP"}])");
+  auto named = agent::ParseRegistration(j);
+  ASSERT_TRUE(named.ok()) << named.status();
+  ASSERT_EQ(named->named_ports.size(), 2u);
+  EXPECT_EQ(named->named_ports[1], (agent::RegisteredPort{"sig", policy::Protocol::kSCTP, 2905}));
+  EXPECT_EQ(named->ToJson()["namedPorts"],
+            json::parse(R"([{"name": "http", "port": 80, "protocol": "TCP"},
+                            {"name": "sig", "port": 2905, "protocol": "SCTP"}])"));
+  EXPECT_EQ(*agent::ParseRegistration(named->ToJson()), *named);
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"("http")", "endpoint.namedPorts: must be a list"},
+      {R"([{"name": "http", "port": 80, "x": 1}])", "endpoint.namedPorts[0].x: unknown field"},
+      {R"([{"name": "http"}])", "endpoint.namedPorts[0].port: must be a number 1-65535"},
+      {R"([{"name": "http", "port": 80, "protocol": "ICMP"}])",
+       "endpoint.namedPorts[0].protocol: ICMP has no ports"},
+      {R"([{"name": "http", "port": 80, "protocol": "GRE"}])",
+       "endpoint.namedPorts[0].protocol: must be TCP, UDP or SCTP"},
+      {R"([{"name": "-http", "port": 80}])",
+       "endpoint.namedPorts[0].name: \"-http\" is not a valid port name"},
+      {R"([{"name": "a", "port": 80}, {"name": "a", "port": 81}])",
+       "endpoint.namedPorts[1].name: \"a\" is listed twice"},
+  };
+  for (const auto& [ports, want] : bad) {
+    j["namedPorts"] = json::parse(ports);
+    agent::RegistrationError where;
+    auto r = agent::ParseRegistration(j, "endpoint", &where);
+    ASSERT_FALSE(r.ok()) << ports;
+    EXPECT_EQ(where.field, agent::RegistrationField::kNamedPorts) << ports;
+    EXPECT_NE(r.status().message().find(want), std::string::npos)
+        << "want: " << want << "\ngot:  " << r.status().message();
+  }
 }
 
 }  // namespace

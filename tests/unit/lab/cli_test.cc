@@ -86,8 +86,18 @@ TEST_F(LabCli, ProbeUsage) {
   r = Bulkhead("lab probe --from x/a --to x/b --port 80,81");
   EXPECT_EQ(r.code, 2);
   EXPECT_TRUE(Contains(r, "lists are for --matrix")) << r.out;
-  r = Bulkhead("lab probe --from x/a --to x/b --port 80 --protocol sctp");
+  r = Bulkhead("lab probe --from x/a --to x/b --port 80 --protocol gre");
   EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(Contains(r, "gre")) << r.out;
+  r = Bulkhead("lab probe --from x/a --to x/b");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(Contains(r, "--port is required (except for icmp)")) << r.out;
+  r = Bulkhead("lab probe --from x/a --to x/b --protocol icmp --port 80");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(Contains(r, "--port: icmp has no ports")) << r.out;
+  r = Bulkhead("lab probe --matrix --protocol tcp,icmp");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(Contains(r, "--port is required (except for icmp)")) << r.out;
   r = Bulkhead("lab probe --from x/a --to x/b --port 70000");
   EXPECT_EQ(r.code, 2) << r.out;
   r = Bulkhead("lab probe --from x/a --to x/b --port 80 --name no-such-lab-zz9");
@@ -113,9 +123,9 @@ TEST_F(LabCli, ServeRefusesBadArguments) {
   auto r = Bulkhead("lab serve --workload x/a --address not-an-ip --port 80/TCP");
   EXPECT_EQ(r.code, 2);
   EXPECT_TRUE(Contains(r, "--address \"not-an-ip\" is not an address")) << r.out;
-  r = Bulkhead("lab serve --workload x/a --address 127.0.0.1 --port 80/SCTP");
+  r = Bulkhead("lab serve --workload x/a --address 127.0.0.1 --port 80/ICMP");
   EXPECT_EQ(r.code, 2);
-  EXPECT_TRUE(Contains(r, "--port \"80/SCTP\" is not PORT/TCP|UDP")) << r.out;
+  EXPECT_TRUE(Contains(r, "--port \"80/ICMP\" is not PORT/TCP|UDP|SCTP")) << r.out;
   // Hidden from help: an implementation detail of `lab up`.
   EXPECT_FALSE(Contains(Bulkhead("lab --help"), "serve"));
 }

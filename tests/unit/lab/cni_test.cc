@@ -287,6 +287,14 @@ TEST(LabCni, WorkloadConflistAndArgs) {
   EXPECT_EQ(args["cni"]["labels"],
             Json::parse(R"([{"key":"pod","value":"a"},{"key":"tier","value":"1"}])"));
   EXPECT_EQ(args["bulkhead"]["serviceAccount"], "sa");
+  // Without named ports the key is absent (bulkhead-cni needs no new field for them).
+  EXPECT_FALSE(args["bulkhead"].contains("namedPorts"));
+  w.ports = {{80, policy::Protocol::kTCP, "http"},
+             {81, policy::Protocol::kUDP, ""},
+             {82, policy::Protocol::kSCTP, "sig"}};
+  EXPECT_EQ(WorkloadNetconfArgs(w)["bulkhead"]["namedPorts"],
+            Json::parse(R"([{"name":"http","port":80,"protocol":"TCP"},
+                            {"name":"sig","port":82,"protocol":"SCTP"}])"));
 }
 
 }  // namespace

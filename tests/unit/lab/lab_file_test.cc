@@ -30,7 +30,7 @@ TEST(LabFile, SmallExample) {
   EXPECT_EQ(db->labels.at("app"), "db");
   // The YAML alias gives every workload the same four ports.
   ASSERT_EQ(db->ports.size(), 4u);
-  EXPECT_EQ(db->ports[1], (LabPort{80, policy::Protocol::kUDP}));
+  EXPECT_EQ(db->ports[1], (LabPort{80, policy::Protocol::kUDP, ""}));
   EXPECT_EQ(s.FindWorkload("shop/web")->service_account, "default");
   // Dual stack by default.
   ASSERT_TRUE(s.ipv4_subnet.has_value());
@@ -53,6 +53,33 @@ TEST(LabFile, KubernetesGridExample) {
       EXPECT_EQ(w->ports.size(), 4u);
     }
   }
+}
+
+// The e2e grid's lab: every workload serves TCP, UDP and SCTP, named as in its inventory.
+TEST(LabFile, NamedPortsAndSctp) {
+  auto r = ParseLabFile(std::string(BULKHEAD_SOURCE_DIR) + "/tests/netns/e2e/lab.yaml");
+  ASSERT_TRUE(r.ok()) << AllDiagnostics(r);
+  ASSERT_EQ(r.spec.workloads.size(), 9u);
+  const LabWorkload* w = r.spec.FindWorkload("y/b");
+  ASSERT_NE(w, nullptr);
+  ASSERT_EQ(w->ports.size(), 8u);
+  EXPECT_EQ(w->ports[0], (LabPort{80, policy::Protocol::kTCP, "serve-80-tcp"}));
+  EXPECT_EQ(w->ports[5], (LabPort{81, policy::Protocol::kSCTP, "serve-81-sctp"}));
+  EXPECT_EQ(w->ports[6], (LabPort{82, policy::Protocol::kTCP, ""}));
+  // One name per workload, but the same name in another workload is fine; the same port
+  // under two protocols is two sockets.
+  auto two = ParseLab(R"(apiVersion: bulkhead.io/v1alpha1
+kind: Lab
+metadata: {name: t}
+spec:
+  namespaces: [{name: x}]
+  workloads:
+  - {namespace: x, name: a, ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53}]}
+  - {namespace: x, name: b, ports: [{name: dns, port: 5353, protocol: UDP}]}
+)",
+                      "two.yaml");
+  ASSERT_TRUE(two.ok()) << AllDiagnostics(two);
+  EXPECT_EQ(two.spec.workloads[1].ports[0].name, "dns");
 }
 
 TEST(LabFile, FamiliesSubnetsAndModes) {
@@ -156,12 +183,47 @@ INSTANTIATE_TEST_SUITE_P(
                     "  workloads:\n  - namespace: x\n    name: a\n    ports: [{port: 70000}]\n",
                 "lab.yaml:9:20: error: Lab t: spec.workloads[0].ports[0].port: port 70000 is out "
                 "of range"},
-        BadCase{"Sctp",
+        BadCase{"Icmp",
                 std::string(kHead) + "spec:\n" + kNs +
                     "  workloads:\n  - namespace: x\n    name: a\n    ports: [{port: 80, "
-                    "protocol: SCTP}]\n",
-                "spec.workloads[0].ports[0].protocol: the lab's servers answer TCP and UDP only, "
-                "not SCTP"},
+                    "protocol: ICMP}]\n",
+                "lab.yaml:9:34: error: Lab t: spec.workloads[0].ports[0].protocol: unsupported "
+                "protocol \"ICMP\""},
+        BadCase{"PortNameWithCapitals",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{name: Http, "
+                    "port: 80}]\n",
+                "lab.yaml:9:20: error: Lab t: spec.workloads[0].ports[0].name: invalid port name "
+                "\"Http\": must contain only lower case letters"},
+        BadCase{"PortNameTooLong",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{name: "
+                    "abcdefghijklmnop, port: 80}]\n",
+                "spec.workloads[0].ports[0].name: invalid port name \"abcdefghijklmnop\": must "
+                "be no more than 15 characters"},
+        BadCase{"PortNameOnlyDigits",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{name: \"8080\", "
+                    "port: 8080}]\n",
+                "spec.workloads[0].ports[0].name: invalid port name \"8080\": must contain at "
+                "least one letter"},
+        BadCase{"PortNameDoubleHyphen",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{name: a--b, "
+                    "port: 80}]\n",
+                "spec.workloads[0].ports[0].name: invalid port name \"a--b\": must not contain "
+                "consecutive '-'"},
+        BadCase{"PortNameNotAString",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports: [{name: [h], "
+                    "port: 80}]\n",
+                "lab.yaml:9:20: error: Lab t: spec.workloads[0].ports[0].name:"},
+        BadCase{"DuplicatePortName",
+                std::string(kHead) + "spec:\n" + kNs +
+                    "  workloads:\n  - namespace: x\n    name: a\n    ports:\n    - {name: "
+                    "web, port: 80}\n    - {name: web, port: 81, protocol: UDP}\n",
+                "lab.yaml:11:14: error: Lab t: spec.workloads[0].ports[1].name: duplicate port "
+                "name \"web\" (already used at line 10)"},
         BadCase{"DuplicatePort",
                 std::string(kHead) + "spec:\n" + kNs +
                     "  workloads:\n  - namespace: x\n    name: a\n    ports: [{port: 80}, {port: "

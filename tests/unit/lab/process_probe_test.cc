@@ -1,6 +1,7 @@
-// Processes and probes without root: RunCaptured and Spawn errors, stopping a process, and
-// the workload server answered by the concurrent prober over loopback (connected, wrong peer,
-// refused, and silence that times out).
+// Processes and probes: RunCaptured and Spawn errors, stopping a process, and the workload
+// server answered by the concurrent prober over loopback (connected, wrong peer, refused, and
+// silence that times out); SCTP on the server's raw sockets and ICMP echo need root (raw
+// sockets) and are skipped without it.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/eventfd.h>
@@ -100,7 +101,7 @@ class ServeProbe : public testing::Test {
     ServeOptions o;
     o.answer = "x/a";
     o.addresses = {*common::IpAddr::Parse("127.0.0.1")};
-    o.ports = {{port_, policy::Protocol::kTCP}, {port_, policy::Protocol::kUDP}};
+    o.ports = {{port_, policy::Protocol::kTCP, ""}, {port_, policy::Protocol::kUDP, ""}};
     o.ready_fd = ready[1];
     o.stop_fd = stop_.get();
     server_ = std::thread([o, this] { status_ = Serve(o); });
@@ -168,6 +169,62 @@ TEST_F(ServeProbe, ConnectedWrongPeerRefusedAndTimeoutTogether) {
   EXPECT_FALSE(IsBlocked(ProbeOutcome::kWrongPeer));
   ::close(silent_tcp);
   ::close(silent_udp);
+}
+
+// SCTP is served on raw sockets (the kernel may have no SCTP stack): an INIT to a served port
+// gets INIT-ACK with the workload's answer, to another port ABORT. ICMP echo is answered by
+// the kernel. Over 127.0.0.1 and ::1 only.
+TEST(LabRawProbe, SctpAndIcmpOverLoopback) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "SKIPPED: raw SCTP and ICMP sockets need root (CAP_NET_RAW); run as root";
+  }
+  const auto v4 = *common::IpAddr::Parse("127.0.0.1");
+  const auto v6 = *common::IpAddr::Parse("::1");
+  const uint16_t served = 5000;
+  const uint16_t other = 5001;
+  Fd stop(::eventfd(0, EFD_CLOEXEC));
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ServeOptions o;
+  o.answer = "x/a";
+  o.addresses = {v4, v6};
+  o.ports = {{served, policy::Protocol::kSCTP, "sig"}};
+  o.ready_fd = ready[1];
+  o.stop_fd = stop.get();
+  absl::Status status;
+  std::thread server([o, &status] { status = Serve(o); });
+  char buf[8] = {};
+  ASSERT_GT(::read(ready[0], buf, sizeof buf), 0);
+  ::close(ready[0]);
+  std::vector<ProbeSpec> specs = {
+      {"", v4, served, policy::Protocol::kSCTP, "x/a"},
+      {"", v6, served, policy::Protocol::kSCTP, "x/a"},
+      {"", v4, served, policy::Protocol::kSCTP, "y/b"},
+      {"", v4, other, policy::Protocol::kSCTP, "x/a"},
+      {"", v6, other, policy::Protocol::kSCTP, "x/a"},
+      {"", v4, 0, policy::Protocol::kICMP, "x/a"},
+      {"", v6, 0, policy::Protocol::kICMPv6, "x/a"},
+  };
+  for (int i = 0; i < 20; ++i) specs.push_back({"", v6, served, policy::Protocol::kSCTP, "x/a"});
+  auto r = RunProbes(specs, milliseconds(2000));
+  uint64_t one = 1;
+  EXPECT_EQ(::write(stop.get(), &one, sizeof one), 8);
+  server.join();
+  EXPECT_TRUE(status.ok()) << status;
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto outcome = [&](size_t i) { return ProbeOutcomeName((*r)[i].outcome); };
+  EXPECT_STREQ(outcome(0), "connected") << (*r)[0].detail;
+  EXPECT_STREQ(outcome(1), "connected") << (*r)[1].detail;
+  EXPECT_STREQ(outcome(2), "wrong-peer");
+  EXPECT_EQ((*r)[2].detail, "answered by \"x/a\"");
+  EXPECT_STREQ(outcome(3), "refused");
+  if (!KernelHasSctp()) {
+    EXPECT_EQ((*r)[3].detail, "ABORT: nothing serves SCTP on that port");
+  }
+  EXPECT_STREQ(outcome(4), "refused");
+  EXPECT_STREQ(outcome(5), "connected") << (*r)[5].detail;
+  EXPECT_STREQ(outcome(6), "connected") << (*r)[6].detail;
+  for (size_t i = 7; i < specs.size(); ++i) EXPECT_STREQ(outcome(i), "connected") << i;
 }
 
 TEST(LabProbe, MissingNamespaceIsAnErrorNotABlock) {

@@ -57,7 +57,9 @@ TEST(LabState, RoundTrip) {
   s.agent = {1234, 5678};
   WorkloadState w;
   w.id = "x/a";
-  w.ports = {{80, policy::Protocol::kTCP}, {81, policy::Protocol::kUDP}};
+  w.ports = {{80, policy::Protocol::kTCP, "http"},
+             {81, policy::Protocol::kUDP, ""},
+             {82, policy::Protocol::kSCTP, "sig"}};
   w.netns = "bhlab-demo_w_x_a";
   w.container_id = "bhlab_demo_x_a";
   w.cni_args = "IgnoreUnknown=1";
@@ -72,7 +74,9 @@ TEST(LabState, RoundTrip) {
   auto back = StateFromJson(nlohmann::json::parse(StateToJson(s).dump()));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(StateToJson(*back), StateToJson(s));
-  EXPECT_EQ(back->workloads[0].ports[1], (LabPort{81, policy::Protocol::kUDP}));
+  EXPECT_EQ(back->workloads[0].ports[0], (LabPort{80, policy::Protocol::kTCP, "http"}));
+  EXPECT_EQ(back->workloads[0].ports[1], (LabPort{81, policy::Protocol::kUDP, ""}));
+  EXPECT_EQ(back->workloads[0].ports[2], (LabPort{82, policy::Protocol::kSCTP, "sig"}));
   EXPECT_EQ(back->agent.start_time, 5678u);
   EXPECT_NE(back->FindWorkload("x/a"), nullptr);
   EXPECT_EQ(back->FindWorkload("x/b"), nullptr);
@@ -138,7 +142,11 @@ spec:
   - {name: x, labels: {team: "x-y", "example.com/tier": "1"}}
   - {name: "y", mode: enforce}
   workloads:
-  - {namespace: x, name: a, labels: {pod: a, "on": "true"}, serviceAccount: sa}
+  - namespace: x
+    name: a
+    labels: {pod: a, "on": "true"}
+    serviceAccount: sa
+    ports: [{name: http, port: 80}, {port: 81}, {name: sig, port: 80, protocol: SCTP}]
   - {namespace: "y", name: b}
 )",
                          "inv.yaml");
@@ -171,6 +179,13 @@ spec:
   EXPECT_EQ(a->service_account, "sa");
   ASSERT_EQ(a->ips.size(), 2u);
   EXPECT_EQ(a->ips[1].ToString(), "fd00:b4:1ab::2");
+  // Only named ports: they are what simulate resolves a policy's named port with.
+  ASSERT_EQ(a->named_ports.size(), 2u) << yaml;
+  EXPECT_EQ(a->named_ports[0].name, "http");
+  EXPECT_EQ(a->named_ports[0].port, 80);
+  EXPECT_EQ(a->named_ports[0].protocol, policy::Protocol::kTCP);
+  EXPECT_EQ(a->named_ports[1].name, "sig");
+  EXPECT_EQ(a->named_ports[1].protocol, policy::Protocol::kSCTP);
 }
 
 TEST(LabCniPath, DefaultsPutOurOwnDirectoryFirst) {
