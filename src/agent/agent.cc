@@ -739,6 +739,8 @@ absl::Status Agent::ApplyComposed(policy::Cluster composed, const std::string& h
       last_apply_ = times;
       FinishApply(compiled, base, std::move(desired), hash, update->rule_table_changed,
                   update->rule_ids_changed, first_error);
+      // The load's assembled input was freed: give it back to the system.
+      malloc_trim(0);
       last_apply_.total = last_load_ms_ + MsSince(apply_start);
       LogApply();
       return first_error;
