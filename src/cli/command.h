@@ -57,5 +57,6 @@ std::unique_ptr<Subcommand> RegisterRollback(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterMode(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterAudit(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterToken(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterAgents(CLI::App& root);
 
 }  // namespace bulkhead::cli

@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/agent_registry.h"
 
 namespace bulkhead::server {
 namespace {
@@ -338,6 +339,24 @@ struct RestServer::Impl {
                 {"version", ctx.version},
                 {"store", ctx.store->Describe()},
                 {"revision", h->empty() ? 0 : h->front().number}});
+    });
+
+    http->Get("/api/v1/agents", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!Authorize(req, res, Permission::kReadPolicy, "agents")) return;
+      absl::StatusOr<int64_t> head = ReadPolicyHead(ctx.store);
+      absl::StatusOr<std::vector<AgentRecord>> agents =
+          head.ok() ? ListAgents(ctx.store) : head.status();
+      if (!agents.ok()) {
+        return SendError(res, HttpStatusOf(agents.status()),
+                         std::string(agents.status().message()));
+      }
+      json list = json::array();
+      for (const AgentRecord& a : *agents) {
+        json j = json::parse(AgentRecordToJson(a));
+        j["lag"] = std::max<int64_t>(0, *head - a.enforced_revision);
+        list.push_back(j);
+      }
+      SendJson(res, 200, {{"revision", *head}, {"agents", list}});
     });
 
     http->Post("/api/v1/apply", [this](const httplib::Request& req, httplib::Response& res) {

@@ -1,0 +1,559 @@
+// The agents' gRPC API end to end: a real server (init, TLS, SQLite, the gRPC listener on
+// loopback) and the real agent client library (src/agentlink): trust bootstrap, refusals,
+// snapshot and deltas, namespace filtering, endpoints between agents, acks and lag, server
+// restart, and an agent that goes away (stale, grace, removal) on an injected clock.
+#include "server/agent_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "agentlink/agentlink.h"
+#include "bulkhead/v1/agent.grpc.pb.h"
+#include "server/agent_registry.h"
+#include "server/api_client.h"
+#include "server/server.h"
+
+namespace bulkhead::server {
+namespace {
+
+using agentlink::Credentials;
+using agentlink::Endpoint;
+
+// Waits are bounded only so that a broken build fails instead of hanging; nothing here
+// depends on how fast anything is.
+constexpr auto kPatience = std::chrono::seconds(60);
+
+std::string Np(const std::string& ns, const std::string& name, int port) {
+  return "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: " + name +
+         ", namespace: " + ns + "}\nspec:\n  podSelector: {matchLabels: {app: " + name +
+         "}}\n  ingress:\n  - ports: [{port: " + std::to_string(port) + "}]\n";
+}
+
+std::string Ns(const std::string& name) {
+  return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + name + ", labels: {team: " + name +
+         "}}\n";
+}
+
+Endpoint Ep(const std::string& ns, const std::string& name, const std::string& ip) {
+  Endpoint e;
+  e.namespace_name = ns;
+  e.name = name;
+  e.labels = {{"app", name}};
+  e.service_account = "default";
+  e.ips = {ip};
+  e.named_ports = {{"http", 8080, "TCP"}};
+  return e;
+}
+
+std::string ReadText(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Polls `pred` until it holds (for state that changes in the store or another process).
+template <typename Pred>
+bool Eventually(Pred pred) {
+  auto end = std::chrono::steady_clock::now() + kPatience;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
+}
+
+// An agent made of the real client library, recording what it receives.
+class TestAgent {
+ public:
+  struct Seen {
+    bool snapshot;
+    int64_t revision;
+    std::vector<std::string> upserts;  // ObjectRef keys
+    std::vector<std::string> deletes;
+  };
+
+  TestAgent(int port, Credentials creds, bool auto_ack, std::vector<Endpoint> endpoints = {}) {
+    agentlink::SyncOptions o;
+    o.server = "127.0.0.1:" + std::to_string(port);
+    o.credentials = std::move(creds);
+    o.initial_backoff = absl::Milliseconds(20);
+    o.max_backoff = absl::Milliseconds(200);
+    o.version = "test";
+    agentlink::SyncCallbacks cb;
+    cb.on_policy = [this, auto_ack](const agentlink::PolicyUpdate& u,
+                                    const agentlink::PolicyState& state) {
+      Seen s{u.snapshot, u.revision, {}, {}};
+      for (const auto& o : u.upserts) s.upserts.push_back(o.ref.Key());
+      for (const auto& r : u.deletes) s.deletes.push_back(r.Key());
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        seen_.push_back(std::move(s));
+        revision_ = state.revision;
+        cv_.notify_all();
+      }
+      if (auto_ack) client_->Ack(state.revision, absl::OkStatus());
+    };
+    cb.on_endpoints = [this](const agentlink::EndpointUpdate&,
+                             const std::map<std::string, Endpoint>&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++endpoint_updates_;
+      cv_.notify_all();
+    };
+    client_ = std::make_unique<agentlink::SyncClient>(o, cb);
+    client_->SetEndpoints(std::move(endpoints));
+    client_->Start();
+  }
+
+  // Waits until `pred` (run under the agent's lock) holds; false after kPatience.
+  template <typename Pred>
+  bool WaitFor(Pred pred) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kPatience, [&] { return pred(); });
+  }
+  bool WaitForRevision(int64_t rev) {
+    return WaitFor([&] { return !seen_.empty() && revision_ == rev; });
+  }
+  std::vector<Seen> seen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+  agentlink::SyncClient& client() { return *client_; }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Seen> seen_;
+  int64_t revision_ = -1;
+  int endpoint_updates_ = 0;
+
+ private:
+  std::unique_ptr<agentlink::SyncClient> client_;
+};
+
+class AgentServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("bulkhead_agents_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    auto init = InitServer({(dir_ / "server").string(), "", {}});
+    ASSERT_TRUE(init.ok()) << init.status();
+    admin_token_ = init->admin_token;
+    StartServer(0);
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void StartServer(int grpc_port) {
+    ServerOptions o;
+    o.data_dir = (dir_ / "server").string();
+    o.listen = "127.0.0.1:0";
+    o.grpc_listen = "127.0.0.1:" + std::to_string(grpc_port);
+    o.agents.clock = [this] {
+      std::lock_guard<std::mutex> lock(clock_mu_);
+      return now_;
+    };
+    o.agents.stale_after = absl::Seconds(30);
+    o.agents.endpoint_grace = absl::Minutes(5);
+    o.agents.sweep_interval = absl::ZeroDuration();  // the tests sweep
+    auto s = Server::Start(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = *std::move(s);
+    port_ = server_->grpc_port();
+    ASSERT_GT(port_, 0);
+  }
+
+  void Advance(absl::Duration d) {
+    std::lock_guard<std::mutex> lock(clock_mu_);
+    now_ += d;
+  }
+
+  std::string Target() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  std::string JoinToken(absl::Duration ttl = absl::Hours(1), absl::Time made = absl::Now()) {
+    TokenStore tokens(server_->store(), [made] { return made; });
+    auto t = tokens.CreateJoinToken(ttl, "test");
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : "";
+  }
+
+  absl::StatusOr<Credentials> Join(const std::string& node, const std::string& token) {
+    agentlink::JoinOptions o;
+    o.server = Target();
+    o.token = token;
+    o.node_name = node;
+    o.state_dir = (dir_ / ("agent-" + node)).string();
+    return agentlink::Join(o);
+  }
+
+  Credentials MustJoin(const std::string& node) {
+    auto c = Join(node, JoinToken());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : Credentials{};
+  }
+
+  int64_t Apply(store::IStore* store, const std::vector<std::string>& docs) {
+    PolicyRepository repo(store);
+    ApplyRequest req;
+    for (size_t i = 0; i < docs.size(); ++i) {
+      req.files.push_back({"f" + std::to_string(i) + ".yaml", docs[i]});
+    }
+    auto r = repo.Apply(req, Actor{"test", "admin", "local"});
+    EXPECT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r.ok() && r->valid && r->committed);
+    return r.ok() ? r->revision : 0;
+  }
+  int64_t Apply(const std::vector<std::string>& docs) { return Apply(server_->store(), docs); }
+
+  std::optional<AgentRecord> Record(const std::string& node) {
+    auto list = ListAgents(server_->store());
+    EXPECT_TRUE(list.ok()) << list.status();
+    if (!list.ok()) return std::nullopt;
+    for (const AgentRecord& r : *list) {
+      if (r.node == node) return r;
+    }
+    return std::nullopt;
+  }
+
+  std::unique_ptr<ApiClient> Rest() {
+    auto c = ApiClient::Create({"https://127.0.0.1:" + std::to_string(server_->rest_port()),
+                                admin_token_, (dir_ / "server" / "ca.crt").string(), 30});
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  std::filesystem::path dir_;
+  std::string admin_token_;
+  std::unique_ptr<Server> server_;
+  int port_ = 0;
+  std::mutex clock_mu_;
+  absl::Time now_ = absl::Now();  // advanced by hand (join tokens expire by the real clock)
+};
+
+TEST_F(AgentServiceTest, DiscoveryReturnsTheCaOnlyForTheRightToken) {
+  std::string token = JoinToken();
+  auto ca = agentlink::DiscoverCa(Target(), token, absl::Seconds(30));
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  EXPECT_EQ(*ca, ReadText(dir_ / "server" / "ca.crt"));
+
+  // Same id, another secret: the server answers, but its MAC does not match this token.
+  std::string wrong = token.substr(0, token.size() - 4) +
+                      (token.substr(token.size() - 4) == "0000" ? "1111" : "0000");
+  auto forged = agentlink::DiscoverCa(Target(), wrong, absl::Seconds(30));
+  ASSERT_FALSE(forged.ok());
+  EXPECT_EQ(forged.status().code(), absl::StatusCode::kPermissionDenied) << forged.status();
+  EXPECT_NE(forged.status().message().find("MAC mismatch"), std::string::npos);
+
+  // An id the server does not know.
+  auto unknown = agentlink::DiscoverCa(Target(), "bhj_0123456789abcdef." + std::string(64, 'a'),
+                                       absl::Seconds(30));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kUnauthenticated) << unknown.status();
+}
+
+TEST_F(AgentServiceTest, JoinIssuesACertificateForTheNodeAndWritesPrivateStateFiles) {
+  auto c = Join("node-1", JoinToken());
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto cn = CommonNameOf(c->cert_pem);
+  ASSERT_TRUE(cn.ok());
+  EXPECT_EQ(*cn, "node-1");
+  agentlink::StateFiles files((dir_ / "agent-node-1").string());
+  for (const std::string& f : {files.ca(), files.key(), files.cert()}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(f.c_str(), &st), 0) << f;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << f;
+  }
+  auto loaded = agentlink::LoadCredentials(files.dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->node_name, "node-1");
+  EXPECT_EQ(loaded->key_pem, c->key_pem);
+  auto record = Record("node-1");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->health, "joined");
+
+  // With --ca the agent skips discovery.
+  agentlink::JoinOptions o;
+  o.server = Target();
+  o.token = JoinToken();
+  o.node_name = "node-2";
+  o.state_dir = (dir_ / "agent-node-2").string();
+  o.ca_file = (dir_ / "server" / "ca.crt").string();
+  auto c2 = agentlink::Join(o);
+  ASSERT_TRUE(c2.ok()) << c2.status();
+}
+
+TEST_F(AgentServiceTest, JoinWithAnUnknownOrExpiredTokenIsRefused) {
+  auto unknown = Join("node-1", "bhj_0123456789abcdef." + std::string(64, 'b'));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kUnauthenticated) << unknown.status();
+
+  std::string expired = JoinToken(absl::Hours(1), absl::Now() - absl::Hours(2));
+  auto e = Join("node-1", expired);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnauthenticated) << e.status();
+  EXPECT_NE(e.status().message().find("expired"), std::string::npos) << e.status();
+
+  // Past discovery (the CA given), the join itself refuses the token.
+  agentlink::JoinOptions o;
+  o.server = Target();
+  o.token = expired;
+  o.node_name = "node-1";
+  o.state_dir = (dir_ / "agent-node-1").string();
+  o.ca_file = (dir_ / "server" / "ca.crt").string();
+  auto j = agentlink::Join(o);
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kUnauthenticated) << j.status();
+  EXPECT_NE(j.status().message().find("expired"), std::string::npos) << j.status();
+  EXPECT_FALSE(Record("node-1").has_value());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "agent-node-1" / "agent.crt"));
+
+  auto bad_name = Join("Node_1!", JoinToken());
+  EXPECT_EQ(bad_name.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(AgentServiceTest, SyncWithoutAClientCertificateIsUnauthenticated) {
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = ReadText(dir_ / "server" / "ca.crt");
+  auto stub = v1::AgentService::NewStub(grpc::CreateChannel(Target(), grpc::SslCredentials(tls)));
+  grpc::ClientContext ctx;
+  auto stream = stub->Sync(&ctx);
+  v1::AgentMessage hello;
+  hello.mutable_hello();
+  stream->Write(hello);
+  v1::ServerMessage m;
+  EXPECT_FALSE(stream->Read(&m));
+  grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+}
+
+TEST_F(AgentServiceTest, AClientCertificateFromAnotherCaIsRefused) {
+  auto other = CreateCa("another CA", absl::Hours(1));
+  ASSERT_TRUE(other.ok());
+  auto cert = IssueCert(*other, "node-1", {}, CertUsage::kClient, absl::Hours(1));
+  ASSERT_TRUE(cert.ok());
+  Credentials c{"node-1", ReadText(dir_ / "server" / "ca.crt"), cert->key_pem, cert->cert_pem};
+  TestAgent agent(port_, c, true);
+  ASSERT_TRUE(Eventually([&] { return agent.client().stats().failures >= 2; }));
+  EXPECT_EQ(agent.client().stats().sessions, 0u);
+  EXPECT_TRUE(agent.seen().empty());
+  EXPECT_FALSE(Record("node-1").has_value());
+}
+
+TEST_F(AgentServiceTest, SnapshotThenADeltaPerRevisionInOrder) {
+  TestAgent agent(port_, MustJoin("node-1"), true, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(agent.WaitForRevision(0));
+  ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
+  ASSERT_EQ(Apply({Np("shop", "web", 81), Np("shop", "db", 5432)}), 2);
+  ASSERT_TRUE(agent.WaitForRevision(2));
+  std::vector<TestAgent::Seen> seen = agent.seen();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen[0].snapshot);
+  EXPECT_EQ(seen[0].revision, 0);
+  EXPECT_FALSE(seen[1].snapshot);
+  EXPECT_EQ(seen[1].revision, 1);
+  EXPECT_EQ(seen[1].upserts, std::vector<std::string>{"networking.k8s.io/NetworkPolicy/shop/web"});
+  EXPECT_EQ(seen[2].revision, 2);
+  EXPECT_EQ(seen[2].upserts.size(), 2u);
+  agentlink::PolicyState state = agent.client().policy();
+  EXPECT_EQ(state.revision, 2);
+  ASSERT_EQ(state.objects.size(), 2u);
+  EXPECT_NE(state.objects["networking.k8s.io/NetworkPolicy/shop/web"].json.find("81"),
+            std::string::npos);
+  // The acks reach the registry.
+  ASSERT_TRUE(Eventually([&] {
+    auto r = Record("node-1");
+    return r && r->enforced_revision == 2;
+  }));
+  EXPECT_EQ(Record("node-1")->health, "ok");
+  EXPECT_TRUE(Record("node-1")->connected);
+  EXPECT_EQ(Record("node-1")->endpoints, 1);
+}
+
+TEST_F(AgentServiceTest, AnAgentGetsClusterObjectsAndOnlyTheNamespacesOfItsEndpoints) {
+  ASSERT_EQ(Apply({Ns("shop"), Ns("bank"), Np("shop", "web", 80), Np("bank", "vault", 443)}), 1);
+  TestAgent agent(port_, MustJoin("node-1"), true, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(agent.WaitForRevision(1));
+  auto keys = [&] {
+    std::vector<std::string> out;
+    for (const auto& [k, o] : agent.client().policy().objects) out.push_back(k);
+    return out;
+  };
+  EXPECT_EQ(keys(), (std::vector<std::string>{"/Namespace//bank", "/Namespace//shop",
+                                              "networking.k8s.io/NetworkPolicy/shop/web"}));
+
+  // A first endpoint in bank: bank's objects arrive at the revision the agent has.
+  agent.client().SetEndpoints({Ep("shop", "web-1", "10.0.0.1"), Ep("bank", "vault-1", "10.0.0.2")});
+  ASSERT_TRUE(agent.WaitFor([&] { return agent.seen_.size() == 2; }));
+  EXPECT_EQ(agent.seen()[1].revision, 1);
+  EXPECT_EQ(agent.seen()[1].upserts,
+            std::vector<std::string>{"networking.k8s.io/NetworkPolicy/bank/vault"});
+
+  // The last endpoint in shop gone: shop's objects are deleted.
+  agent.client().SetEndpoints({Ep("bank", "vault-1", "10.0.0.2")});
+  ASSERT_TRUE(agent.WaitFor([&] { return agent.seen_.size() == 3; }));
+  EXPECT_EQ(agent.seen()[2].deletes,
+            std::vector<std::string>{"networking.k8s.io/NetworkPolicy/shop/web"});
+
+  // A change in shop reaches it as an empty delta (the revision moves on), one in bank whole.
+  ASSERT_EQ(Apply({Np("shop", "web", 81)}), 2);
+  ASSERT_EQ(Apply({Np("bank", "vault", 8443)}), 3);
+  ASSERT_TRUE(agent.WaitForRevision(3));
+  auto seen = agent.seen();
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_TRUE(seen[3].upserts.empty());
+  EXPECT_EQ(seen[4].upserts,
+            std::vector<std::string>{"networking.k8s.io/NetworkPolicy/bank/vault"});
+  EXPECT_EQ(keys(), (std::vector<std::string>{"/Namespace//bank", "/Namespace//shop",
+                                              "networking.k8s.io/NetworkPolicy/bank/vault"}));
+}
+
+TEST_F(AgentServiceTest, EndpointsOfOneAgentReachTheOthers) {
+  TestAgent a(port_, MustJoin("node-a"), true, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(a.WaitForRevision(0));
+  TestAgent b(port_, MustJoin("node-b"), true, {Ep("shop", "db-1", "10.0.1.1")});
+  ASSERT_TRUE(b.WaitForRevision(0));
+  // B's snapshot has A's endpoint; A learns of B's through a change.
+  auto eps = b.client().endpoints();
+  ASSERT_EQ(eps.size(), 1u);
+  const Endpoint& e = eps.begin()->second;
+  EXPECT_EQ(eps.begin()->first, "node-a/shop/web-1");
+  EXPECT_EQ(e.node, "node-a");
+  EXPECT_EQ(e.ips, std::vector<std::string>{"10.0.0.1"});
+  EXPECT_EQ(e.labels.at("app"), "web-1");
+  ASSERT_EQ(e.named_ports.size(), 1u);
+  EXPECT_EQ(e.named_ports[0].port, 8080u);
+  ASSERT_TRUE(Eventually([&] { return a.client().endpoints().count("node-b/shop/db-1") == 1; }));
+  EXPECT_EQ(a.client().endpoints().size(), 1u);  // its own are not echoed back
+
+  a.client().SetEndpoints({Ep("shop", "web-2", "10.0.0.2")});
+  ASSERT_TRUE(Eventually([&] {
+    auto m = b.client().endpoints();
+    return m.count("node-a/shop/web-2") == 1 && m.count("node-a/shop/web-1") == 0;
+  }));
+  // A second agent cannot report for another node: the node is its certificate's.
+  EXPECT_EQ(Record("node-a")->endpoints, 1);
+}
+
+TEST_F(AgentServiceTest, AcksUpdateTheRegistryAndTheLagShows) {
+  TestAgent agent(port_, MustJoin("node-1"), false, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(agent.WaitForRevision(0));
+  ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
+  ASSERT_EQ(Apply({Np("shop", "web", 81)}), 2);
+  ASSERT_TRUE(agent.WaitForRevision(2));
+  agent.client().Ack(1, absl::OkStatus());
+  auto rest = Rest();
+  ASSERT_NE(rest, nullptr);
+  auto agents = [&] {
+    auto r = rest->Get("/api/v1/agents");
+    EXPECT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r.ok() ? r->status : 0, 200);
+    return r.ok() ? r->body : nlohmann::json();
+  };
+  ASSERT_TRUE(Eventually([&] { return agents()["agents"][0]["enforcedRevision"] == 1; }));
+  nlohmann::json j = agents();
+  EXPECT_EQ(j["revision"], 2);
+  EXPECT_EQ(j["agents"][0]["node"], "node-1");
+  EXPECT_EQ(j["agents"][0]["lag"], 1);
+  EXPECT_EQ(j["agents"][0]["health"], "ok");
+  EXPECT_EQ(j["agents"][0]["endpoints"], 1);
+
+  agent.client().Ack(2, absl::InternalError("compile failed: too many rules"));
+  ASSERT_TRUE(Eventually([&] { return agents()["agents"][0]["health"] == "error"; }));
+  j = agents();
+  EXPECT_EQ(j["agents"][0]["error"], "compile failed: too many rules");
+  EXPECT_EQ(j["agents"][0]["enforcedRevision"], 1);
+
+  agent.client().ReportStatus({12.5, 64u << 20});
+  ASSERT_TRUE(Eventually([&] { return agents()["agents"][0]["rssBytes"] == (64u << 20); }));
+  EXPECT_EQ(agents()["agents"][0]["cpuSeconds"], 12.5);
+  agent.client().Ack(2, absl::OkStatus());
+  ASSERT_TRUE(Eventually([&] { return agents()["agents"][0]["lag"] == 0; }));
+  EXPECT_EQ(agents()["agents"][0]["health"], "ok");
+}
+
+TEST_F(AgentServiceTest, AfterAServerRestartTheAgentKeepsItsStateReconnectsAndConverges) {
+  TestAgent agent(port_, MustJoin("node-1"), true, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
+  ASSERT_TRUE(agent.WaitForRevision(1));
+  int port = port_;
+
+  server_.reset();
+  ASSERT_TRUE(Eventually([&] { return !agent.client().stats().connected; }));
+  // Server away: the last state stays.
+  EXPECT_EQ(agent.client().policy().revision, 1);
+  EXPECT_EQ(agent.client().policy().objects.size(), 1u);
+  {
+    // Changes made meanwhile (another replica, or before this one is back).
+    auto store = store::OpenStore("sqlite:" + (dir_ / "server" / "server.db").string());
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_EQ(Apply(store->get(), {Np("shop", "web", 81)}), 2);
+    ASSERT_EQ(Apply(store->get(), {Np("shop", "db", 5432)}), 3);
+  }
+  ASSERT_TRUE(Eventually([&] { return agent.client().stats().failures >= 3; }));
+  EXPECT_EQ(agent.client().policy().revision, 1);
+
+  StartServer(port);
+  ASSERT_TRUE(agent.WaitForRevision(3));
+  auto seen = agent.seen();
+  EXPECT_TRUE(seen.back().snapshot);  // a fresh snapshot on reconnect
+  EXPECT_EQ(agent.client().policy().objects.size(), 2u);
+  EXPECT_EQ(agent.client().stats().sessions, 2u);
+  ASSERT_TRUE(Eventually([&] {
+    auto r = Record("node-1");
+    return r && r->enforced_revision == 3 && r->connected;
+  }));
+  // And it follows new revisions again.
+  ASSERT_EQ(Apply({Np("shop", "web", 82)}), 4);
+  ASSERT_TRUE(agent.WaitForRevision(4));
+}
+
+TEST_F(AgentServiceTest, AnAgentAwayTurnsStaleKeepsItsEndpointsForTheGracePeriodThenLosesThem) {
+  auto a = std::make_unique<TestAgent>(port_, MustJoin("node-a"), true,
+                                       std::vector<Endpoint>{Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(a->WaitForRevision(0));
+  TestAgent b(port_, MustJoin("node-b"), true, {Ep("shop", "db-1", "10.0.1.1")});
+  ASSERT_TRUE(b.WaitForRevision(0));
+  ASSERT_EQ(b.client().endpoints().count("node-a/shop/web-1"), 1u);
+  Credentials a_creds = *agentlink::LoadCredentials((dir_ / "agent-node-a").string());
+
+  a.reset();
+  ASSERT_TRUE(Eventually([&] { return !Record("node-a")->connected; }));
+  ASSERT_TRUE(server_->agents()->Sweep().ok());
+  EXPECT_EQ(Record("node-a")->health, "ok");  // not yet past the stale timeout
+
+  Advance(absl::Seconds(31));
+  ASSERT_TRUE(server_->agents()->Sweep().ok());
+  EXPECT_EQ(Record("node-a")->health, "stale");
+  EXPECT_EQ(Record("node-b")->health, "ok");  // connected: never stale
+  EXPECT_EQ(b.client().endpoints().count("node-a/shop/web-1"), 1u);
+
+  Advance(absl::Minutes(5));
+  ASSERT_TRUE(server_->agents()->Sweep().ok());
+  ASSERT_TRUE(Eventually([&] { return b.client().endpoints().empty(); }));
+  EXPECT_TRUE(Record("node-a")->endpoints_removed);
+  EXPECT_EQ(Record("node-a")->endpoints, 0);
+  EXPECT_EQ(Record("node-b")->health, "ok");
+  EXPECT_EQ(Record("node-b")->endpoints, 1);
+
+  // It comes back: healthy again, its endpoints with it.
+  TestAgent again(port_, a_creds, true, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(again.WaitForRevision(0));
+  ASSERT_TRUE(Eventually([&] { return b.client().endpoints().count("node-a/shop/web-1") == 1; }));
+  EXPECT_EQ(Record("node-a")->health, "ok");
+  EXPECT_FALSE(Record("node-a")->endpoints_removed);
+}
+
+}  // namespace
+}  // namespace bulkhead::server
