@@ -30,8 +30,8 @@ absl::Status PolicyFeed::Start() {
 }
 
 absl::Status PolicyFeed::Watch() {
-  absl::StatusOr<std::unique_ptr<store::IWatch>> w =
-      store_->Watch(kPolicyHeadKey, 0, [this](absl::StatusOr<std::vector<store::Event>> events) {
+  absl::StatusOr<std::unique_ptr<store::IWatch>> w = store_->Watch(
+      kPolicyHeadKey, 0, [this](const absl::StatusOr<std::vector<store::Event>>& events) {
         if (!events.ok()) {
           std::lock_guard<std::mutex> lock(mu_);
           watch_broken_ = true;
@@ -178,15 +178,16 @@ absl::Status EndpointFeed::Resync() {
     endpoints_ = std::move(now);
     if (!c.upserts.empty() || !c.deletes.empty()) Publish(c);
   }
-  absl::StatusOr<std::unique_ptr<store::IWatch>> w = store_->Watch(
-      kEndpointsPrefix, r->revision + 1, [this](absl::StatusOr<std::vector<store::Event>> events) {
-        if (!events.ok()) {
-          std::lock_guard<std::mutex> lock(mu_);
-          watch_broken_ = true;
-          return;
-        }
-        OnEvents(*events);
-      });
+  absl::StatusOr<std::unique_ptr<store::IWatch>> w =
+      store_->Watch(kEndpointsPrefix, r->revision + 1,
+                    [this](const absl::StatusOr<std::vector<store::Event>>& events) {
+                      if (!events.ok()) {
+                        std::lock_guard<std::mutex> lock(mu_);
+                        watch_broken_ = true;
+                        return;
+                      }
+                      OnEvents(*events);
+                    });
   if (!w.ok()) return w.status();
   std::lock_guard<std::mutex> lock(watch_mu_);
   watch_ = *std::move(w);

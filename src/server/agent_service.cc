@@ -160,7 +160,9 @@ class AgentService::Impl::Session {
     if (!stored.ok()) return ToGrpc(stored.status());
     for (const store::KeyValue& kv : stored->kvs) {
       absl::StatusOr<v1::Endpoint> e = EndpointFromJson(kv.value);
-      if (e.ok()) own_[OwnKey(e->namespace_(), e->name())] = *std::move(e);
+      if (!e.ok()) continue;
+      std::string key = OwnKey(e->namespace_(), e->name());
+      own_[key] = *std::move(e);
     }
     std::vector<v1::EndpointRef> gone;
     std::set<std::string> reported;
