@@ -27,6 +27,10 @@ class ServerCommand : public Subcommand {
     app_->add_option("--listen", options_.listen, "REST API address (HTTPS)")
         ->type_name("HOST:PORT")
         ->capture_default_str();
+    app_->add_option("--grpc-listen", options_.grpc_listen,
+                     "Agents' gRPC address (mutual TLS); empty: no agent listener")
+        ->type_name("HOST:PORT")
+        ->capture_default_str();
     init_ = app_->add_subcommand(
         "init", "Create the cluster CA, the server certificate and an admin token");
     init_->add_option("--data-dir", init_options_.data_dir, "Where to write them")
@@ -72,7 +76,8 @@ class ServerCommand : public Subcommand {
       return s.status().code() == absl::StatusCode::kInvalidArgument ? kExitInvalidInput
                                                                      : kExitError;
     }
-    term.err << "bulkhead server: serving https on port " << (*s)->rest_port() << ", store "
+    term.err << "bulkhead server: serving https on port " << (*s)->rest_port()
+             << ", agents (gRPC) on port " << (*s)->grpc_port() << ", store "
              << (*s)->store()->Describe() << "\n";
     term.err.flush();
     int sig = 0;

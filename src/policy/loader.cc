@@ -562,11 +562,19 @@ KindScope LookupKindScope(std::string_view api_version, std::string_view kind) {
   return KindScope::kUnknown;
 }
 
-LoadResult LoadSources(const std::vector<Source>& sources) {
+LoadResult LoadSources(const std::vector<Source>& sources) { return LoadSources(sources, nullptr); }
+
+LoadResult LoadSources(const std::vector<Source>& sources, LoadCache* cache) {
+  LoadCache::Impl* impl = cache == nullptr ? nullptr : cache->impl_.get();
+  if (impl != nullptr) {
+    impl->parsed = impl->reused = 0;
+    for (auto& [name, f] : impl->files) f.seen = false;
+  }
   internal::Collected collected;
   std::vector<Diagnostic> diags;
-  internal::Dispatcher dispatcher(&collected, &diags);
-  for (const Source& s : sources) dispatcher.LoadContent(s.content, s.name);
+  internal::Dispatcher dispatcher(&collected, &diags, impl);
+  for (const Source& s : sources) dispatcher.LoadFileContent(s.content, s.name);
+  if (impl != nullptr) std::erase_if(impl->files, [](const auto& kv) { return !kv.second.seen; });
   return internal::Finish(std::move(collected), std::move(diags));
 }
 

@@ -34,6 +34,13 @@ struct LoadResult {
 // found the returned cluster must not be used.
 LoadResult LoadPaths(const std::vector<std::string>& paths);
 
+// One in-memory document stream and the name its diagnostics carry as their file (the
+// control plane's stored objects: "Kind ns/name" or the path a client sent).
+struct Source {
+  std::string name;
+  std::string content;
+};
+
 // Parsed files kept from one load to the next, for a caller that loads the same paths again
 // after a change (the agent, on every edit of its policy directory). A file whose path and
 // bytes are those it had at the previous load is not parsed again: its objects and
@@ -55,6 +62,7 @@ class LoadCache {
 
  private:
   friend LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache);
+  friend LoadResult LoadSources(const std::vector<Source>& sources, LoadCache* cache);
   std::unique_ptr<Impl> impl_;
 };
 
@@ -72,14 +80,11 @@ LoadResult LoadString(std::string_view content, std::string_view file_name);
 enum class KindScope { kUnknown, kNamespaced, kCluster, kEither };
 KindScope LookupKindScope(std::string_view api_version, std::string_view kind);
 
-// One in-memory document stream and the name its diagnostics carry as their file (the
-// control plane's stored objects: "Kind ns/name" or the path a client sent).
-struct Source {
-  std::string name;
-  std::string content;
-};
-
 // Loads several in-memory document streams into one Cluster, as LoadPaths does files.
 LoadResult LoadSources(const std::vector<Source>& sources);
+
+// LoadSources(sources), parsing only the streams whose name or content changed since the last
+// load through `cache` (the server validates its whole stored set on every change).
+LoadResult LoadSources(const std::vector<Source>& sources, LoadCache* cache);
 
 }  // namespace bulkhead::policy

@@ -263,15 +263,6 @@ SplitResult SplitManifests(const std::vector<policy::Source>& sources) {
   return result;
 }
 
-std::vector<policy::Source> SourcesOf(const ObjectSet& set) {
-  std::vector<policy::Source> sources;
-  sources.reserve(set.size());
-  for (const auto& [id, o] : set) {
-    sources.push_back({id.Display(), json::parse(o.json).dump(2)});
-  }
-  return sources;
-}
-
 std::string ToYaml(const std::string& text) {
   YAML::Emitter out;
   out.SetIndent(2);

@@ -49,10 +49,6 @@ struct SplitResult {
 // field errors with their places; this does not repeat them).
 SplitResult SplitManifests(const std::vector<policy::Source>& sources);
 
-// The policy::Source of each object, named "Kind ns/name", for validating a whole set with
-// policy::LoadSources; pretty-printed so that diagnostics point at a line.
-std::vector<policy::Source> SourcesOf(const ObjectSet& set);
-
 // An object as YAML (block style, keys sorted), for diffs and `bulkhead get -o yaml`.
 std::string ToYaml(const std::string& json);
 

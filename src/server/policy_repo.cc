@@ -55,15 +55,6 @@ FileObjects ReadFiles(const std::vector<policy::Source>& files) {
   return out;
 }
 
-// Validates a whole set as the agents will load it; diagnostics name "Kind ns/name".
-std::vector<Diagnostic> ValidateSet(const ObjectSet& set) {
-  std::vector<Diagnostic> errors;
-  for (Diagnostic& d : policy::LoadSources(SourcesOf(set)).diagnostics) {
-    if (d.severity == Diagnostic::Severity::kError) errors.push_back(std::move(d));
-  }
-  return errors;
-}
-
 json ChangeToJson(const ObjectChange& c) {
   json j = {
       {"action", ActionName(c.action)},   {"group", c.id.group}, {"kind", c.id.kind},
@@ -138,6 +129,27 @@ absl::StatusOr<RevisionRecord> RevisionRecordFromJson(std::string_view text) {
 
 PolicyRepository::PolicyRepository(store::IStore* store, Clock clock, const AuditLog* audit)
     : store_(store), clock_(std::move(clock)), audit_(audit) {}
+
+std::vector<Diagnostic> PolicyRepository::ValidateSet(const ObjectSet& set) {
+  // Sources named "Kind ns/name", pretty-printed so that diagnostics point at a line; the
+  // text and the parse of an unchanged object are reused.
+  std::vector<policy::Source> sources;
+  sources.reserve(set.size());
+  for (const auto& [id, o] : set) {
+    auto& [json_text, pretty] = pretty_[id];
+    if (json_text != o.json) {
+      json_text = o.json;
+      pretty = json::parse(o.json).dump(2);
+    }
+    sources.push_back({id.Display(), pretty});
+  }
+  std::erase_if(pretty_, [&](const auto& kv) { return set.count(kv.first) == 0; });
+  std::vector<Diagnostic> errors;
+  for (Diagnostic& d : policy::LoadSources(sources, &validate_cache_).diagnostics) {
+    if (d.severity == Diagnostic::Severity::kError) errors.push_back(std::move(d));
+  }
+  return errors;
+}
 
 absl::StatusOr<PolicyRepository::Head> PolicyRepository::ReadHead(int64_t at_store_revision) {
   absl::StatusOr<store::Range> r = store_->Get(kPolicyHeadKey, false, at_store_revision);
@@ -225,6 +237,7 @@ absl::StatusOr<std::vector<RevisionInfo>> PolicyRepository::History(int limit) {
 absl::StatusOr<ChangeResult> PolicyRepository::Change(
     const std::function<absl::StatusOr<ObjectSet>(const ObjectSet&, ChangeResult*)>& compute,
     RevisionInfo info, const Actor& actor, bool dry_run) {
+  std::lock_guard lock(change_mu_);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     absl::StatusOr<store::Range> probe = store_->Get(kPolicyHeadKey);
     if (!probe.ok()) return probe.status();

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -116,9 +118,17 @@ class PolicyRepository {
           compute,
       RevisionInfo info, const Actor& actor, bool dry_run);
 
+  // Validates a whole set, reparsing only objects that changed since the last validation.
+  std::vector<policy::Diagnostic> ValidateSet(const ObjectSet& set);
+
   store::IStore* store_;
   Clock clock_;
   const AuditLog* audit_;
+  // Changes of one process queue here rather than race on the head (the compare-and-swap
+  // still orders them against other replicas); guards the caches below.
+  std::mutex change_mu_;
+  policy::LoadCache validate_cache_;
+  std::map<ObjectId, std::pair<std::string, std::string>> pretty_;  // json -> pretty text
 };
 
 // Revision records as JSON (the store's value, and the REST API's).
