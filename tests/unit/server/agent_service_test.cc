@@ -4,9 +4,12 @@
 // restart, and an agent that goes away (stale, grace, removal) on an injected clock.
 #include "server/agent_service.h"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -226,6 +229,34 @@ class AgentServiceTest : public ::testing::Test {
       if (r.node == node) return r;
     }
     return std::nullopt;
+  }
+
+  // Runs the real `bulkhead` binary against this server; returns {exit code, stdout}.
+  std::pair<int, std::string> Cli(std::vector<std::string> args) {
+    std::vector<std::string> argv_s = {BULKHEAD_BINARY};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_s = {
+        "BULKHEAD_SERVER=https://127.0.0.1:" + std::to_string(server_->rest_port()),
+        "BULKHEAD_CA=" + (dir_ / "server" / "ca.crt").string(), "BULKHEAD_TOKEN=" + admin_token_,
+        "NO_COLOR=1"};
+    std::vector<char*> envp;
+    for (auto& e : env_s) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string out = (dir_ / "cli.out").string();
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    EXPECT_EQ(rc, 0);
+    if (rc != 0) return {-1, ""};
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), ReadText(out)};
   }
 
   std::unique_ptr<ApiClient> Rest() {
@@ -481,6 +512,37 @@ TEST_F(AgentServiceTest, AcksUpdateTheRegistryAndTheLagShows) {
   agent.client().Ack(2, absl::OkStatus());
   ASSERT_TRUE(Eventually([&] { return agents()["agents"][0]["lag"] == 0; }));
   EXPECT_EQ(agents()["agents"][0]["health"], "ok");
+}
+
+TEST_F(AgentServiceTest, BulkheadAgentsShowsEnforcedRevisionLagAndHealth) {
+  TestAgent agent(port_, MustJoin("node-1"), false, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(agent.WaitForRevision(0));
+  ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
+  ASSERT_EQ(Apply({Np("shop", "web", 81)}), 2);
+  ASSERT_TRUE(agent.WaitForRevision(2));
+  agent.client().Ack(1, absl::OkStatus());
+  ASSERT_TRUE(Eventually([&] { return Record("node-1")->enforced_revision == 1; }));
+  auto [rc, out] = Cli({"agents"});
+  ASSERT_EQ(rc, 0) << out;
+  std::istringstream lines(out);
+  std::string header, row;
+  std::getline(lines, header);
+  std::getline(lines, row);
+  EXPECT_EQ(header.substr(0, header.find("LAST SEEN")),
+            "NODE    ENFORCED  LAG  HEALTH  ENDPOINTS  CPU   RSS  ");
+  std::istringstream cells(row);
+  std::string node, enforced, lag, health, endpoints;
+  cells >> node >> enforced >> lag >> health >> endpoints;
+  EXPECT_EQ(node, "node-1");
+  EXPECT_EQ(enforced, "1");
+  EXPECT_EQ(lag, "1");
+  EXPECT_EQ(health, "ok");
+  EXPECT_EQ(endpoints, "1");
+  auto [rc_json, json_out] = Cli({"agents", "-o", "json"});
+  ASSERT_EQ(rc_json, 0);
+  nlohmann::json j = nlohmann::json::parse(json_out);
+  EXPECT_EQ(j["revision"], 2);
+  EXPECT_EQ(j["agents"][0]["lag"], 1);
 }
 
 TEST_F(AgentServiceTest, AfterAServerRestartTheAgentKeepsItsStateReconnectsAndConverges) {
