@@ -160,7 +160,7 @@ class AgentServiceTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void StartServer(int grpc_port) {
+  void StartServer(int grpc_port, bool background_sweeps = false) {
     ServerOptions o;
     o.data_dir = (dir_ / "server").string();
     o.listen = "127.0.0.1:0";
@@ -172,6 +172,14 @@ class AgentServiceTest : public ::testing::Test {
     o.agents.stale_after = absl::Seconds(30);
     o.agents.endpoint_grace = absl::Minutes(5);
     o.agents.sweep_interval = absl::ZeroDuration();  // the tests sweep
+    if (background_sweeps) {
+      // The real clock and the sweeper thread, with timeouts so short that any pass after
+      // the agent left finds it stale and past its grace.
+      o.agents.clock = absl::Now;
+      o.agents.stale_after = absl::Milliseconds(1);
+      o.agents.endpoint_grace = absl::Milliseconds(1);
+      o.agents.sweep_interval = absl::Milliseconds(10);
+    }
     auto s = Server::Start(o);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
@@ -543,6 +551,40 @@ TEST_F(AgentServiceTest, BulkheadAgentsShowsEnforcedRevisionLagAndHealth) {
   nlohmann::json j = nlohmann::json::parse(json_out);
   EXPECT_EQ(j["revision"], 2);
   EXPECT_EQ(j["agents"][0]["lag"], 1);
+}
+
+TEST_F(AgentServiceTest, ARollbackReachesTheAgentAsADelta) {
+  TestAgent agent(port_, MustJoin("node-1"), true, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
+  ASSERT_EQ(Apply({Np("shop", "db", 5432)}), 2);
+  ASSERT_TRUE(agent.WaitForRevision(2));
+  PolicyRepository repo(server_->store());
+  auto rb = repo.Rollback(1, false, "back", Actor{"test", "admin", "local"});
+  ASSERT_TRUE(rb.ok() && rb->committed) << rb.status();
+  ASSERT_TRUE(agent.WaitForRevision(3));
+  EXPECT_EQ(agent.seen().back().deletes,
+            std::vector<std::string>{"networking.k8s.io/NetworkPolicy/shop/db"});
+  EXPECT_EQ(agent.client().policy().objects.size(), 1u);
+}
+
+TEST_F(AgentServiceTest, TheBackgroundSweeperMarksAnAgentAwayStaleAndRemovesItsEndpoints) {
+  server_.reset();
+  StartServer(0, /*background_sweeps=*/true);
+  auto a = std::make_unique<TestAgent>(port_, MustJoin("node-a"), true,
+                                       std::vector<Endpoint>{Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(a->WaitForRevision(0));
+  TestAgent b(port_, MustJoin("node-b"), true, {Ep("shop", "db-1", "10.0.1.1")});
+  ASSERT_TRUE(b.WaitForRevision(0));
+  ASSERT_TRUE(Eventually([&] { return b.client().endpoints().count("node-a/shop/web-1") == 1; }));
+  a.reset();
+  ASSERT_TRUE(Eventually([&] {
+    auto r = Record("node-a");
+    return r && r->health == "stale" && r->endpoints_removed;
+  }));
+  ASSERT_TRUE(Eventually([&] { return b.client().endpoints().empty(); }));
+  // The connected agent's last-seen is kept fresh by its server: never stale.
+  EXPECT_EQ(Record("node-b")->health, "ok");
+  EXPECT_TRUE(b.client().stats().connected);
 }
 
 TEST_F(AgentServiceTest, AfterAServerRestartTheAgentKeepsItsStateReconnectsAndConverges) {
