@@ -587,6 +587,37 @@ TEST_F(AgentServiceTest, TheBackgroundSweeperMarksAnAgentAwayStaleAndRemovesItsE
   EXPECT_TRUE(b.client().stats().connected);
 }
 
+TEST_F(AgentServiceTest, TwoReplicasOnOneStoreBothPushEveryRevisionAndEveryEndpoint) {
+  // A second agent listener on the same store, as a second server replica on one etcd.
+  PolicyRepository policies(server_->store());
+  TokenStore tokens(server_->store());
+  AuditLog audit(server_->store());
+  KeyAndCert ca{ReadText(dir_ / "server" / "ca.key"), ReadText(dir_ / "server" / "ca.crt")};
+  KeyAndCert tls{ReadText(dir_ / "server" / "server.key"),
+                 ReadText(dir_ / "server" / "server.crt")};
+  AgentServiceOptions o;
+  o.sweep_interval = absl::ZeroDuration();
+  AgentService replica(server_->store(), &policies, &tokens, &audit, ca, tls, o);
+  ASSERT_TRUE(replica.Start("127.0.0.1:0").ok());
+
+  TestAgent a(port_, MustJoin("node-a"), true, {Ep("shop", "web-1", "10.0.0.1")});
+  TestAgent b(replica.port(), MustJoin("node-b"), true, {Ep("shop", "db-1", "10.0.1.1")});
+  ASSERT_TRUE(a.WaitForRevision(0));
+  ASSERT_TRUE(b.WaitForRevision(0));
+  ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
+  ASSERT_EQ(Apply({Np("shop", "web", 81)}), 2);
+  ASSERT_TRUE(a.WaitForRevision(2));
+  ASSERT_TRUE(b.WaitForRevision(2));
+  EXPECT_EQ(b.seen().size(), 3u);  // snapshot, delta 1, delta 2
+  ASSERT_TRUE(Eventually([&] { return a.client().endpoints().count("node-b/shop/db-1") == 1; }));
+  ASSERT_TRUE(Eventually([&] { return b.client().endpoints().count("node-a/shop/web-1") == 1; }));
+  ASSERT_TRUE(Eventually([&] {
+    auto ra = Record("node-a"), rb = Record("node-b");
+    return ra && rb && ra->enforced_revision == 2 && rb->enforced_revision == 2;
+  }));
+  replica.Stop();
+}
+
 TEST_F(AgentServiceTest, AfterAServerRestartTheAgentKeepsItsStateReconnectsAndConverges) {
   TestAgent agent(port_, MustJoin("node-1"), true, {Ep("shop", "web-1", "10.0.0.1")});
   ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
