@@ -307,13 +307,23 @@ class SyncClient::Impl {
     if (thread_.joinable()) thread_.join();
   }
 
-  void SetEndpoints(std::vector<Endpoint> endpoints) {
-    std::lock_guard<std::mutex> lock(write_mu_);
+  absl::Status SetEndpoints(std::vector<Endpoint> endpoints) {
     std::map<std::string, Endpoint> next;
     for (Endpoint& e : endpoints) {
+      server::EndpointFields f;
+      f.namespace_name = e.namespace_name;
+      f.name = e.name;
+      for (const std::string& ip : e.ips) f.ips.push_back(ip);
+      for (const NamedPort& p : e.named_ports)
+        f.named_ports.push_back({p.name, p.port, p.protocol});
+      if (absl::Status s = server::ValidateEndpointFields(f); !s.ok()) return s;
       e.node.clear();
-      next[OwnKey(e)] = std::move(e);
+      std::string key = OwnKey(e);
+      if (!next.emplace(key, std::move(e)).second) {
+        return absl::InvalidArgumentError(absl::StrCat("endpoint ", key, " is listed twice"));
+      }
     }
+    std::lock_guard<std::mutex> lock(write_mu_);
     if (stream_ != nullptr) {
       v1::AgentMessage m;
       v1::EndpointChanges* c = m.mutable_endpoints();
@@ -334,6 +344,7 @@ class SyncClient::Impl {
       sent_ = next;
     }
     own_ = std::move(next);
+    return absl::OkStatus();
   }
 
   void Ack(int64_t revision, const absl::Status& result) {
@@ -436,7 +447,16 @@ class SyncClient::Impl {
       }
     }
     v1::ServerMessage m;
-    while (stream->Read(&m)) Apply(m);
+    absl::Status refused;
+    while (stream->Read(&m)) {
+      if (m.has_refusal()) {
+        refused = absl::Status(
+            static_cast<absl::StatusCode>(m.refusal().code()),
+            absl::StrCat("sync with ", *target, ": the server refused: ", m.refusal().message()));
+        continue;
+      }
+      Apply(m);
+    }
     {
       std::lock_guard<std::mutex> lock(write_mu_);
       stream_ = nullptr;
@@ -446,6 +466,7 @@ class SyncClient::Impl {
       std::lock_guard<std::mutex> lock(mu_);
       ctx_ = nullptr;
     }
+    if (!refused.ok()) return refused;
     if (st.ok()) return absl::UnavailableError("the server ended the stream");
     return FromGrpc(st, absl::StrCat("sync with ", *target));
   }
@@ -532,8 +553,8 @@ SyncClient::SyncClient(SyncOptions options, SyncCallbacks callbacks)
 SyncClient::~SyncClient() { Stop(); }
 void SyncClient::Start() { impl_->Start(); }
 void SyncClient::Stop() { impl_->Stop(); }
-void SyncClient::SetEndpoints(std::vector<Endpoint> endpoints) {
-  impl_->SetEndpoints(std::move(endpoints));
+absl::Status SyncClient::SetEndpoints(std::vector<Endpoint> endpoints) {
+  return impl_->SetEndpoints(std::move(endpoints));
 }
 void SyncClient::Ack(int64_t revision, const absl::Status& result) { impl_->Ack(revision, result); }
 void SyncClient::ReportStatus(const Usage& usage) { impl_->ReportStatus(usage); }

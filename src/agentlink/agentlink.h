@@ -171,8 +171,10 @@ class SyncClient {
   void Stop();
 
   // The agent's own endpoints, all of them; the server gets the changes (or all of them in
-  // the Hello of the next connection).
-  void SetEndpoints(std::vector<Endpoint> endpoints);
+  // the Hello of the next connection). InvalidArgument naming the endpoint and field (and
+  // nothing changed) when one is not valid (server::ValidateEndpointFields) or two share a
+  // namespace and name.
+  absl::Status SetEndpoints(std::vector<Endpoint> endpoints);
   // The result of enforcing `revision`; an ok one is also what the next Hello reports.
   void Ack(int64_t revision, const absl::Status& result);
   void ReportStatus(const Usage& usage);

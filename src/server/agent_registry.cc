@@ -1,12 +1,12 @@
 // Agent records and endpoints as store values (agent_registry.h).
 #include "server/agent_registry.h"
 
-#include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "server/agent_trust.h"
 #include "server/policy_repo.h"
 
 namespace bulkhead::server {
@@ -23,11 +23,6 @@ absl::Time ParseTime(const std::string& s) {
   std::string err;
   if (!s.empty()) absl::ParseTime(absl::RFC3339_full, s, &t, &err);
   return t;
-}
-
-bool IsKeySegment(std::string_view s) {
-  return !s.empty() && s.size() <= 253 && s.find('/') == std::string_view::npos &&
-         s.find('\0') == std::string_view::npos;
 }
 
 }  // namespace
@@ -126,33 +121,14 @@ absl::StatusOr<int64_t> ReadPolicyHead(store::IStore* store) {
 }
 
 absl::Status ValidateEndpoint(const v1::Endpoint& e) {
-  std::string what = absl::StrCat("endpoint ", e.namespace_(), "/", e.name());
-  if (!IsKeySegment(e.namespace_())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": namespace must be 1-253 characters without '/'"));
+  EndpointFields f;
+  f.namespace_name = e.namespace_();
+  f.name = e.name();
+  for (const std::string& ip : e.ips()) f.ips.push_back(ip);
+  for (const v1::NamedPort& p : e.named_ports()) {
+    f.named_ports.push_back({p.name(), p.port(), p.protocol()});
   }
-  if (!IsKeySegment(e.name())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": name must be 1-253 characters without '/'"));
-  }
-  for (int i = 0; i < e.ips_size(); ++i) {
-    unsigned char buf[16];
-    const std::string& ip = e.ips(i);
-    if (inet_pton(AF_INET, ip.c_str(), buf) != 1 && inet_pton(AF_INET6, ip.c_str(), buf) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": ips[", i, "] '", ip, "' is not an IP address"));
-    }
-  }
-  for (int i = 0; i < e.named_ports_size(); ++i) {
-    const v1::NamedPort& p = e.named_ports(i);
-    if (p.name().empty() || p.port() == 0 || p.port() > 65535 ||
-        (p.protocol() != "TCP" && p.protocol() != "UDP" && p.protocol() != "SCTP")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": namedPorts[", i,
-                       "] needs a name, a port 1-65535 and protocol TCP, UDP or SCTP"));
-    }
-  }
-  return absl::OkStatus();
+  return ValidateEndpointFields(f);
 }
 
 }  // namespace bulkhead::server

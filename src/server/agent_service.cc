@@ -134,6 +134,14 @@ class AgentService::Impl::Session {
     grpc::Status result = Serve(hello);
     svc_->policy_feed_.Unsubscribe(id_);
     svc_->endpoint_feed_.Unsubscribe(id_);
+    if (!result.ok() && result.error_code() != grpc::StatusCode::CANCELLED) {
+      // The reader can only be stopped by cancelling the call, which replaces the status
+      // the agent sees: tell it why first.
+      v1::ServerMessage refusal;
+      refusal.mutable_refusal()->set_code(static_cast<int>(result.error_code()));
+      refusal.mutable_refusal()->set_message(result.error_message());
+      stream_->Write(refusal);
+    }
     ctx_->TryCancel();  // ends the reader when the session ended first
     reader.join();
     bool current = false;

@@ -1,6 +1,7 @@
 // Join token parsing, the CA's MAC and node name rules (agent_trust.h).
 #include "server/agent_trust.h"
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -18,6 +19,11 @@ bool IsLowerHex(std::string_view s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
+}
+
+bool IsKeySegment(std::string_view s) {
+  return !s.empty() && s.size() <= 253 && s.find('/') == std::string_view::npos &&
+         s.find('\0') == std::string_view::npos;
 }
 
 bool IsAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
@@ -64,6 +70,37 @@ absl::Status ValidateNodeName(std::string_view name) {
       absl::StrCat("node name '", std::string(name),
                    "' must be 1-253 characters of a-z, 0-9, '-', '.', '_', starting and ending "
                    "with a letter or digit"));
+}
+
+absl::Status ValidateEndpointFields(const EndpointFields& e) {
+  std::string what =
+      absl::StrCat("endpoint ", std::string(e.namespace_name), "/", std::string(e.name));
+  if (!IsKeySegment(e.namespace_name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": namespace must be 1-253 characters without '/'"));
+  }
+  if (!IsKeySegment(e.name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": name must be 1-253 characters without '/'"));
+  }
+  for (size_t i = 0; i < e.ips.size(); ++i) {
+    unsigned char buf[16];
+    std::string ip(e.ips[i]);
+    if (inet_pton(AF_INET, ip.c_str(), buf) != 1 && inet_pton(AF_INET6, ip.c_str(), buf) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": ips[", i, "] '", ip, "' is not an IP address"));
+    }
+  }
+  for (size_t i = 0; i < e.named_ports.size(); ++i) {
+    const EndpointFields::Port& p = e.named_ports[i];
+    if (p.name.empty() || p.port == 0 || p.port > 65535 ||
+        (p.protocol != "TCP" && p.protocol != "UDP" && p.protocol != "SCTP")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": namedPorts[", i,
+                       "] needs a name, a port 1-65535 and protocol TCP, UDP or SCTP"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace bulkhead::server

@@ -2,8 +2,10 @@
 // vouches for the cluster CA that Discover returns over TLS nobody has verified yet.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -28,5 +30,22 @@ bool SameMac(std::string_view a, std::string_view b);
 // Node names become certificate common names and store key segments: 1-253 characters of
 // a-z, 0-9, '-', '.', '_', starting and ending with a letter or digit.
 absl::Status ValidateNodeName(std::string_view name);
+
+// What an agent reports of one endpoint, checked the same way on both sides (the agent
+// before it sends, the server before it stores): namespace and name are 1-253 characters
+// without '/', IPs parse, named ports have a name, a port 1-65535 and protocol TCP, UDP or
+// SCTP. The message names the endpoint and the field.
+struct EndpointFields {
+  std::string_view namespace_name;
+  std::string_view name;
+  std::vector<std::string_view> ips;
+  struct Port {
+    std::string_view name;
+    uint32_t port = 0;
+    std::string_view protocol;
+  };
+  std::vector<Port> named_ports;
+};
+absl::Status ValidateEndpointFields(const EndpointFields& e);
 
 }  // namespace bulkhead::server

@@ -119,5 +119,29 @@ TEST(LoadCredentialsTest, AnEmptyStateDirIsNotFound) {
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(SyncClientTest, InvalidEndpointsAreRefusedBeforeAnythingIsSent) {
+  SyncClient client(SyncOptions{}, SyncCallbacks{});  // never started: nothing is sent
+  Endpoint good;
+  good.namespace_name = "shop";
+  good.name = "web-1";
+  good.ips = {"10.0.0.1", "fd00::1"};
+  good.named_ports = {{"http", 8080, "TCP"}};
+  EXPECT_TRUE(client.SetEndpoints({good}).ok());
+
+  Endpoint bad_ip = good;
+  bad_ip.ips = {"10.0.0.1", "10.0.0.300"};
+  absl::Status s = client.SetEndpoints({bad_ip});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("endpoint shop/web-1: ips[1] '10.0.0.300'"), std::string::npos) << s;
+
+  Endpoint bad_port = good;
+  bad_port.named_ports = {{"http", 0, "TCP"}};
+  EXPECT_NE(client.SetEndpoints({bad_port}).message().find("namedPorts[0]"), std::string::npos);
+  Endpoint slash = good;
+  slash.name = "a/b";
+  EXPECT_NE(client.SetEndpoints({slash}).message().find("name must be"), std::string::npos);
+  EXPECT_NE(client.SetEndpoints({good, good}).message().find("listed twice"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace bulkhead::agentlink

@@ -114,7 +114,7 @@ class TestAgent {
       cv_.notify_all();
     };
     client_ = std::make_unique<agentlink::SyncClient>(o, cb);
-    client_->SetEndpoints(std::move(endpoints));
+    EXPECT_TRUE(client_->SetEndpoints(std::move(endpoints)).ok());
     client_->Start();
   }
 
@@ -433,14 +433,17 @@ TEST_F(AgentServiceTest, AnAgentGetsClusterObjectsAndOnlyTheNamespacesOfItsEndpo
                                               "networking.k8s.io/NetworkPolicy/shop/web"}));
 
   // A first endpoint in bank: bank's objects arrive at the revision the agent has.
-  agent.client().SetEndpoints({Ep("shop", "web-1", "10.0.0.1"), Ep("bank", "vault-1", "10.0.0.2")});
+  ASSERT_TRUE(
+      agent.client()
+          .SetEndpoints({Ep("shop", "web-1", "10.0.0.1"), Ep("bank", "vault-1", "10.0.0.2")})
+          .ok());
   ASSERT_TRUE(agent.WaitFor([&] { return agent.seen_.size() == 2; }));
   EXPECT_EQ(agent.seen()[1].revision, 1);
   EXPECT_EQ(agent.seen()[1].upserts,
             std::vector<std::string>{"networking.k8s.io/NetworkPolicy/bank/vault"});
 
   // The last endpoint in shop gone: shop's objects are deleted.
-  agent.client().SetEndpoints({Ep("bank", "vault-1", "10.0.0.2")});
+  ASSERT_TRUE(agent.client().SetEndpoints({Ep("bank", "vault-1", "10.0.0.2")}).ok());
   ASSERT_TRUE(agent.WaitFor([&] { return agent.seen_.size() == 3; }));
   EXPECT_EQ(agent.seen()[2].deletes,
             std::vector<std::string>{"networking.k8s.io/NetworkPolicy/shop/web"});
@@ -476,7 +479,7 @@ TEST_F(AgentServiceTest, EndpointsOfOneAgentReachTheOthers) {
   ASSERT_TRUE(Eventually([&] { return a.client().endpoints().count("node-b/shop/db-1") == 1; }));
   EXPECT_EQ(a.client().endpoints().size(), 1u);  // its own are not echoed back
 
-  a.client().SetEndpoints({Ep("shop", "web-2", "10.0.0.2")});
+  ASSERT_TRUE(a.client().SetEndpoints({Ep("shop", "web-2", "10.0.0.2")}).ok());
   ASSERT_TRUE(Eventually([&] {
     auto m = b.client().endpoints();
     return m.count("node-a/shop/web-2") == 1 && m.count("node-a/shop/web-1") == 0;
@@ -616,6 +619,40 @@ TEST_F(AgentServiceTest, TwoReplicasOnOneStoreBothPushEveryRevisionAndEveryEndpo
     return ra && rb && ra->enforced_revision == 2 && rb->enforced_revision == 2;
   }));
   replica.Stop();
+}
+
+TEST_F(AgentServiceTest, AnInvalidEndpointEndsTheStreamAndNothingOfItIsStored) {
+  Credentials c = MustJoin("node-1");
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = c.ca_pem;
+  tls.pem_private_key = c.key_pem;
+  tls.pem_cert_chain = c.cert_pem;
+  auto stub = v1::AgentService::NewStub(grpc::CreateChannel(Target(), grpc::SslCredentials(tls)));
+  grpc::ClientContext ctx;
+  auto stream = stub->Sync(&ctx);
+  v1::AgentMessage hello;
+  v1::Endpoint* good = hello.mutable_hello()->add_endpoints();
+  good->set_namespace_("shop");
+  good->set_name("web-1");
+  good->add_ips("10.0.0.1");
+  v1::Endpoint* bad = hello.mutable_hello()->add_endpoints();
+  bad->set_namespace_("shop");
+  bad->set_name("web-2");
+  bad->add_ips("not-an-ip");
+  ASSERT_TRUE(stream->Write(hello));
+  // The server says why, then ends the stream; no snapshot comes.
+  v1::ServerMessage m;
+  ASSERT_TRUE(stream->Read(&m));
+  ASSERT_TRUE(m.has_refusal());
+  EXPECT_EQ(m.refusal().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_NE(m.refusal().message().find("endpoint shop/web-2: ips[0] 'not-an-ip'"),
+            std::string::npos)
+      << m.refusal().message();
+  EXPECT_FALSE(stream->Read(&m));
+  EXPECT_FALSE(stream->Finish().ok());
+  auto stored = server_->store()->Get(kEndpointsPrefix, true);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_TRUE(stored->kvs.empty());
 }
 
 TEST_F(AgentServiceTest, AfterAServerRestartTheAgentKeepsItsStateReconnectsAndConverges) {
