@@ -621,6 +621,20 @@ TEST_F(AgentServiceTest, TwoReplicasOnOneStoreBothPushEveryRevisionAndEveryEndpo
   replica.Stop();
 }
 
+TEST_F(AgentServiceTest, ASecondListenerOnTheSamePortIsRefused) {
+  PolicyRepository policies(server_->store());
+  TokenStore tokens(server_->store());
+  KeyAndCert ca{ReadText(dir_ / "server" / "ca.key"), ReadText(dir_ / "server" / "ca.crt")};
+  KeyAndCert tls{ReadText(dir_ / "server" / "server.key"),
+                 ReadText(dir_ / "server" / "server.crt")};
+  AgentServiceOptions o;
+  o.sweep_interval = absl::ZeroDuration();
+  AgentService second(server_->store(), &policies, &tokens, nullptr, ca, tls, o);
+  absl::Status s = second.Start(Target());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("cannot listen for agents on " + Target()), std::string::npos) << s;
+}
+
 TEST_F(AgentServiceTest, AnInvalidEndpointEndsTheStreamAndNothingOfItIsStored) {
   Credentials c = MustJoin("node-1");
   grpc::SslCredentialsOptions tls;

@@ -47,6 +47,7 @@ class PolicyCliTest : public ::testing::Test {
     ServerOptions o;
     o.data_dir = (dir_ / "srv").string();
     o.listen = "127.0.0.1:0";
+    o.grpc_listen = "127.0.0.1:0";
     auto s = Server::Start(o);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);

@@ -73,6 +73,7 @@ TEST(OpenApiTest, EveryDocumentedRouteAnswers) {
   ServerOptions o;
   o.data_dir = dir.string();
   o.listen = "127.0.0.1:0";
+  o.grpc_listen = "127.0.0.1:0";
   auto server = Server::Start(o);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = ApiClient::Create({"https://127.0.0.1:" + std::to_string((*server)->rest_port()),
