@@ -72,9 +72,14 @@ absl::Status WriteFile(const std::string& path, const std::string& content) {
   return absl::OkStatus();
 }
 
+constexpr int kMaxMessageBytes = 1 << 30;
+
 grpc::ChannelArguments ChannelArgs(const std::string& tls_server_name, absl::Duration keepalive) {
   grpc::ChannelArguments args;
   if (!tls_server_name.empty()) args.SetSslTargetNameOverride(tls_server_name);
+  // A snapshot carries the whole policy set the node needs: gRPC's default 4 MiB limit is
+  // some thousand policies.
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   if (keepalive > absl::ZeroDuration()) {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(keepalive)));
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);

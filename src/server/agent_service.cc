@@ -536,6 +536,8 @@ absl::Status AgentService::Impl::Start(const std::string& listen) {
   // Never share the port with another process (gRPC sets SO_REUSEPORT by default): two
   // servers on one port would split the agents between them without a word.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // A Hello carries every endpoint of a node; gRPC's default limit is 4 MiB.
+  builder.SetMaxReceiveMessageSize(256 << 20);
   // Agents ping to notice a dead server; the server pings to notice a dead agent.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

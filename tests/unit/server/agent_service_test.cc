@@ -669,6 +669,20 @@ TEST_F(AgentServiceTest, AnInvalidEndpointEndsTheStreamAndNothingOfItIsStored) {
   EXPECT_TRUE(stored->kvs.empty());
 }
 
+TEST_F(AgentServiceTest, ASnapshotLargerThanGrpcsDefaultLimitArrives) {
+  // One policy with a 5 MiB annotation: over gRPC's default 4 MiB message limit.
+  std::string big =
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web\n"
+      "  namespace: shop\n  annotations: {note: " +
+      std::string(5 << 20, 'x') + "}\nspec:\n  podSelector: {}\n  ingress: []\n";
+  ASSERT_EQ(Apply({big}), 1);
+  TestAgent agent(port_, MustJoin("node-1"), true, {Ep("shop", "web-1", "10.0.0.1")});
+  ASSERT_TRUE(agent.WaitForRevision(1));
+  auto objects = agent.client().policy().objects;
+  ASSERT_EQ(objects.size(), 1u);
+  EXPECT_GT(objects.begin()->second.json.size(), size_t{5} << 20);
+}
+
 TEST_F(AgentServiceTest, AfterAServerRestartTheAgentKeepsItsStateReconnectsAndConverges) {
   TestAgent agent(port_, MustJoin("node-1"), true, {Ep("shop", "web-1", "10.0.0.1")});
   ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
