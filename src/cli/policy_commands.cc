@@ -1,5 +1,6 @@
 // Policy as code against `bulkhead server`: apply, diff, get, delete, history, rollback and
 // mode. Each is a thin client of the REST API (api/openapi.yaml); the server validates.
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -60,6 +61,16 @@ class ServerCommand : public Subcommand {
   }
   std::string Cmd() const { return "bulkhead " + app_->get_name(); }
 
+  // The files as the API takes them, or an error printed and nullopt.
+  std::optional<json> ReadFiles(const std::vector<std::string>& paths, Terminal& term) const {
+    absl::StatusOr<std::vector<policy::Source>> files = ReadManifestFiles(paths);
+    if (!files.ok()) {
+      term.err << Cmd() << ": error: " << files.status().message() << "\n";
+      return std::nullopt;
+    }
+    return FilesJson(*files);
+  }
+
   CLI::App* app_ = nullptr;
   ServerFlags flags_;
   std::string output_ = "text";
@@ -80,17 +91,13 @@ class ApplyCommand : public ServerCommand {
   }
 
   int Run(const GlobalOptions& global, Terminal& term) override {
-    absl::StatusOr<std::vector<policy::Source>> files = ReadManifestFiles(files_);
-    if (!files.ok()) {
-      term.err << Cmd() << ": error: " << files.status().message() << "\n";
-      return kExitInvalidInput;
-    }
+    std::optional<json> files = ReadFiles(files_, term);
+    if (!files) return kExitInvalidInput;
     auto client = ConnectOrReport(flags_, Cmd(), term);
     if (!client) return kExitInvalidInput;
-    auto r = client->Post("/api/v1/apply", {{"files", FilesJson(*files)},
-                                            {"prune", prune_},
-                                            {"dryRun", dry_run_},
-                                            {"message", message_}});
+    auto r = client->Post(
+        "/api/v1/apply",
+        {{"files", *files}, {"prune", prune_}, {"dryRun", dry_run_}, {"message", message_}});
     if (!r.ok() || r->status != 200) return ReportFailure(r, Cmd(), term);
     if (output_ == "json") {
       term.out << r->body.dump(2) << "\n";
@@ -124,14 +131,11 @@ class DiffCommand : public ServerCommand {
   }
 
   int Run(const GlobalOptions& global, Terminal& term) override {
-    absl::StatusOr<std::vector<policy::Source>> files = ReadManifestFiles(files_);
-    if (!files.ok()) {
-      term.err << Cmd() << ": error: " << files.status().message() << "\n";
-      return kExitInvalidInput;
-    }
+    std::optional<json> files = ReadFiles(files_, term);
+    if (!files) return kExitInvalidInput;
     auto client = ConnectOrReport(flags_, Cmd(), term);
     if (!client) return kExitInvalidInput;
-    auto r = client->Post("/api/v1/diff", {{"files", FilesJson(*files)}, {"prune", prune_}});
+    auto r = client->Post("/api/v1/diff", {{"files", *files}, {"prune", prune_}});
     if (!r.ok() || r->status != 200) return ReportFailure(r, Cmd(), term);
     bool differs = !r->body["changes"].empty();
     if (output_ == "json") {
@@ -229,15 +233,12 @@ class DeleteCommand : public ServerCommand {
         term.err << Cmd() << ": error: give either KIND NAME... or -f, not both\n";
         return kExitInvalidInput;
       }
-      absl::StatusOr<std::vector<policy::Source>> files = ReadManifestFiles(files_);
-      if (!files.ok()) {
-        term.err << Cmd() << ": error: " << files.status().message() << "\n";
-        return kExitInvalidInput;
-      }
+      std::optional<json> files = ReadFiles(files_, term);
+      if (!files) return kExitInvalidInput;
       // The server names objects; ask it how it reads these files.
       auto client = ConnectOrReport(flags_, Cmd(), term);
       if (!client) return kExitInvalidInput;
-      auto d = client->Post("/api/v1/diff", {{"files", FilesJson(*files)}, {"prune", false}});
+      auto d = client->Post("/api/v1/diff", {{"files", *files}, {"prune", false}});
       if (!d.ok() || d->status != 200) return ReportFailure(d, Cmd(), term);
       for (const json& o : d->body["objects"]) objects.push_back(o);
       return Delete(*client, objects, term);

@@ -280,9 +280,11 @@ struct RestServer::Impl {
     return actor;
   }
 
-  void Audit(const Actor& a, const std::string& action, const std::string& target, int64_t rev,
-             const std::string& outcome, const std::string& detail) {
+  // An audit entry of `a` doing `action` on `target`.
+  AuditEntry Entry(const Actor& a, const std::string& action, const std::string& target,
+                   int64_t rev, const std::string& outcome, const std::string& detail) const {
     AuditEntry e;
+    e.time = ctx.audit->Now();
     e.actor = a.name;
     e.role = a.role;
     e.origin = a.origin;
@@ -291,7 +293,12 @@ struct RestServer::Impl {
     e.revision = rev;
     e.outcome = outcome;
     e.detail = detail;
-    ctx.audit->Append(std::move(e)).IgnoreError();
+    return e;
+  }
+
+  void Audit(const Actor& a, const std::string& action, const std::string& target, int64_t rev,
+             const std::string& outcome, const std::string& detail) {
+    ctx.audit->Append(Entry(a, action, target, rev, outcome, detail)).IgnoreError();
   }
 
   // Answers a change: 200 with the result, or 422 when it was invalid (audited).
@@ -562,15 +569,9 @@ struct RestServer::Impl {
           return SendError(res, 400, "field 'ttl': " + std::string(d.status().message()));
         ttl = *d;
       }
-      AuditEntry e;
-      e.time = ctx.audit->Now();
-      e.actor = actor->name;
-      e.role = actor->role;
-      e.origin = actor->origin;
-      e.action = "token.create";
-      e.target = "token " + name;
-      e.outcome = "ok";
-      e.detail = absl::StrCat("role ", role_text, ttl_text.empty() ? "" : ", ttl " + ttl_text);
+      AuditEntry e =
+          Entry(*actor, "token.create", "token " + name, 0, "ok",
+                absl::StrCat("role ", role_text, ttl_text.empty() ? "" : ", ttl " + ttl_text));
       absl::StatusOr<std::string> token =
           ctx.tokens->Create(name, *role, ttl, actor->name, {ctx.audit->EntryOp(e)});
       if (!token.ok())
@@ -603,14 +604,7 @@ struct RestServer::Impl {
       std::optional<Actor> actor = Authorize(req, res, Permission::kManageTokens, "token.revoke");
       if (!actor) return;
       std::string name = req.matches[1].str();
-      AuditEntry e;
-      e.time = ctx.audit->Now();
-      e.actor = actor->name;
-      e.role = actor->role;
-      e.origin = actor->origin;
-      e.action = "token.revoke";
-      e.target = "token " + name;
-      e.outcome = "ok";
+      AuditEntry e = Entry(*actor, "token.revoke", "token " + name, 0, "ok", "");
       absl::Status s = ctx.tokens->Revoke(name, {ctx.audit->EntryOp(e)});
       if (!s.ok()) return SendError(res, HttpStatusOf(s), std::string(s.message()));
       SendJson(res, 200, {{"revoked", name}});
@@ -626,15 +620,8 @@ struct RestServer::Impl {
       absl::StatusOr<absl::Duration> ttl = ParseTtl(ttl_text.empty() ? "24h" : ttl_text);
       if (!ttl.ok())
         return SendError(res, 400, "field 'ttl': " + std::string(ttl.status().message()));
-      AuditEntry e;
-      e.time = ctx.audit->Now();
-      e.actor = actor->name;
-      e.role = actor->role;
-      e.origin = actor->origin;
-      e.action = "join-token.create";
-      e.target = "join token";
-      e.outcome = "ok";
-      e.detail = "ttl " + (ttl_text.empty() ? std::string("24h") : ttl_text);
+      AuditEntry e = Entry(*actor, "join-token.create", "join token", 0, "ok",
+                           "ttl " + (ttl_text.empty() ? std::string("24h") : ttl_text));
       absl::StatusOr<std::string> token =
           ctx.tokens->CreateJoinToken(*ttl, actor->name, {ctx.audit->EntryOp(e)});
       if (!token.ok())
