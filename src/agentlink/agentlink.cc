@@ -45,33 +45,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return text.str();
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat(tmp, ": ", std::strerror(errno)));
-  size_t off = 0;
-  while (off < content.size()) {
-    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return absl::UnavailableError(absl::StrCat(tmp, ": ", std::strerror(e)));
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::fchmod(fd, 0600) != 0 || ::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    return absl::UnavailableError(absl::StrCat(tmp, ": ", std::strerror(e)));
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat(path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 constexpr int kMaxMessageBytes = 1 << 30;
 
 grpc::ChannelArguments ChannelArgs(const std::string& tls_server_name, absl::Duration keepalive) {
@@ -240,7 +213,7 @@ absl::StatusOr<Credentials> Join(const JoinOptions& options) {
   // The certificate last: a state dir with agent.crt is a complete one.
   for (auto [path, content] :
        {std::pair{files.ca(), &c.ca_pem}, {files.key(), &c.key_pem}, {files.cert(), &c.cert_pem}}) {
-    if (absl::Status s = WriteFile(path, *content); !s.ok()) return s;
+    if (absl::Status s = server::WriteFileAtomic(path, *content, 0600); !s.ok()) return s;
   }
   return c;
 }

@@ -40,6 +40,10 @@ absl::StatusOr<std::string> SignClientCsr(const KeyAndCert& ca, const std::strin
 // The common name of a certificate (PEM), for logs and to name the agent of a connection.
 absl::StatusOr<std::string> CommonNameOf(const std::string& cert_pem);
 
+// Writes `content` to `path` atomically (temp file with `mode`, fsync, rename): keys,
+// certificates and tokens are whole or absent after a crash.
+absl::Status WriteFileAtomic(const std::string& path, const std::string& content, int mode);
+
 // SHA-256 of `data`, lower-case hex (token hashes).
 std::string Sha256Hex(std::string_view data);
 

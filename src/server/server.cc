@@ -26,33 +26,6 @@ std::string Hostname() {
 
 }  // namespace
 
-absl::Status WriteFileAtomic(const std::string& path, const std::string& content, int mode) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat(tmp, ": ", std::strerror(errno)));
-  size_t off = 0;
-  while (off < content.size()) {
-    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return absl::UnavailableError(absl::StrCat(tmp, ": ", std::strerror(e)));
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0 || ::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    return absl::UnavailableError(absl::StrCat(tmp, ": ", std::strerror(e)));
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat(path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<InitResult> InitServer(const InitOptions& options) {
   DataDir dir(options.data_dir);
   std::error_code ec;

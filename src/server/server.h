@@ -68,7 +68,4 @@ class Server {
   std::unique_ptr<AgentService> agents_;
 };
 
-// Writes `content` to `path` atomically (temp file, fsync, rename) with `mode`.
-absl::Status WriteFileAtomic(const std::string& path, const std::string& content, int mode);
-
 }  // namespace bulkhead::server
