@@ -91,7 +91,7 @@ absl::StatusOr<std::unique_ptr<ApiClient>> ApiClient::Create(const ClientOptions
   impl->host = host;
   impl->port = port;
   impl->http = std::make_unique<httplib::SSLClient>(host, port);
-  impl->http->set_ca_cert_path(options.ca_file.c_str());
+  impl->http->set_ca_cert_path(options.ca_file);
   impl->http->enable_server_certificate_verification(true);
   impl->http->set_connection_timeout(10, 0);
   impl->http->set_read_timeout(options.timeout_seconds, 0);

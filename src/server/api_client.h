@@ -18,6 +18,7 @@ struct ClientOptions {
   int timeout_seconds = 60;
 };
 
+// NOLINTNEXTLINE(bugprone-exception-escape): json's default constructor allocates nothing
 struct ApiResponse {
   int status = 0;
   nlohmann::json body;

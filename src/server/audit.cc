@@ -68,8 +68,8 @@ absl::StatusOr<std::vector<AuditEntry>> AuditLog::Query(const AuditQuery& q) {
   absl::StatusOr<store::Range> r = store_->Get(kAuditPrefix, true);
   if (!r.ok()) return r.status();
   std::vector<AuditEntry> out;
-  for (auto it = r->kvs.rbegin(); it != r->kvs.rend(); ++it) {
-    absl::StatusOr<AuditEntry> e = FromJson(it->value);
+  for (size_t i = r->kvs.size(); i-- > 0;) {  // newest first
+    absl::StatusOr<AuditEntry> e = FromJson(r->kvs[i].value);
     if (!e.ok()) return e.status();
     if (e->time < q.since || e->time > q.until) continue;
     if (!q.actor.empty() && e->actor != q.actor) continue;

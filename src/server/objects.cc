@@ -308,13 +308,14 @@ std::vector<ObjectChange> Changes(const ObjectSet& from, const ObjectSet& to) {
 }
 
 ObjectSet Undo(ObjectSet to, const std::vector<ObjectChange>& changes) {
-  for (auto it = changes.rbegin(); it != changes.rend(); ++it) {
-    if (it->action == ObjectChange::Action::kCreate) {
-      to.erase(it->id);
+  for (size_t i = changes.size(); i-- > 0;) {  // last change first
+    const ObjectChange& c = changes[i];
+    if (c.action == ObjectChange::Action::kCreate) {
+      to.erase(c.id);
     } else {
       // Before an update or a delete the object was `before`; its apiVersion is in it.
-      json before = json::parse(it->before);
-      to[it->id] = StoredObject{it->id, StringField(before, "apiVersion"), it->before};
+      json before = json::parse(c.before);
+      to[c.id] = StoredObject{c.id, StringField(before, "apiVersion"), c.before};
     }
   }
   return to;

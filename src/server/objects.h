@@ -23,6 +23,7 @@ struct ObjectId {
   // orders objects by group, kind, namespace and name.
   std::string Key() const;
   static bool FromKey(std::string_view key, ObjectId* out);
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   auto operator<=>(const ObjectId&) const = default;
 };
 

@@ -140,6 +140,7 @@ absl::StatusOr<std::string> Finish(X509* cert, X509* ca_cert, EVP_PKEY* ca_key, 
   if (s.ok()) s = AddExtension(cert, ca_cert, NID_authority_key_identifier, "keyid:always");
   if (s.ok() && !sans.empty()) {
     std::vector<std::string> entries;
+    entries.reserve(sans.size());
     for (const std::string& n : sans) entries.push_back((IsIp(n) ? "IP:" : "DNS:") + n);
     s = AddExtension(cert, ca_cert, NID_subject_alt_name, absl::StrJoin(entries, ","));
   }

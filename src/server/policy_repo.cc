@@ -224,11 +224,12 @@ absl::StatusOr<std::vector<RevisionInfo>> PolicyRepository::History(int limit) {
   absl::StatusOr<store::Range> r = store_->Get(kPolicyRevisionsPrefix, true);
   if (!r.ok()) return r.status();
   std::vector<RevisionInfo> out;
-  for (auto it = r->kvs.rbegin(); it != r->kvs.rend(); ++it) {
+  for (size_t i = r->kvs.size(); i-- > 0;) {  // newest first
+    const store::KeyValue& kv = r->kvs[i];
     if (limit > 0 && static_cast<int>(out.size()) >= limit) break;
-    absl::StatusOr<RevisionRecord> rec = RevisionRecordFromJson(it->value);
+    absl::StatusOr<RevisionRecord> rec = RevisionRecordFromJson(kv.value);
     if (!rec.ok()) return rec.status();
-    rec->info.store_revision = it->mod_revision;
+    rec->info.store_revision = kv.mod_revision;
     out.push_back(std::move(rec->info));
   }
   return out;
@@ -236,7 +237,7 @@ absl::StatusOr<std::vector<RevisionInfo>> PolicyRepository::History(int limit) {
 
 absl::StatusOr<ChangeResult> PolicyRepository::Change(
     const std::function<absl::StatusOr<ObjectSet>(const ObjectSet&, ChangeResult*)>& compute,
-    RevisionInfo info, const Actor& actor, bool dry_run) {
+    const RevisionInfo& info, const Actor& actor, bool dry_run) {
   std::lock_guard lock(change_mu_);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     absl::StatusOr<store::Range> probe = store_->Get(kPolicyHeadKey);
@@ -345,7 +346,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::Apply(const ApplyRequest& request
     for (const StoredObject& o : files.objects) target[o.id] = o;
     return target;
   };
-  return Change(compute, std::move(info), actor, request.dry_run);
+  return Change(compute, info, actor, request.dry_run);
 }
 
 absl::StatusOr<ChangeResult> PolicyRepository::Diff(const std::vector<policy::Source>& files,
@@ -387,7 +388,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::Delete(const std::vector<ObjectId
     }
     return target;
   };
-  return Change(compute, std::move(info), actor, dry_run);
+  return Change(compute, info, actor, dry_run);
 }
 
 absl::StatusOr<ChangeResult> PolicyRepository::Rollback(int64_t revision, bool dry_run,
@@ -407,7 +408,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::Rollback(int64_t revision, bool d
   auto compute = [&](const ObjectSet&, ChangeResult*) -> absl::StatusOr<ObjectSet> {
     return wanted;
   };
-  return Change(compute, std::move(info), actor, dry_run);
+  return Change(compute, info, actor, dry_run);
 }
 
 absl::StatusOr<ChangeResult> PolicyRepository::SetMode(const ObjectId& target,
@@ -446,7 +447,7 @@ absl::StatusOr<ChangeResult> PolicyRepository::SetMode(const ObjectId& target,
     set[target] = std::move(o);
     return set;
   };
-  return Change(compute, std::move(info), actor, false);
+  return Change(compute, info, actor, false);
 }
 
 }  // namespace bulkhead::server

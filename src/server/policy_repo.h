@@ -116,7 +116,7 @@ class PolicyRepository {
   absl::StatusOr<ChangeResult> Change(
       const std::function<absl::StatusOr<ObjectSet>(const ObjectSet& current, ChangeResult*)>&
           compute,
-      RevisionInfo info, const Actor& actor, bool dry_run);
+      const RevisionInfo& info, const Actor& actor, bool dry_run);
 
   // Validates a whole set, reparsing only objects that changed since the last validation.
   std::vector<policy::Diagnostic> ValidateSet(const ObjectSet& set);

@@ -324,8 +324,7 @@ struct RestServer::Impl {
   static bool ReadFiles(Body& body, std::vector<policy::Source>* files) {
     const json* list = body.Array("files");
     if (list == nullptr) return false;
-    for (size_t i = 0; i < list->size(); ++i) {
-      const json& f = (*list)[i];
+    for (const json& f : *list) {
       if (!f.is_object() || !f.contains("name") || !f["name"].is_string() ||
           !f.contains("content") || !f["content"].is_string()) {
         return false;
@@ -635,7 +634,7 @@ struct RestServer::Impl {
       }
     });
     http->set_exception_handler(
-        [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
           std::string what = "internal error";
           try {
             if (ep) std::rethrow_exception(ep);
@@ -649,7 +648,7 @@ struct RestServer::Impl {
   }
 };
 
-RestServer::RestServer(ApiContext ctx, TlsFiles tls) : impl_(std::make_unique<Impl>()) {
+RestServer::RestServer(ApiContext ctx, const TlsFiles& tls) : impl_(std::make_unique<Impl>()) {
   impl_->ctx = std::move(ctx);
   impl_->http = std::make_unique<httplib::SSLServer>(tls.cert.c_str(), tls.key.c_str());
 }

@@ -31,7 +31,7 @@ struct TlsFiles {
 // thread of its own until Stop() or destruction.
 class RestServer {
  public:
-  RestServer(ApiContext ctx, TlsFiles tls);
+  RestServer(ApiContext ctx, const TlsFiles& tls);
   ~RestServer();
   RestServer(const RestServer&) = delete;
   RestServer& operator=(const RestServer&) = delete;

@@ -574,7 +574,7 @@ class SqliteStore : public IStore {
   const std::string path_;
   FileDescriptor lock_file_;  // flock'ed for the store's life: destroyed after db_ (closed)
   DbPtr db_;
-  std::mutex db_mu_;          // the connection and the counters below
+  std::mutex db_mu_;  // the connection and the counters below
   int64_t revision_ = 0;
   int64_t compact_revision_ = 0;
   std::shared_ptr<WatchHub> hub_;
