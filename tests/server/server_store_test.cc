@@ -143,7 +143,8 @@ class ServerProcess {
       dup2(fd, 1);
       std::string data = dir_.string();
       execl(BULKHEAD_BINARY, BULKHEAD_BINARY, "server", "--data-dir", data.c_str(), "--store",
-            store_.c_str(), "--listen", "127.0.0.1:0", static_cast<char*>(nullptr));
+            store_.c_str(), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     std::regex port_re("serving https on port ([0-9]+)");
