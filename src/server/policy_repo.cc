@@ -155,6 +155,7 @@ absl::StatusOr<PolicyRepository::Head> PolicyRepository::ReadHead(int64_t at_sto
   absl::StatusOr<store::Range> r = store_->Get(kPolicyHeadKey, false, at_store_revision);
   if (!r.ok()) return r.status();
   Head head;
+  head.read_at = r->revision;
   if (r->kvs.empty()) return head;
   try {
     head.revision = json::parse(r->kvs[0].value).at("revision").get<int64_t>();
@@ -186,22 +187,31 @@ absl::StatusOr<ObjectSet> PolicyRepository::ReadObjects(int64_t at_store_revisio
   return set;
 }
 
-absl::StatusOr<std::pair<int64_t, ObjectSet>> PolicyRepository::Read(int64_t revision) {
-  // The head and the objects at one store revision, so they belong together.
-  absl::StatusOr<store::Range> probe = store_->Get(kPolicyHeadKey);
-  if (!probe.ok()) return probe.status();
-  absl::StatusOr<Head> head = ReadHead(probe->revision);
+absl::StatusOr<PolicyRepository::Current> PolicyRepository::ReadCurrent() {
+  // The head and the objects at one store revision, so they belong together: the head's own
+  // read gives that revision.
+  absl::StatusOr<Head> head = ReadHead();
   if (!head.ok()) return head.status();
-  absl::StatusOr<ObjectSet> set = ReadObjects(probe->revision);
+  Current c;
+  c.head = *head;
+  absl::StatusOr<ObjectSet> set = ReadObjects(head->read_at);
   if (!set.ok()) return set.status();
+  c.set = *std::move(set);
+  return c;
+}
+
+absl::StatusOr<std::pair<int64_t, ObjectSet>> PolicyRepository::Read(int64_t revision) {
+  absl::StatusOr<Current> current = ReadCurrent();
+  if (!current.ok()) return current.status();
+  const Head* head = &current->head;
   if (revision == 0 || revision == head->revision) {
-    return std::make_pair(head->revision, *std::move(set));
+    return std::make_pair(head->revision, std::move(current->set));
   }
   if (revision < 0 || revision > head->revision) {
     return absl::NotFoundError(
         absl::StrCat("revision ", revision, " does not exist (head is ", head->revision, ")"));
   }
-  ObjectSet at = *std::move(set);
+  ObjectSet at = std::move(current->set);
   for (int64_t n = head->revision; n > revision; --n) {
     absl::StatusOr<RevisionRecord> rec = Revision(n);
     if (!rec.ok()) return rec.status();
@@ -240,12 +250,10 @@ absl::StatusOr<ChangeResult> PolicyRepository::Change(
     const RevisionInfo& info, const Actor& actor, bool dry_run) {
   std::lock_guard lock(change_mu_);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    absl::StatusOr<store::Range> probe = store_->Get(kPolicyHeadKey);
-    if (!probe.ok()) return probe.status();
-    absl::StatusOr<Head> head = ReadHead(probe->revision);
-    if (!head.ok()) return head.status();
-    absl::StatusOr<ObjectSet> current = ReadObjects(probe->revision);
-    if (!current.ok()) return current.status();
+    absl::StatusOr<Current> read = ReadCurrent();
+    if (!read.ok()) return read.status();
+    const Head* head = &read->head;
+    const ObjectSet* current = &read->set;
 
     ChangeResult result;
     result.revision = head->revision;

@@ -108,8 +108,15 @@ class PolicyRepository {
   struct Head {
     int64_t revision = 0;
     int64_t mod_revision = 0;  // of the head key in the store, 0 when absent
+    int64_t read_at = 0;       // the store revision of the read
   };
   absl::StatusOr<Head> ReadHead(int64_t at_store_revision = 0);
+  struct Current {
+    Head head;
+    ObjectSet set;
+  };
+  // The head and the set, read at one store revision.
+  absl::StatusOr<Current> ReadCurrent();
   absl::StatusOr<ObjectSet> ReadObjects(int64_t at_store_revision);
   // Validates `target` in full and commits target - current as one revision. `compute`
   // builds the target from the current set (called again when another writer got first).
