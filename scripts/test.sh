@@ -20,6 +20,8 @@ PASSED=0
 FAILED=0
 SKIPPED=0
 FAILED_STEPS=()
+FAILED_TESTS=()   # "step: test name", printed again in the summary (CI shows the log's tail)
+FAILED_DIRS=()
 
 # Runs ctest in a build dir with a label regex and adds its counts to the totals.
 run_ctest() {
@@ -35,7 +37,11 @@ run_ctest() {
     FAILED=$((FAILED + 1)); FAILED_STEPS+=("$name")
   else
     PASSED=$((PASSED + total - failed - skipped)); FAILED=$((FAILED + failed)); SKIPPED=$((SKIPPED + skipped))
-    [ "$failed" -eq 0 ] || FAILED_STEPS+=("$name")
+    if [ "$failed" -ne 0 ]; then
+      FAILED_STEPS+=("$name"); FAILED_DIRS+=("$dir")
+      while IFS= read -r t; do FAILED_TESTS+=("$name: $t"); done < <(
+        sed -n '/The following tests FAILED:/,$p' "$log" | sed -nE 's/^[[:space:]]+[0-9]+ - (.*)$/\1/p')
+    fi
   fi
   rm -f "$log"
 }
@@ -76,7 +82,17 @@ if [ "$QUICK" -eq 0 ]; then
   if bash scripts/lint.sh build; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); FAILED_STEPS+=("lint"); fi
 fi
 
+if [ "${#FAILED_DIRS[@]}" -ne 0 ]; then
+  # For diagnosis only (the result stays failed): the failed tests once more, alone, with
+  # their output, so that the end of the log shows why and whether they fail again.
+  step "failed tests, run again alone (diagnosis; does not change the result)"
+  for d in "${FAILED_DIRS[@]}"; do
+    ctest --test-dir "$d" --rerun-failed --output-on-failure --timeout 600 2>&1 | tail -80
+  done
+fi
+
 step "summary"
+for t in "${FAILED_TESTS[@]}"; do echo "failed test: $t"; done
 [ "${#FAILED_STEPS[@]}" -eq 0 ] || echo "failed steps: ${FAILED_STEPS[*]}"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]
