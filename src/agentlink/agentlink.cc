@@ -325,6 +325,24 @@ class SyncClient::Impl {
     return absl::OkStatus();
   }
 
+  absl::Status SetIdentityKeys(std::set<std::string> keys) {
+    size_t i = 0;
+    for (const std::string& k : keys) {
+      if (absl::Status s = server::ValidateIdentityKey(k, absl::StrCat("#", i)); !s.ok()) return s;
+      ++i;
+    }
+    std::lock_guard<std::mutex> lock(write_mu_);
+    identity_keys_ = std::move(keys);
+    identity_keys_set_ = true;
+    if (stream_ != nullptr) stream_->Write(IdentityKeysMessage());
+    return absl::OkStatus();
+  }
+
+  std::map<std::string, uint32_t> identity_pins() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pins_;
+  }
+
   void Ack(int64_t revision, const absl::Status& result) {
     std::lock_guard<std::mutex> lock(write_mu_);
     if (result.ok()) {
@@ -419,7 +437,9 @@ class SyncClient::Impl {
       }
       h->set_version(options_.version);
       for (const auto& [key, e] : own_) *h->add_endpoints() = ToProto(e);
-      if (stream->Write(hello)) {
+      // The keys follow the Hello on every stream: a server (maybe another replica) learns
+      // what this node holds from them alone.
+      if (stream->Write(hello) && (!identity_keys_set_ || stream->Write(IdentityKeysMessage()))) {
         stream_ = stream.get();
         sent_ = own_;
       }
@@ -503,7 +523,22 @@ class SyncClient::Impl {
         for (const Endpoint& e : u.upserts) endpoints_[e.Key()] = e;
       }
       if (callbacks_.on_endpoints) callbacks_.on_endpoints(u, endpoints_);
+    } else if (m.has_identities()) {
+      std::map<std::string, uint32_t> pins;
+      for (const v1::IdentityPin& p : m.identities().pins()) pins[p.key()] = p.number();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        pins_ = pins;
+      }
+      if (callbacks_.on_identities) callbacks_.on_identities(pins);
     }
+  }
+
+  // Under write_mu_.
+  v1::AgentMessage IdentityKeysMessage() const {
+    v1::AgentMessage m;
+    for (const std::string& k : identity_keys_) m.mutable_identity_keys()->add_keys(k);
+    return m;
   }
 
   const SyncOptions options_;
@@ -519,11 +554,14 @@ class SyncClient::Impl {
   Stats stats_;
   PolicyState policy_;  // written by the session thread under mu_, read by it without
   std::map<std::string, Endpoint> endpoints_;
+  std::map<std::string, uint32_t> pins_;  // the server's last IdentityPins
 
   std::mutex write_mu_;  // one writer on the stream at a time; the endpoints below
   grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>* stream_ = nullptr;
   std::map<std::string, Endpoint> own_;   // what the agent has
   std::map<std::string, Endpoint> sent_;  // what this stream's server has
+  std::set<std::string> identity_keys_;
+  bool identity_keys_set_ = false;  // SetIdentityKeys was called: send them on every stream
 };
 
 SyncClient::SyncClient(SyncOptions options, SyncCallbacks callbacks)
@@ -536,6 +574,10 @@ absl::Status SyncClient::SetEndpoints(std::vector<Endpoint> endpoints) {
 }
 void SyncClient::Ack(int64_t revision, const absl::Status& result) { impl_->Ack(revision, result); }
 void SyncClient::ReportStatus(const Usage& usage) { impl_->ReportStatus(usage); }
+absl::Status SyncClient::SetIdentityKeys(std::set<std::string> keys) {
+  return impl_->SetIdentityKeys(std::move(keys));
+}
+std::map<std::string, uint32_t> SyncClient::identity_pins() const { return impl_->identity_pins(); }
 SyncClient::Stats SyncClient::stats() const { return impl_->stats(); }
 PolicyState SyncClient::policy() const { return impl_->policy(); }
 std::map<std::string, Endpoint> SyncClient::endpoints() const { return impl_->endpoints(); }

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -134,6 +135,10 @@ struct SyncCallbacks {
   std::function<void(const EndpointUpdate&, const std::map<std::string, Endpoint>&)> on_endpoints;
   // connected: a snapshot arrived; disconnected: the stream ended with `why`.
   std::function<void(bool connected, const absl::Status& why)> on_connection;
+  // The cluster-wide numbers of the identity keys the agent holds (its last
+  // SetIdentityKeys), by key: the whole map, after each answer of the server to the keys and
+  // whenever a number changes. The agent compiles with these as pins.
+  std::function<void(const std::map<std::string, uint32_t>& pins)> on_identities;
 };
 
 struct SyncOptions {
@@ -175,6 +180,16 @@ class SyncClient {
   // nothing changed) when one is not valid (server::ValidateEndpointFields) or two share a
   // namespace and name.
   absl::Status SetEndpoints(std::vector<Endpoint> endpoints);
+  // Every identity key (identity::IdentityKey::ToString()) the agent's compile uses, its own
+  // endpoints' and its peers': the whole set, replacing the one before. Sent now when
+  // connected and again after the Hello of every reconnect; the server answers with the
+  // numbers (on_identities). InvalidArgument (and nothing sent or changed) for an empty key
+  // or one over server::kMaxIdentityKeyBytes. Until it is first called the server is told
+  // nothing, and keeps what this node held before.
+  absl::Status SetIdentityKeys(std::set<std::string> keys);
+  // The last numbers the server sent (kept across disconnects: the agent keeps enforcing
+  // with them), by key.
+  std::map<std::string, uint32_t> identity_pins() const;
   // The result of enforcing `revision`; an ok one is also what the next Hello reports.
   void Ack(int64_t revision, const absl::Status& result);
   void ReportStatus(const Usage& usage);

@@ -19,6 +19,7 @@
 #include "server/agent_feeds.h"
 #include "server/agent_registry.h"
 #include "server/agent_trust.h"
+#include "server/identities.h"
 #include "server/rest.h"
 
 namespace bulkhead::server {
@@ -69,7 +70,8 @@ class AgentService::Impl final : public v1::AgentService::Service {
         server_tls_(std::move(server_tls)),
         options_(std::move(options)),
         policy_feed_(store, policies),
-        endpoint_feed_(store) {}
+        endpoint_feed_(store),
+        identities_(store, options_.identities) {}
 
   grpc::Status Discover(grpc::ServerContext* ctx, const v1::DiscoverRequest* req,
                         v1::DiscoverResponse* resp) override;
@@ -80,6 +82,8 @@ class AgentService::Impl final : public v1::AgentService::Service {
   absl::Status Start(const std::string& listen);
   void Stop();
   absl::Status Sweep();
+  // Watches the identity key records and tells the sessions of the keys that changed.
+  absl::Status WatchIdentities();
   void AuditJoin(const std::string& node, const std::string& origin, const std::string& outcome,
                  const std::string& detail);
 
@@ -91,6 +95,10 @@ class AgentService::Impl final : public v1::AgentService::Service {
   AgentServiceOptions options_;
   PolicyFeed policy_feed_;
   EndpointFeed endpoint_feed_;
+  ClusterIdentities identities_;
+  std::mutex identity_watch_mu_;  // the watch; never taken by its callback
+  std::unique_ptr<store::IWatch> identity_watch_;
+  std::atomic<bool> identity_watch_broken_{false};
   std::unique_ptr<grpc::Server> grpc_;
   int port_ = 0;
 
@@ -111,8 +119,12 @@ class AgentService::Impl::Session {
  public:
   struct Touch {};
   struct Closed {};
-  using Event =
-      std::variant<v1::AgentMessage, PolicyFeed::Change, EndpointFeed::Change, Touch, Closed>;
+  // Identity key records that changed in the store: record key -> number (0: deleted).
+  struct IdentityChanges {
+    std::shared_ptr<const std::map<std::string, uint32_t>> records;
+  };
+  using Event = std::variant<v1::AgentMessage, PolicyFeed::Change, EndpointFeed::Change,
+                             IdentityChanges, Touch, Closed>;
 
   Session(Impl* svc, std::string node, grpc::ServerContext* ctx, Stream* stream)
       : svc_(svc), node_(std::move(node)), ctx_(ctx), stream_(stream), id_(svc->next_id_++) {}
@@ -275,6 +287,7 @@ class AgentService::Impl::Session {
       if (ec->upserts_size() == 0 && ec->deletes_size() == 0) return grpc::Status::OK;
       return Write(out);
     }
+    if (auto* c = std::get_if<IdentityChanges>(&ev)) return CheckIdentities(*c->records);
     if (std::holds_alternative<Touch>(ev)) {
       record_.last_seen = svc_->options_.clock();
       if (absl::Status s = Save(); !s.ok()) return ToGrpc(s);
@@ -316,10 +329,56 @@ class AgentService::Impl::Session {
         record_.rss_bytes = m.status().rss_bytes();
         record_.last_seen = now;
         return ToGrpc(Save());
+      case v1::AgentMessage::kIdentityKeys: {
+        std::set<std::string> keys(m.identity_keys().keys().begin(),
+                                   m.identity_keys().keys().end());
+        // Refused (the stream ends with a Refusal) when a key is invalid or the range is
+        // exhausted: the node keeps what it held, the agent what it was sent.
+        absl::StatusOr<std::map<std::string, uint32_t>> pins = svc_->identities_.Hold(node_, keys);
+        if (!pins.ok()) return ToGrpc(pins.status());
+        identity_keys_ = std::move(keys);
+        identity_records_.clear();
+        for (const std::string& k : identity_keys_) {
+          identity_records_[IdentityKeyRecordKey(k)] = k;
+        }
+        pins_ = *std::move(pins);
+        return SendPins();
+      }
       case v1::AgentMessage::MSG_NOT_SET:
         break;
     }
     return grpc::Status::OK;  // a newer agent's message this server does not know
+  }
+
+  grpc::Status SendPins() {
+    v1::ServerMessage out;
+    v1::IdentityPins* p = out.mutable_identities();
+    for (const auto& [key, number] : pins_) {
+      v1::IdentityPin* pin = p->add_pins();
+      pin->set_key(key);
+      pin->set_number(number);
+    }
+    return Write(out);
+  }
+
+  // A record of one of the agent's keys changed: a number that differs from the one sent
+  // (or a key freed while the node holds it, which only a hand-edited store or a sweep that
+  // raced with this agent's return can do) gets the keys held again and the pins resent.
+  grpc::Status CheckIdentities(const std::map<std::string, uint32_t>& records) {
+    bool stale = false;
+    for (const auto& [rec_key, number] : records) {
+      auto it = identity_records_.find(rec_key);
+      if (it == identity_records_.end()) continue;
+      auto pin = pins_.find(it->second);
+      if (number == 0 || pin == pins_.end() || pin->second != number) stale = true;
+    }
+    if (!stale) return grpc::Status::OK;
+    absl::StatusOr<std::map<std::string, uint32_t>> pins =
+        svc_->identities_.Hold(node_, identity_keys_);
+    if (!pins.ok()) return ToGrpc(pins.status());
+    if (*pins == pins_) return grpc::Status::OK;
+    pins_ = *std::move(pins);
+    return SendPins();
   }
 
   // Sends the objects of namespaces the agent just got endpoints in (and deletes those of
@@ -411,7 +470,10 @@ class AgentService::Impl::Session {
   AgentRecord record_;
   int64_t revision_ = 0;
   std::shared_ptr<const ObjectSet> set_;
-  std::map<std::string, v1::Endpoint> own_;  // by "namespace/name"
+  std::map<std::string, v1::Endpoint> own_;              // by "namespace/name"
+  std::set<std::string> identity_keys_;                  // its last IdentityKeys
+  std::map<std::string, std::string> identity_records_;  // record key -> identity key
+  std::map<std::string, uint32_t> pins_;                 // what it was sent
 };
 
 grpc::Status AgentService::Impl::Discover(grpc::ServerContext*, const v1::DiscoverRequest* req,
@@ -524,6 +586,7 @@ absl::Status AgentService::Impl::Start(const std::string& listen) {
   if (absl::Status s = ParseListen(listen, "--grpc-listen", &host, &port); !s.ok()) return s;
   if (absl::Status s = policy_feed_.Start(); !s.ok()) return s;
   if (absl::Status s = endpoint_feed_.Start(); !s.ok()) return s;
+  if (absl::Status s = WatchIdentities(); !s.ok()) return s;
 
   grpc::SslServerCredentialsOptions tls(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   tls.pem_root_certs = ca_.cert_pem;
@@ -556,6 +619,9 @@ absl::Status AgentService::Impl::Start(const std::string& listen) {
         lock.unlock();
         policy_feed_.Maintain();
         endpoint_feed_.Maintain();
+        // Changes missed while the watch was down matter only for numbers that changed
+        // under a holder, which the next IdentityKeys of that agent also repairs.
+        if (identity_watch_broken_) WatchIdentities().IgnoreError();
         Sweep().IgnoreError();  // the store may be away; the next pass retries
         lock.lock();
       }
@@ -578,6 +644,41 @@ void AgentService::Impl::Stop() {
     grpc_.reset();
   }
   if (sweeper_.joinable()) sweeper_.join();
+  std::lock_guard<std::mutex> lock(identity_watch_mu_);
+  identity_watch_.reset();
+}
+
+absl::Status AgentService::Impl::WatchIdentities() {
+  std::lock_guard<std::mutex> lock(identity_watch_mu_);
+  identity_watch_.reset();
+  absl::StatusOr<std::unique_ptr<store::IWatch>> w = store_->Watch(
+      kIdentityKeysPrefix, 0, [this](absl::StatusOr<std::vector<store::Event>> events) {
+        if (!events.ok()) {
+          identity_watch_broken_ = true;  // the maintenance pass watches again
+          return;
+        }
+        auto records = std::make_shared<std::map<std::string, uint32_t>>();
+        for (const store::Event& e : *events) {
+          uint32_t number = 0;
+          if (e.type == store::Event::Type::kPut) {
+            try {
+              number = nlohmann::json::parse(e.kv.value).at("number").get<uint32_t>();
+            } catch (const nlohmann::json::exception&) {
+              number = 0;  // unreadable: treated as gone, the sessions hold their keys again
+            }
+          }
+          (*records)[e.kv.key] = number;
+        }
+        std::lock_guard<std::mutex> l(sessions_mu_);
+        for (auto& [node, session] : sessions_) session->Post(Session::IdentityChanges{records});
+      });
+  if (!w.ok()) {
+    identity_watch_broken_ = true;
+    return w.status();
+  }
+  identity_watch_ = *std::move(w);
+  identity_watch_broken_ = false;
+  return absl::OkStatus();
 }
 
 absl::Status AgentService::Impl::Sweep() {
@@ -612,6 +713,13 @@ absl::Status AgentService::Impl::Sweep() {
     }
     if (rec->health == "stale" && !rec->endpoints_removed &&
         now - rec->last_seen > options_.endpoint_grace) {
+      // Its identity keys go with its endpoints, and only while its record is unchanged: an
+      // agent that came back meanwhile (its Hello rewrote the record) holds them again.
+      if (absl::Status s = identities_.ReleaseNode(rec->node, store::Compare{kv.key, mod});
+          !s.ok()) {
+        if (!absl::IsFailedPrecondition(s)) result.Update(s);
+        continue;
+      }
       rec->endpoints_removed = true;
       rec->endpoints = 0;
       absl::StatusOr<store::TxnResult> t =

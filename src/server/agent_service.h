@@ -3,7 +3,8 @@
 // over mutual TLS, which carries a snapshot of what the agent's endpoints need, then a delta
 // per policy revision and the other nodes' endpoint changes, and brings back the agent's
 // endpoints, acks and status. Also keeps the agents' registry: stale after a timeout,
-// endpoints removed after a grace period.
+// endpoints removed after a grace period. Allocates the cluster-wide identity numbers of the
+// keys each agent reports (server/identities.h) and sends each agent the numbers of its keys.
 #pragma once
 
 #include <functional>
@@ -14,6 +15,7 @@
 #include "absl/time/time.h"
 #include "server/audit.h"
 #include "server/auth.h"
+#include "server/identities.h"
 #include "server/pki.h"
 #include "server/policy_repo.h"
 #include "store/store.h"
@@ -32,6 +34,8 @@ struct AgentServiceOptions {
   absl::Duration sweep_interval = absl::Seconds(2);
   absl::Duration cert_validity = absl::Hours(24 * 365);
   std::string version;
+  // The cluster-wide identity numbers (their range; tests narrow it).
+  ClusterIdentitiesOptions identities;
 };
 
 class AgentService {

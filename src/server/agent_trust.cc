@@ -103,4 +103,17 @@ absl::Status ValidateEndpointFields(const EndpointFields& e) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateIdentityKey(std::string_view key, std::string_view what) {
+  if (key.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("identity key ", std::string(what), " is empty"));
+  }
+  if (key.size() > kMaxIdentityKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("identity key ", std::string(what), " ('", std::string(key.substr(0, 64)),
+                     "...') has ", key.size(), " bytes, more than ", kMaxIdentityKeyBytes));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace bulkhead::server
