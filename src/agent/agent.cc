@@ -201,6 +201,57 @@ absl::Status WriteFileAtomically(const fs::path& path, const std::string& conten
 
 constexpr const char* kSourceInventory = "inventory";
 constexpr const char* kSourceCni = "cni";
+// Source files of what server mode adds to the loaded objects: other nodes' endpoints, and
+// the default deny of a namespace held until its objects arrive.
+constexpr const char kPeerSource[] = "server peer ";
+constexpr const char kHeldSource[] = "held namespace ";
+
+bool IsPeer(const policy::Workload& w) { return w.source.file.rfind(kPeerSource, 0) == 0; }
+bool IsHeld(const policy::Policy& p) { return p.source.file.rfind(kHeldSource, 0) == 0; }
+
+// The name a server object's diagnostics carry, as the server names it ("Kind ns/name").
+std::string ObjectSourceName(const agentlink::ObjectRef& ref) {
+  return absl::StrCat("server: ", ref.kind, " ",
+                      ref.namespace_name.empty() ? "" : ref.namespace_name + "/", ref.name);
+}
+
+nlohmann::json EndpointToJson(const agentlink::Endpoint& e) {
+  nlohmann::json ports = nlohmann::json::array();
+  for (const auto& p : e.named_ports) {
+    ports.push_back({{"name", p.name}, {"port", p.port}, {"protocol", p.protocol}});
+  }
+  return {{"node", e.node},     {"namespace", e.namespace_name},       {"name", e.name},
+          {"labels", e.labels}, {"serviceAccount", e.service_account}, {"ips", e.ips},
+          {"namedPorts", ports}};
+}
+
+// The inverse; throws nlohmann::json::exception on a bad entry.
+agentlink::Endpoint EndpointFromJson(const nlohmann::json& j) {
+  agentlink::Endpoint e;
+  e.node = j.at("node").get<std::string>();
+  e.namespace_name = j.at("namespace").get<std::string>();
+  e.name = j.at("name").get<std::string>();
+  e.labels = j.at("labels").get<std::map<std::string, std::string>>();
+  e.service_account = j.at("serviceAccount").get<std::string>();
+  e.ips = j.at("ips").get<std::vector<std::string>>();
+  for (const auto& p : j.at("namedPorts")) {
+    e.named_ports.push_back({p.at("name").get<std::string>(), p.at("port").get<uint32_t>(),
+                             p.at("protocol").get<std::string>()});
+  }
+  return e;
+}
+
+// The policy that holds namespace `ns` at deny (both directions) while its objects are on
+// their way: cluster-wide policies still apply, the namespace's default becomes deny.
+std::optional<policy::Policy> HeldPolicy(const std::string& ns) {
+  const std::string text = absl::StrCat(
+      "apiVersion: bulkhead.io/v1alpha1\nkind: DefaultDeny\nmetadata: {name: "
+      "bulkhead-held-until-synced, namespace: \"",
+      ns, "\"}\nspec: {policyTypes: [Ingress, Egress]}\n");
+  policy::LoadResult r = policy::LoadString(text, absl::StrCat(kHeldSource, ns));
+  if (!r.ok() || r.cluster.policies.size() != 1) return std::nullopt;
+  return std::move(r.cluster.policies[0]);
+}
 
 }  // namespace
 
@@ -215,6 +266,35 @@ std::string Agent::revision() const {
 }
 
 absl::StatusOr<std::string> Agent::HashInputs() const {
+  if (options_.server_mode) {
+    if (server_input_ == nullptr) {
+      return absl::UnavailableError("no policy from the server yet (waiting for its snapshot)");
+    }
+    uint64_t h = kFnvOffset;
+    auto add = [&h](std::string_view part) {
+      h = Fnv1a(h, part);
+      h = Fnv1a(h, std::string_view("\0", 1));
+    };
+    for (const auto& [key, o] : server_input_->objects) {
+      add(key);
+      add(o.json);
+    }
+    add("peers");
+    for (const auto& [key, e] : server_input_->peers) add(EndpointToJson(e).dump());
+    add("synced");
+    for (const auto& ns : server_input_->synced_namespaces) add(ns);
+    if (!options_.inventory_file.empty()) {
+      std::ifstream in(options_.inventory_file, std::ios::binary);
+      if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", options_.inventory_file));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      add(options_.inventory_file);
+      add(ss.str());
+    }
+    char buf[17];
+    snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+    return std::string(buf);
+  }
   std::vector<fs::path> files;
   std::error_code ec;
   if (!fs::is_directory(options_.policies_dir, ec)) {
@@ -351,6 +431,9 @@ std::string Collision(const policy::Cluster& files,
   std::vector<policy::IpAddr> ips;
   for (const auto& text : r.ips) ips.push_back(*policy::IpAddr::Parse(text));
   for (const policy::Workload& w : files.workloads) {
+    // Another node's endpoint that claims a local address is dropped (Compose), not a
+    // reason to refuse a local one.
+    if (IsPeer(w)) continue;
     const std::string where =
         absl::StrCat("the inventory's workload ", w.Id(), " (", w.source.ToString(), ")");
     if (w.Id() == workload) return absl::StrCat("workload ", workload, " is ", where);
@@ -391,6 +474,9 @@ absl::StatusOr<policy::Cluster> Agent::Compose(policy::Cluster files) const {
   policy::Cluster cluster = std::move(files);
   if (!options_.node.empty()) {
     for (policy::Workload& w : cluster.workloads) {
+      // Server mode: only this node's inventory file describes local workloads; the server's
+      // Inventories describe the cluster (a workload there without a node is nobody's).
+      if (options_.server_mode && w.source.file != options_.inventory_file) continue;
       if (w.node.empty()) w.node = options_.node;
     }
   }
@@ -427,6 +513,37 @@ absl::StatusOr<policy::Cluster> Agent::Compose(policy::Cluster files) const {
     w.source.file = absl::StrCat("endpoint ", id);
     cluster.workloads.push_back(std::move(w));
   }
+  if (options_.server_mode) {
+    // Peers that claim the name or an address of a local endpoint lose: the local one is
+    // what this node enforces (the server may still list a pod that moved here).
+    std::set<std::string> local_ids;
+    std::set<policy::IpAddr> local_ips;
+    for (const policy::Workload& w : cluster.workloads) {
+      if (IsPeer(w) || w.node != options_.node) continue;
+      local_ids.insert(w.Id());
+      local_ips.insert(w.ips.begin(), w.ips.end());
+    }
+    std::erase_if(cluster.workloads, [&](const policy::Workload& w) {
+      if (!IsPeer(w)) return false;
+      bool clash = local_ids.count(w.Id()) > 0 ||
+                   std::any_of(w.ips.begin(), w.ips.end(),
+                               [&](const policy::IpAddr& ip) { return local_ips.count(ip) > 0; });
+      if (clash) spdlog::warn("{} ({}) clashes with a local endpoint: ignored", w.Id(), w.node);
+      return clash;
+    });
+    // Local endpoints in namespaces whose objects have not arrived: held at deny.
+    std::set<std::string> held;
+    for (const policy::Workload& w : cluster.workloads) {
+      if (IsPeer(w) || w.node != options_.node) continue;
+      if (server_input_ == nullptr || server_input_->synced_namespaces.count(w.namespace_name) == 0)
+        held.insert(w.namespace_name);
+    }
+    for (const std::string& ns : held) {
+      auto p = HeldPolicy(ns);
+      if (!p) return absl::InternalError(absl::StrCat("cannot hold namespace ", ns, " at deny"));
+      cluster.policies.push_back(*std::move(p));
+    }
+  }
   return cluster;
 }
 
@@ -436,7 +553,9 @@ policy::Cluster Agent::LastGoodFiles() const {
   files.workloads = files_cluster_->workloads;
   files.nodes = files_cluster_->nodes;
   if (compiler_ != nullptr) {
-    for (const policy::Policy* p : compiler_->policies()) files.policies.push_back(*p);
+    for (const policy::Policy* p : compiler_->policies()) {
+      if (!IsHeld(*p)) files.policies.push_back(*p);  // Compose decides those again
+    }
   }
   return files;
 }
@@ -613,6 +732,24 @@ absl::Status Agent::Start() {
     spdlog::info("adopting kernel state: {} endpoints, {} policy tables, generation {}",
                  eps->size(), live_tables_.size(), generation_);
   }
+  if (options_.server_mode) {
+    // Never an empty policy: without the server's input (none persisted) nothing is applied
+    // and the kernel keeps what a previous agent left until the first snapshot.
+    LoadServerState();
+    if (server_input_ == nullptr) {
+      spdlog::info("no persisted server policy in {}: waiting for the server's snapshot",
+                   options_.state_dir);
+      last_error_ = "waiting for the server's first policy snapshot";
+      return absl::OkStatus();
+    }
+    const int64_t revision = server_input_->revision;
+    if (Reload(/*force=*/true).ok() && applied_hash_ == CombinedHash(*HashInputs())) {
+      enforced_server_revision_ = revision;
+      spdlog::info("enforcing server revision {} from {}/server-state.json", revision,
+                   options_.state_dir);
+    }
+    return absl::OkStatus();
+  }
   (void)Reload(/*force=*/true);
   return absl::OkStatus();
 }
@@ -649,7 +786,10 @@ absl::Status Agent::Reload(bool force) {
   last_load_ms_ = 0;
   if (!reuse) {
     const auto load_start = Clock::now();
-    loaded = policy::LoadPaths({options_.policies_dir, options_.inventory_file}, &load_cache_);
+    loaded =
+        options_.server_mode
+            ? LoadServerInput()
+            : policy::LoadPaths({options_.policies_dir, options_.inventory_file}, &load_cache_);
     last_load_ms_ = MsSince(load_start);
     std::vector<std::string> errors;
     for (const auto& d : loaded.diagnostics) {
@@ -773,12 +913,24 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     copts.pinned_rules = state_rule_pins_;
     spare = composed;
   }
+  // The cluster's numbers win over this node's own (SetClusterIdentities).
+  auto pin_cluster = [this](engine::PinnedIdentities& pins) {
+    for (const auto& [key, id] : cluster_pins_) {
+      std::erase_if(pins.workloads, [&, id = id](const auto& kv) { return kv.second == id; });
+      pins.workloads[key] = id;
+    }
+  };
+  if (!cluster_pins_.empty()) {
+    pin_cluster(copts.pinned_identities);
+    if (!spare) spare = composed;
+  }
   auto compiler = engine::PolicyCompiler::Create(std::move(composed), copts);
   if (!compiler.ok() && spare) {
     spdlog::warn("identity and rule numbers from state.json not used: {}",
                  std::string(compiler.status().message()));
     copts.pinned_identities = {};
     copts.pinned_rules.clear();
+    pin_cluster(copts.pinned_identities);
     compiler = engine::PolicyCompiler::Create(std::move(*spare), copts);
   }
   if (!compiler.ok()) return compiler.status();
@@ -1121,6 +1273,14 @@ nlohmann::json Agent::StatusJson() const {
   j["inventory"] = options_.inventory_file;
   j["node"] = options_.node;
   j["registered_endpoints"] = registrations_.size();
+  if (options_.server_mode) {
+    nlohmann::json server = server_status_.is_object() ? server_status_ : nlohmann::json::object();
+    server["enforced_revision"] = enforced_server_revision_;
+    server["received_revision"] = server_input_ != nullptr ? server_input_->revision : 0;
+    server["held_namespaces"] = held_namespaces();
+    server["peers"] = server_input_ != nullptr ? server_input_->peers.size() : 0;
+    j["server"] = std::move(server);
+  }
   return j;
 }
 
@@ -1143,6 +1303,218 @@ nlohmann::json Agent::EndpointsJson() const {
     arr.push_back(std::move(j));
   }
   return arr;
+}
+
+// --- Server mode -----------------------------------------------------------------------------
+
+policy::LoadResult Agent::LoadServerInput() {
+  std::vector<policy::Source> sources;
+  sources.reserve(server_input_->objects.size() + 1);
+  for (const auto& [key, o] : server_input_->objects) {
+    sources.push_back({ObjectSourceName(o.ref), o.json});
+  }
+  policy::LoadResult result;
+  auto fail = [&result](const std::string& file, const std::string& object,
+                        const std::string& message) {
+    policy::Diagnostic d;
+    d.where.file = file;
+    d.object = object;
+    d.message = message;
+    result.diagnostics.push_back(std::move(d));
+    return std::move(result);
+  };
+  if (!options_.inventory_file.empty()) {
+    std::ifstream in(options_.inventory_file, std::ios::binary);
+    if (!in) return fail(options_.inventory_file, "", "cannot read the inventory file");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    sources.push_back({options_.inventory_file, ss.str()});
+  }
+  result = policy::LoadSources(sources, &load_cache_);
+  if (!result.ok()) return result;
+  for (const policy::Policy& p : result.cluster.policies) {
+    if (!options_.inventory_file.empty() && p.source.file == options_.inventory_file) {
+      return fail(options_.inventory_file, p.Id(),
+                  "policies come from the server in server mode (bulkhead apply); the "
+                  "inventory may only list namespaces, workloads and nodes");
+    }
+  }
+  // Other nodes' endpoints: workloads of their nodes, so that the ipcache maps their
+  // addresses to their identities. Their namespace's labels come from the Namespace objects
+  // (cluster-scoped: every agent has them), else the implicit name label.
+  std::set<std::string> ids;
+  for (const policy::Workload& w : result.cluster.workloads) ids.insert(w.Id());
+  for (const auto& [key, e] : server_input_->peers) {
+    if (e.node == options_.node) continue;  // the server never sends our own back
+    policy::Workload w;
+    w.namespace_name = e.namespace_name;
+    w.name = e.name;
+    w.kind = "Pod";
+    w.labels = policy::Labels(e.labels.begin(), e.labels.end());
+    w.service_account = e.service_account.empty() ? "default" : e.service_account;
+    w.node = e.node;
+    w.source.file = absl::StrCat(kPeerSource, key);
+    bool valid = true;
+    for (const std::string& text : e.ips) {
+      auto ip = policy::IpAddr::Parse(text);
+      if (!ip) valid = false;
+      if (ip) w.ips.push_back(*ip);
+    }
+    for (const auto& p : e.named_ports) {
+      auto proto = policy::ParseProtocol(p.protocol);
+      if (!proto || p.port == 0 || p.port > 65535) valid = false;
+      if (proto) w.named_ports.push_back({p.name, *proto, static_cast<uint16_t>(p.port)});
+    }
+    if (!valid) {
+      spdlog::warn("peer endpoint {}: invalid address or named port, ignored", key);
+      continue;
+    }
+    if (!ids.insert(w.Id()).second) {
+      spdlog::warn("peer endpoint {}: workload {} is already known, ignored", key, w.Id());
+      continue;
+    }
+    if (result.cluster.FindNamespace(w.namespace_name) == nullptr) {
+      policy::Namespace ns;
+      ns.name = w.namespace_name;
+      ns.labels["kubernetes.io/metadata.name"] = w.namespace_name;
+      ns.implicit = true;
+      ns.source.file = w.source.file;
+      result.cluster.namespaces.push_back(std::move(ns));
+    }
+    result.cluster.workloads.push_back(std::move(w));
+  }
+  return result;
+}
+
+absl::Status Agent::SetServerInput(ServerInput input) {
+  if (!options_.server_mode) {
+    return absl::FailedPreconditionError("the agent is not in server mode");
+  }
+  const int64_t revision = input.revision;
+  server_input_ = std::make_unique<ServerInput>(std::move(input));
+  absl::Status st = Reload();
+  auto hash = HashInputs();
+  if (!hash.ok()) return hash.status();
+  if (applied_hash_ != CombinedHash(*hash)) {
+    return st.ok() ? absl::InternalError("the server's policy was not applied") : st;
+  }
+  if (!st.ok()) {
+    // In force; an endpoint could not be switched yet (its interface): retried by the loop.
+    spdlog::warn("server revision {} in force; an endpoint is pending: {}", revision,
+                 std::string(st.message()));
+  }
+  enforced_server_revision_ = revision;
+  if (absl::Status saved = SaveServerState(); !saved.ok()) {
+    spdlog::warn("server policy not persisted: {}", std::string(saved.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Agent::SaveServerState() const {
+  if (options_.state_dir.empty() || server_input_ == nullptr) return absl::OkStatus();
+  nlohmann::json objects = nlohmann::json::array();
+  for (const auto& [key, o] : server_input_->objects) {
+    objects.push_back({{"group", o.ref.group},
+                       {"kind", o.ref.kind},
+                       {"namespace", o.ref.namespace_name},
+                       {"name", o.ref.name},
+                       {"apiVersion", o.api_version},
+                       {"json", o.json}});
+  }
+  nlohmann::json peers = nlohmann::json::array();
+  for (const auto& [key, e] : server_input_->peers) peers.push_back(EndpointToJson(e));
+  nlohmann::json j{{"revision", server_input_->revision},
+                   {"objects", std::move(objects)},
+                   {"peers", std::move(peers)},
+                   {"syncedNamespaces", server_input_->synced_namespaces}};
+  return WriteFileAtomically(fs::path(options_.state_dir) / "server-state.json", j.dump() + "\n");
+}
+
+void Agent::LoadServerState() {
+  if (options_.state_dir.empty()) return;
+  const fs::path path = fs::path(options_.state_dir) / "server-state.json";
+  std::ifstream in(path);
+  if (!in) return;
+  try {
+    nlohmann::json j = nlohmann::json::parse(in);
+    auto input = std::make_unique<ServerInput>();
+    input->revision = j.at("revision").get<int64_t>();
+    for (const auto& o : j.at("objects")) {
+      agentlink::PolicyObject po;
+      po.ref = {o.at("group").get<std::string>(), o.at("kind").get<std::string>(),
+                o.at("namespace").get<std::string>(), o.at("name").get<std::string>()};
+      po.api_version = o.at("apiVersion").get<std::string>();
+      po.json = o.at("json").get<std::string>();
+      input->objects[po.ref.Key()] = std::move(po);
+    }
+    for (const auto& p : j.at("peers")) {
+      agentlink::Endpoint e = EndpointFromJson(p);
+      input->peers[e.Key()] = std::move(e);
+    }
+    input->synced_namespaces = j.at("syncedNamespaces").get<std::set<std::string>>();
+    server_input_ = std::move(input);
+  } catch (const nlohmann::json::exception& e) {
+    // The server's next snapshot replaces it; until then nothing new is applied.
+    spdlog::warn("ignoring unreadable {}: {}", path.string(), e.what());
+  }
+}
+
+std::set<std::string> Agent::held_namespaces() const {
+  std::set<std::string> out;
+  if (compiler_ == nullptr) return out;
+  for (const policy::Policy* p : compiler_->policies()) {
+    if (IsHeld(*p)) out.insert(p->namespace_name);
+  }
+  return out;
+}
+
+std::vector<agentlink::Endpoint> Agent::LocalEndpoints() const {
+  std::vector<agentlink::Endpoint> out;
+  if (compiler_ == nullptr) return out;
+  for (const policy::Workload& w : compiler_->cluster().workloads) {
+    if (IsPeer(w) || w.node != options_.node) continue;
+    agentlink::Endpoint e;
+    e.namespace_name = w.namespace_name;
+    e.name = w.name;
+    e.labels = std::map<std::string, std::string>(w.labels.begin(), w.labels.end());
+    e.service_account = w.service_account;
+    for (const auto& ip : w.ips) e.ips.push_back(ip.ToString());
+    for (const auto& p : w.named_ports) {
+      e.named_ports.push_back({p.name, p.port, policy::ProtocolName(p.protocol)});
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::set<std::string> Agent::IdentityKeys() const {
+  std::set<std::string> out;
+  if (compiler_ == nullptr) return out;
+  for (const auto& [key, id] : engine::PinsOf(compiler_->compiled()).workloads) {
+    out.insert(key.ToString());
+  }
+  return out;
+}
+
+absl::Status Agent::SetClusterIdentities(const std::map<std::string, uint32_t>& pins) {
+  if (compiler_ == nullptr) return absl::OkStatus();  // the next compile asks again
+  std::map<identity::IdentityKey, identity::NumericIdentity> wanted;
+  bool differs = false;
+  for (const auto& [key, id] : engine::PinsOf(compiler_->compiled()).workloads) {
+    auto it = pins.find(key.ToString());
+    if (it == pins.end()) continue;
+    wanted[key] = it->second;
+    if (it->second != id) differs = true;
+  }
+  cluster_pins_ = std::move(wanted);
+  if (!differs || files_cluster_ == nullptr) return absl::OkStatus();
+  spdlog::info("renumbering identities to the cluster's numbers");
+  auto cluster = Compose(LastGoodFiles());
+  if (!cluster.ok()) return cluster.status();
+  // A full compile: an in-place update keeps the numbers it has.
+  absl::Status st = Apply(std::move(*cluster), CombinedHash(files_hash_));
+  if (last_error_.empty() && !input_error_.empty()) last_error_ = input_error_;
+  return st;
 }
 
 }  // namespace bulkhead::agent

@@ -1,18 +1,21 @@
-// Agent: keeps the kernel datapath in step with the policy directory, the inventory file and
-// the endpoints registered at run time by the CNI plugin (standalone mode): load, validate,
-// compile, apply atomically, adopt state after a restart.
+// Agent: keeps the kernel datapath in step with its policy input (the policy directory and the
+// inventory file in standalone mode, the control plane's policy objects and other nodes'
+// endpoints in server mode) and the endpoints registered at run time by the CNI plugin: load,
+// validate, compile, apply atomically, adopt state after a restart.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agent/endpoint_registration.h"
+#include "agentlink/agentlink.h"
 #include "datapath/datapath.h"
 #include "engine/compiler.h"
 #include "nlohmann/json.hpp"
@@ -29,6 +32,21 @@ struct AgentOptions {
   // without a `node`; inventory workloads on other nodes are peers, not endpoints here.
   // Empty: every workload is local.
   std::string node;
+  // Server mode: the policy comes from the control plane (SetServerInput), not from
+  // policies_dir (which must be empty); inventory_file is optional and may only describe
+  // workloads, namespaces and nodes. `node` must be set (the certificate's node name).
+  bool server_mode = false;
+};
+
+// Server mode: what the control plane sent, as the agent applies it.
+struct ServerInput {
+  int64_t revision = 0;
+  std::map<std::string, agentlink::PolicyObject> objects;  // by ObjectRef::Key()
+  std::map<std::string, agentlink::Endpoint> peers;        // other nodes' endpoints, by Key()
+  // Namespaces whose objects the server has sent (it sends a namespace's objects only once
+  // this node reported an endpoint there). A local endpoint in any other namespace is held
+  // at default deny until they arrive.
+  std::set<std::string> synced_namespaces;
 };
 
 // Resolves a host interface name to its ifindex (if_nametoindex in production).
@@ -95,6 +113,29 @@ class Agent {
   // last datapath write failed): the loop retries.
   bool NeedsRetry() const { return needs_retry_; }
 
+  // Server mode: replaces the control plane's input and applies it like a file reload. OK
+  // when the input is in force (an endpoint whose interface is missing is retried, not an
+  // error of the input); otherwise why not, and the last good policy stays in force. What
+  // is in force is persisted in the state dir (server-state.json, replaced atomically) so
+  // that an agent restarted while the server is away enforces it again at Start.
+  absl::Status SetServerInput(ServerInput input);
+  bool has_server_input() const { return server_input_ != nullptr; }
+  // The server revision in force (0: none).
+  int64_t enforced_server_revision() const { return enforced_server_revision_; }
+  // This node's endpoints as the server wants them (CNI registrations and local inventory
+  // workloads of the compile in force).
+  std::vector<agentlink::Endpoint> LocalEndpoints() const;
+  // Namespaces of this node's endpoints held at deny (their objects have not arrived).
+  std::set<std::string> held_namespaces() const;
+  // IdentityKey::ToString() of every workload identity the compile in force uses.
+  std::set<std::string> IdentityKeys() const;
+  // The cluster's numbers for identity keys (the server's pins). When one differs from the
+  // number the compile in force uses, compiles again with them pinned and applies. Keys the
+  // compile does not use are ignored.
+  absl::Status SetClusterIdentities(const std::map<std::string, uint32_t>& pins);
+  // Shown under "server" in StatusJson (the session's state, set by the loop).
+  void SetServerStatus(nlohmann::json status) { server_status_ = std::move(status); }
+
   bool ready() const { return ready_; }
   // "<counter>-<content hash>" of the applied policy; empty before the first good apply.
   std::string revision() const;
@@ -123,6 +164,11 @@ class Agent {
  private:
   struct Input;
   absl::StatusOr<std::string> HashInputs() const;
+  // Server mode: the server's objects (and the inventory file) through the policy loader,
+  // with the peers added as workloads of their nodes.
+  policy::LoadResult LoadServerInput();
+  absl::Status SaveServerState() const;
+  void LoadServerState();
   // Applies `composed` (taken over): an incremental update of the compile in force when only
   // policies changed (UpdatePolicies), else a full compile (Apply).
   absl::Status ApplyComposed(policy::Cluster composed, const std::string& hash);
@@ -196,6 +242,12 @@ class Agent {
   bool rebuild_next_ = false;
   std::vector<RuleTable> rule_tables_;  // the current compile's last, at most a few
   std::vector<EndpointInfo> endpoints_;
+  // Server mode: the input being applied (the last received), what is in force.
+  std::unique_ptr<ServerInput> server_input_;
+  int64_t enforced_server_revision_ = 0;
+  // The cluster's identity numbers (SetClusterIdentities), pinned in every full compile.
+  std::map<identity::IdentityKey, identity::NumericIdentity> cluster_pins_;
+  nlohmann::json server_status_;
   // Files parsed by earlier loads: a change re-parses only the files it touched.
   policy::LoadCache load_cache_;
   // What the last apply took (milliseconds; load: the files' read before it), for the log

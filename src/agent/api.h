@@ -11,6 +11,8 @@
 
 namespace bulkhead::agent {
 
+class ServerLink;
+
 // Which events an `observe` stream wants; empty fields match everything.
 struct ObserveFilter {
   std::string workload;  // "ns/name": the event's endpoint or its peer
@@ -35,11 +37,14 @@ struct RunOptions {
   int stop_fd = -1;
   // When set, handles SIGINT/SIGTERM (blocks them in the calling thread, reads a signalfd).
   bool handle_signals = true;
+  // Server mode: the control plane session (started by the caller). The loop applies what
+  // it delivers and reports the agent's endpoints and resource use through it.
+  ServerLink* server = nullptr;
 };
 
 // Serves until SIGINT or SIGTERM (or stop_fd): watches the policy directory and the inventory
-// (inotify), reloads on change, reads flow events, answers the API and metrics. Returns 0 on a
-// clean stop, 1 when a listener cannot be set up.
+// (inotify), reloads on change, applies the server's policy (server mode), reads flow events,
+// answers the API and metrics. Returns 0 on a clean stop, 1 when a listener cannot be set up.
 int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptions& options);
 
 }  // namespace bulkhead::agent

@@ -22,6 +22,7 @@
 #include <map>
 
 #include "agent/api.h"
+#include "agent/server_link.h"
 #include "spdlog/spdlog.h"
 
 namespace bulkhead::agent {
@@ -211,12 +212,15 @@ void AddWatches(int inotify_fd, const AgentOptions& o, Watches& w) {
     if (wd >= 0) w.dirs[wd] = dir;
   };
   std::error_code ec;
-  w.policies = fs::path(o.policies_dir);
-  add(w.policies);
-  for (fs::recursive_directory_iterator it(o.policies_dir, ec), end; !ec && it != end;
-       it.increment(ec)) {
-    if (it->is_directory(ec)) add(it->path());
+  if (!o.policies_dir.empty()) {  // none in server mode
+    w.policies = fs::path(o.policies_dir);
+    add(w.policies);
+    for (fs::recursive_directory_iterator it(o.policies_dir, ec), end; !ec && it != end;
+         it.increment(ec)) {
+      if (it->is_directory(ec)) add(it->path());
+    }
   }
+  if (o.inventory_file.empty()) return;  // optional in server mode
   // The inventory's directory, so that an editor's rename-over is seen too.
   w.inventory_dir = fs::path(o.inventory_file).parent_path();
   if (w.inventory_dir.empty()) w.inventory_dir = ".";
@@ -259,8 +263,9 @@ Trigger ReadInotify(int fd, const Watches& w) {
       const bool is_dir = (ev->mask & IN_ISDIR) != 0;
       bool relevant = (ev->mask & IN_DELETE_SELF) != 0;
       if (!name.empty()) {
-        const bool in_policies = dir->second == w.policies ||
-                                 dir->second.string().rfind(w.policies.string() + "/", 0) == 0;
+        const bool in_policies =
+            !w.policies.empty() && (dir->second == w.policies ||
+                                    dir->second.string().rfind(w.policies.string() + "/", 0) == 0);
         const bool is_inventory = dir->second == w.inventory_dir && name == w.inventory;
         relevant = is_inventory || (in_policies && (is_dir || IsManifestName(name)));
       }
@@ -312,6 +317,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
   Clock::time_point reload_at = Clock::now();
   Clock::time_point next_retry = Clock::now() + kRetryInterval;
   const int events_fd = agent.datapath().EventsFd();
+  ServerLink* server = options.server;
   bool stop = false;
   while (!stop) {
     std::vector<pollfd> fds;
@@ -321,6 +327,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     fds.push_back({metrics.valid() ? metrics.get() : -1, POLLIN, 0});
     fds.push_back({options.stop_fd, POLLIN, 0});
     fds.push_back({events_fd, POLLIN, 0});
+    fds.push_back({server != nullptr ? server->fd() : -1, POLLIN, 0});
     for (auto& c : clients) {
       fds.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
     }
@@ -334,6 +341,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     };
     if (reload_pending) until(reload_at);
     if (agent.NeedsRetry()) until(next_retry);
+    if (server != nullptr) until(server->next_deadline());
     int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) {
       spdlog::error("poll: {}", strerror(errno));
@@ -373,6 +381,9 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
       (void)agent.Reload();
       reloaded = true;
     }
+    // Server mode: the session delivered, a report is due, or the endpoints may have changed.
+    bool server_due = server != nullptr &&
+                      (reloaded || (fds[6].revents & POLLIN) || now >= server->next_deadline());
     // A reload briefly holds the old and the new input and compile side by side: give the
     // memory it freed back to the system (once the new policy is in force).
     if (reloaded) malloc_trim(0);
@@ -411,7 +422,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     }
     if (fds[3].revents & POLLIN) ServeMetrics(metrics.get(), agent);
 
-    size_t i = 6;
+    size_t i = 7;
     for (auto& c : clients) {
       const short rev = i < fds.size() && fds[i].fd == c.fd.get() ? fds[i].revents : 0;
       ++i;
@@ -434,7 +445,10 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
           } else {
             resp = HandleRequest(agent, req, &c.observe);
             const std::string method = req.is_object() ? req.value("method", "") : "";
-            if (method == "reload" || method.rfind("endpoint-", 0) == 0) malloc_trim(0);
+            if (method == "reload" || method.rfind("endpoint-", 0) == 0) {
+              malloc_trim(0);
+              server_due = true;
+            }
           }
           c.out += resp.dump() + "\n";
         }
@@ -446,6 +460,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
       if (!Flush(c)) c.closing = true;
     }
     clients.remove_if([](const Client& c) { return c.closing; });
+    if (server_due && server != nullptr) server->Process(agent);
   }
   unlink(options.socket_path.c_str());
   return 0;

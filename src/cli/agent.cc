@@ -1,5 +1,5 @@
-// `bulkhead agent`: runs the node agent (standalone mode) and `bulkhead agent status` asks a
-// running one how it is.
+// `bulkhead agent`: runs the node agent (standalone mode: policy files; server mode: the
+// control plane's policy) and `bulkhead agent status` asks a running one how it is.
 #include "agent/agent.h"
 
 #include <fcntl.h>
@@ -20,6 +20,8 @@
 #include "agent/api.h"
 #include "agent/client.h"
 #include "agent/map_sizing.h"
+#include "agent/server_link.h"
+#include "agentlink/agentlink.h"
 #include "cli/command.h"
 #include "datapath/bpf_datapath.h"
 #include "spdlog/spdlog.h"
@@ -37,8 +39,29 @@ class AgentCommand : public Subcommand {
         ->type_name("DIR");
     app_->add_option("--inventory", inventory_, "Inventory file of workloads (watched)")
         ->type_name("FILE");
-    app_->add_option("--state-dir", state_dir_, "Agent state and lock (default /var/lib/bulkhead)")
+    app_->add_option("--state-dir", state_dir_,
+                     "Agent state, lock and (server mode) credentials and the last policy "
+                     "received (default /var/lib/bulkhead)")
         ->type_name("DIR");
+    app_->add_option("--server", server_,
+                     "Server mode: take the policy from this control plane (its agents' "
+                     "address HOST:PORT) instead of --policies")
+        ->type_name("ADDR");
+    app_->add_option("--token", token_,
+                     "Join token (bulkhead token create), used when the state dir holds no "
+                     "credentials yet")
+        ->type_name("TOKEN");
+    node_name_opt_ = app_->add_option("--node-name", node_name_,
+                                      "Server mode: the node name to join as (default: the "
+                                      "hostname; once joined, the certificate's)")
+                         ->type_name("NAME");
+    app_->add_option("--ca-file", ca_file_,
+                     "Server mode: trust this CA (PEM) instead of discovering it with the token")
+        ->type_name("FILE");
+    app_->add_option("--tls-server-name", tls_server_name_,
+                     "Server mode: the name the server certificate must carry (default: the "
+                     "address's host)")
+        ->type_name("NAME");
     app_->add_option(
             "--pin-root", pin_root_,
             "bpffs directory of the pinned datapath (default /sys/fs/bpf/bulkhead/default)")
@@ -75,6 +98,7 @@ class AgentCommand : public Subcommand {
 
   int Run(const GlobalOptions& global, Terminal& term) override {
     if (status_->parsed()) return Status(term);
+    if (!server_.empty()) return RunServerMode(global, term);
     return RunAgent(global, term);
   }
 
@@ -96,13 +120,99 @@ class AgentCommand : public Subcommand {
                << "endpoints:   " << r->value("endpoints", 0) << " ("
                << r->value("endpoints_pending", 0) << " pending)\n"
                << "last error:  " << r->value("last_error", "") << "\n";
+      if (r->contains("server") && (*r)["server"].is_object()) {
+        const nlohmann::json& s = (*r)["server"];
+        std::string held;
+        for (const auto& ns : s.value("held_namespaces", nlohmann::json::array())) {
+          held += (held.empty() ? "" : ",") + ns.get<std::string>();
+        }
+        term.out << "server:      " << s.value("address", "") << "\n"
+                 << "connected:   " << (s.value("connected", false) ? "yes" : "no") << "\n"
+                 << "server rev:  " << s.value("received_revision", int64_t{0}) << " received, "
+                 << s.value("enforced_revision", int64_t{0}) << " enforced\n"
+                 << "held ns:     " << held << "\n"
+                 << "server err:  " << s.value("last_error", "") << "\n";
+      }
     }
     return ready ? kExitOk : kExitError;
   }
 
+  // Server mode: credentials (joining first if needed), then the agent with the session.
+  int RunServerMode(const GlobalOptions& global, Terminal& term) {
+    if (!policies_.empty()) {
+      term.err << "bulkhead agent: error: --policies cannot be used with --server: the policy "
+                  "comes from the server (bulkhead apply); --inventory may still list local "
+                  "workloads\n";
+      return kExitInvalidInput;
+    }
+    if (node_opt_->count() != 0) {
+      term.err << "bulkhead agent: error: with --server the node is --node-name (and, once "
+                  "joined, the name in the certificate); --node is for standalone mode\n";
+      return kExitInvalidInput;
+    }
+    if (global.verbose) spdlog::set_level(spdlog::level::debug);
+    auto target = agentlink::ServerTarget(server_);
+    if (!target.ok()) {
+      term.err << "bulkhead agent: error: --server: " << target.status().message() << "\n";
+      return kExitInvalidInput;
+    }
+    auto creds = agentlink::LoadCredentials(state_dir_);
+    if (creds.ok()) {
+      if (node_name_opt_->count() != 0 && node_name_ != creds->node_name) {
+        term.err << "bulkhead agent: error: " << state_dir_ << " holds the credentials of node "
+                 << creds->node_name << ", not " << node_name_
+                 << " (use another --state-dir to join as another node)\n";
+        return kExitInvalidInput;
+      }
+      spdlog::info("credentials of node {} from {}", creds->node_name, state_dir_);
+    } else if (creds.status().code() != absl::StatusCode::kNotFound) {
+      term.err << "bulkhead agent: error: credentials in " << state_dir_ << ": "
+               << creds.status().message() << "\n";
+      return kExitError;
+    } else if (token_.empty()) {
+      term.err << "bulkhead agent: error: " << state_dir_
+               << " holds no credentials and no --token was given to join with\n";
+      return kExitInvalidInput;
+    } else {
+      if (node_name_opt_->count() == 0) {
+        char host[256] = {};
+        if (gethostname(host, sizeof(host) - 1) != 0) {
+          term.err << "bulkhead agent: error: cannot read the hostname (" << strerror(errno)
+                   << "); pass --node-name\n";
+          return kExitError;
+        }
+        node_name_ = host;
+      }
+      agentlink::JoinOptions j;
+      j.server = server_;
+      j.token = token_;
+      j.node_name = node_name_;
+      j.state_dir = state_dir_;
+      j.ca_file = ca_file_;
+      j.tls_server_name = tls_server_name_;
+      creds = agentlink::Join(j);
+      if (!creds.ok()) {
+        term.err << "bulkhead agent: error: cannot join " << server_ << " as " << node_name_ << ": "
+                 << creds.status().message() << "\n";
+        return kExitError;
+      }
+      spdlog::info("joined {} as node {}", server_, creds->node_name);
+    }
+    node_ = creds->node_name;
+    agentlink::SyncOptions so;
+    so.server = server_;
+    so.credentials = *creds;
+    so.tls_server_name = tls_server_name_;
+    so.version = "bulkhead-agent";
+    server_link_ = std::make_unique<agent::ServerLink>(std::move(so));
+    return RunAgent(global, term);
+  }
+
   int RunAgent(const GlobalOptions& global, Terminal& term) {
-    if (policies_.empty() || inventory_.empty()) {
-      term.err << "bulkhead agent: error: --policies and --inventory are required\n";
+    const bool server_mode = server_link_ != nullptr;
+    if (!server_mode && (policies_.empty() || inventory_.empty())) {
+      term.err << "bulkhead agent: error: --policies and --inventory are required (or --server "
+                  "for server mode)\n";
       return kExitInvalidInput;
     }
     if (global.verbose) spdlog::set_level(spdlog::level::debug);
@@ -118,11 +228,12 @@ class AgentCommand : public Subcommand {
     }
     datapath::DatapathOptions dopts;
     dopts.pin_root = pin_root_;
-    if (!ResolveNode(term)) {
+    if (!server_mode && !ResolveNode(term)) {
       close(lock_fd);
       return kExitError;
     }
     agent::AgentOptions aopts{policies_, inventory_, state_dir_, node_};
+    aopts.server_mode = server_mode;
     if (int rc = DatapathSettings(aopts, dopts, term); rc != kExitOk) {
       close(lock_fd);
       return rc;
@@ -158,7 +269,14 @@ class AgentCommand : public Subcommand {
       close(lock_fd);
       return kExitError;
     }
-    int rc = agent::RunAgentLoop(a, aopts, agent::RunOptions{socket_, metrics_});
+    agent::RunOptions ropts{socket_, metrics_};
+    if (server_mode) {
+      spdlog::info("server mode: policy from {}", server_);
+      server_link_->Start(a);
+      ropts.server = server_link_.get();
+    }
+    int rc = agent::RunAgentLoop(a, aopts, ropts);
+    if (server_mode) server_link_->Stop();
     close(lock_fd);
     return rc == 0 ? kExitOk : kExitError;
   }
@@ -181,7 +299,7 @@ class AgentCommand : public Subcommand {
   int DatapathSettings(const agent::AgentOptions& aopts, datapath::DatapathOptions& dopts,
                        Terminal& term) {
     auto pinned = datapath::BpfDatapath::PinnedSizes(pin_root_);
-    if (pinned.ok() && !pinned->has_value()) {
+    if (pinned.ok() && !pinned->has_value() && !aopts.server_mode) {
       auto stats = agent::EstimateCompile(aopts);
       if (stats.ok()) {
         dopts.sizes = agent::SizesFor(*stats, dopts.sizes);
@@ -237,6 +355,9 @@ class AgentCommand : public Subcommand {
   std::set<std::string> explicit_sizes_;
   std::string events_off_;
   std::string output_ = "text";
+  std::string server_, token_, node_name_, ca_file_, tls_server_name_;
+  CLI::Option* node_name_opt_ = nullptr;
+  std::unique_ptr<agent::ServerLink> server_link_;
 };
 
 }  // namespace
