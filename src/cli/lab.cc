@@ -247,6 +247,20 @@ class LabCommand : public Subcommand {
   }
 
   // ---- status ----
+  // One host's agent as its status API reports it.
+  static nlohmann::ordered_json AgentJson(const lab::HostState& h) {
+    nlohmann::ordered_json agent;
+    agent["pid"] = h.agent.pid;
+    agent["running"] = lab::IsRunning(h.agent);
+    auto status = AgentStatus(h.agent_socket);
+    agent["ready"] = status.ok() && status->value("ready", false);
+    agent["revision"] = status.ok() ? status->value("revision", std::string()) : std::string();
+    agent["endpoints"] = status.ok() ? status->value("endpoints", 0) : 0;
+    agent["error"] = status.ok() ? status->value("last_error", std::string())
+                                 : std::string(status.status().message());
+    return agent;
+  }
+
   nlohmann::ordered_json StatusJson(const lab::LabNames& names, const lab::LabState& st) {
     nlohmann::ordered_json j;
     j["name"] = st.name;
@@ -254,25 +268,35 @@ class LabCommand : public Subcommand {
     j["lab_file"] = st.lab_file;
     j["policies"] = st.policies;
     j["cluster_inventory"] = names.ClusterPath();
-    j["host_netns"] = st.host_netns;
-    j["bridge"] = st.bridge;
     j["pin_root"] = st.pin_root;
-    j["agent_socket"] = names.AgentSocket();
-    j["agent_log"] = names.AgentLog();
-    nlohmann::ordered_json agent;
-    agent["pid"] = st.agent.pid;
-    agent["running"] = lab::IsRunning(st.agent);
-    auto status = AgentStatus(names.AgentSocket());
-    agent["ready"] = status.ok() && status->value("ready", false);
-    agent["revision"] = status.ok() ? status->value("revision", std::string()) : std::string();
-    agent["endpoints"] = status.ok() ? status->value("endpoints", 0) : 0;
-    agent["error"] = status.ok() ? status->value("last_error", std::string())
-                                 : std::string(status.status().message());
-    j["agent"] = agent;
+    // The first host's netns, bridge and agent at the top (the only host of a one-host lab).
+    const lab::HostState* first = st.hosts.empty() ? nullptr : &st.hosts.front();
+    j["host_netns"] = first ? first->netns : "";
+    j["bridge"] = first ? first->bridge : "";
+    j["agent_socket"] = first ? first->agent_socket : "";
+    j["agent_log"] = first ? first->agent_log : "";
+    nlohmann::ordered_json hosts = nlohmann::ordered_json::array();
+    for (const auto& h : st.hosts) {
+      nlohmann::ordered_json o;
+      o["name"] = h.name;
+      o["netns"] = h.netns;
+      o["bridge"] = h.bridge;
+      o["subnets"] = h.subnets;
+      o["underlay"] = h.underlay;
+      o["pin_root"] = h.pin_root;
+      o["agent_socket"] = h.agent_socket;
+      o["agent_log"] = h.agent_log;
+      o["agent"] = AgentJson(h);
+      hosts.push_back(std::move(o));
+    }
+    j["agent"] = hosts.empty() ? nlohmann::ordered_json::object() : hosts[0]["agent"];
+    j["core_netns"] = st.core_netns;
+    j["hosts"] = hosts;
     nlohmann::ordered_json ws = nlohmann::ordered_json::array();
     for (const auto& w : st.workloads) {
       nlohmann::ordered_json o;
       o["workload"] = w.id;
+      o["host"] = w.host;
       o["netns"] = w.netns;
       o["ips"] = w.ips;
       o["host_interface"] = w.host_interface;
@@ -294,17 +318,21 @@ class LabCommand : public Subcommand {
 
   void PrintWorkloads(Terminal& term, const lab::LabState& st) {
     Style style(term.color);
-    std::vector<std::vector<Cell>> rows = {{{"WORKLOAD", Color::kBold},
-                                            {"NETNS", Color::kBold},
-                                            {"ADDRESSES", Color::kBold},
-                                            {"HOST VETH", Color::kBold},
-                                            {"PORTS", Color::kBold}}};
+    const bool multi = st.hosts.size() > 1;  // a HOST column only when there is a choice
+    std::vector<Cell> head = {{"WORKLOAD", Color::kBold}};
+    if (multi) head.push_back({"HOST", Color::kBold});
+    for (const char* h : {"NETNS", "ADDRESSES", "HOST VETH", "PORTS"}) {
+      head.push_back({h, Color::kBold});
+    }
+    std::vector<std::vector<Cell>> rows = {head};
     for (const auto& w : st.workloads) {
-      rows.push_back({{w.id},
-                      {w.netns},
-                      {w.ips.empty() ? "-" : absl::StrJoin(w.ips, " ")},
-                      {w.host_interface.empty() ? "-" : w.host_interface},
-                      {PortsText(w.ports)}});
+      std::vector<Cell> row = {{w.id}};
+      if (multi) row.push_back({w.host});
+      row.push_back({w.netns});
+      row.push_back({w.ips.empty() ? "-" : absl::StrJoin(w.ips, " ")});
+      row.push_back({w.host_interface.empty() ? "-" : w.host_interface});
+      row.push_back({PortsText(w.ports)});
+      rows.push_back(std::move(row));
     }
     for (const auto& line : AlignColumns(rows, "  ", style)) term.out << line << "\n";
   }
@@ -323,7 +351,10 @@ class LabCommand : public Subcommand {
       return absl::IsNotFound(st.status()) ? kExitInvalidInput : kExitError;
     }
     auto j = StatusJson(names, *st);
-    bool healthy = st->phase == "up" && j["agent"]["ready"].get<bool>();
+    bool healthy = st->phase == "up" && !j["hosts"].empty();
+    for (const auto& h : j["hosts"]) {
+      if (!h["agent"]["ready"].get<bool>()) healthy = false;
+    }
     for (const auto& w : st->workloads) {
       if (!w.ports.empty() && !lab::IsRunning(w.server)) healthy = false;
     }
@@ -331,17 +362,26 @@ class LabCommand : public Subcommand {
       term.out << j.dump(2) << "\n";
       return healthy ? kExitOk : kExitError;
     }
-    const auto& a = j["agent"];
     term.out << "Lab " << st->name << " (" << st->phase << "), from " << st->lab_file << "\n"
-             << "  policies:  " << st->policies << "\n"
-             << "  host:      netns " << st->host_netns << ", bridge " << st->bridge << "\n"
-             << "  agent:     pid " << st->agent.pid << ", "
-             << (a["running"].get<bool>() ? "running" : "not running") << ", "
-             << (a["ready"].get<bool>() ? "ready, revision " + a["revision"].get<std::string>()
-                                        : "not ready")
-             << ", " << a["endpoints"].get<int>() << " endpoints\n";
-    if (!a["error"].get<std::string>().empty()) {
-      term.out << "  agent error: " << a["error"].get<std::string>() << "\n";
+             << "  policies:  " << st->policies << "\n";
+    if (!st->core_netns.empty()) term.out << "  core:      netns " << st->core_netns << "\n";
+    for (const auto& h : j["hosts"]) {
+      const auto& a = h["agent"];
+      term.out << "  host " << h["name"].get<std::string>() << ": netns "
+               << h["netns"].get<std::string>() << ", bridge " << h["bridge"].get<std::string>()
+               << ", pods " << absl::StrJoin(h["subnets"].get<std::vector<std::string>>(), " ");
+      if (!h["underlay"].empty()) {
+        term.out << ", underlay "
+                 << absl::StrJoin(h["underlay"].get<std::vector<std::string>>(), " ");
+      }
+      term.out << "\n    agent: pid " << a["pid"].get<int>() << ", "
+               << (a["running"].get<bool>() ? "running" : "not running") << ", "
+               << (a["ready"].get<bool>() ? "ready, revision " + a["revision"].get<std::string>()
+                                          : "not ready")
+               << ", " << a["endpoints"].get<int>() << " endpoints\n";
+      if (!a["error"].get<std::string>().empty()) {
+        term.out << "    agent error: " << a["error"].get<std::string>() << "\n";
+      }
     }
     term.out << "  pins:      " << st->pin_root << "\n"
              << "  simulate:  bulkhead simulate -f " << st->policies << " -f "

@@ -52,6 +52,27 @@ std::string InventoryHead(const LabSpec& spec, const std::string& comment) {
   return out;
 }
 
+// One workload of an Inventory: labels, service account, addresses, named ports, and (when
+// `with_node`) the host it runs on.
+std::string WorkloadYaml(const LabWorkload& w, const LabState& state, bool with_node) {
+  std::string out = "  - name: " + Q(w.name) + "\n    namespace: " + Q(w.namespace_name) +
+                    "\n    labels: " + LabelsFlow(w.labels) +
+                    "\n    serviceAccount: " + Q(w.service_account) + "\n";
+  if (with_node) out += "    node: " + Q(w.host) + "\n";
+  if (const WorkloadState* ws = state.FindWorkload(w.Id()); ws != nullptr && !ws->ips.empty()) {
+    out += "    ips: " + Json(ws->ips).dump() + "\n";
+  }
+  // Only named ports: an Inventory's ports exist for named-port resolution.
+  std::string named;
+  for (const auto& p : w.ports) {
+    if (p.name.empty()) continue;
+    named += "    - {name: " + Q(p.name) + ", port: " + std::to_string(p.port) +
+             ", protocol: " + policy::ProtocolName(p.protocol) + "}\n";
+  }
+  if (!named.empty()) out += "    ports:\n" + named;
+  return out;
+}
+
 std::string TailOfFile(const std::string& path, size_t lines) {
   std::ifstream in(path);
   std::vector<std::string> all;
@@ -110,6 +131,32 @@ absl::Status DisableDad(const std::string& netns_name) {
   });
 }
 
+// The host's end of its underlay link (in the host's netns).
+constexpr const char* kUnderlayInterface = "underlay";
+
+// The `ip` binary (iproute2) that makes the underlay's veths, addresses and routes.
+std::string FindIp() {
+  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "";
+}
+
+// "10.0.0.1/30" -> "10.0.0.1".
+std::string AddressPart(const std::string& cidr) { return cidr.substr(0, cidr.find('/')); }
+
+absl::Status EnableForwarding(const std::string& netns_name, bool v4, bool v6) {
+  return RunInNetns(NetnsPath(netns_name), [&] {
+    if (v4) {
+      if (auto s = WriteSysctl("net/ipv4/ip_forward", "1"); !s.ok()) return s;
+    }
+    if (v6) {
+      if (auto s = WriteSysctl("net/ipv6/conf/all/forwarding", "1"); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  });
+}
+
 class Builder {
  public:
   Builder(const LabSpec& spec, const UpOptions& o, const AgentStatusFn& agent_status,
@@ -151,6 +198,13 @@ class Builder {
     for (const auto& plugin : {kLoopbackPlugin, kBridgePlugin, "host-local", kBulkheadPlugin}) {
       if (auto p = FindPlugin(plugin, o_.cni_path); !p.ok()) return p.status();
     }
+    if (spec_.MultiHost()) {
+      ip_ = FindIp();
+      if (ip_.empty()) {
+        return absl::FailedPreconditionError(
+            "a lab with several hosts needs iproute2's `ip` (for the underlay)");
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -172,17 +226,43 @@ class Builder {
   }
 
   absl::Status Build() {
+    const bool multi = spec_.MultiHost();
     st_.name = o_.name;
     st_.phase = "building";
     st_.lab_file = o_.lab_file;
     st_.policies = o_.policies;
-    st_.host_netns = names_.HostNetns();
-    st_.bridge = names_.Bridge();
     st_.pin_root = pin_root_;
     st_.cni_path = o_.cni_path;
+    if (multi) st_.core_netns = names_.CoreNetns();
+    for (size_t i = 0; i < spec_.hosts.size(); ++i) {
+      const LabHost& lh = spec_.hosts[i];
+      LabNames::HostPaths p = names_.ForHost(lh.name, multi, pin_root_);
+      HostState h;
+      h.name = lh.name;
+      h.netns = p.netns;
+      h.bridge = names_.Bridge();
+      h.pin_root = p.pin_root;
+      h.agent_socket = p.agent_socket;
+      h.agent_state_dir = p.agent_state_dir;
+      h.agent_log = p.agent_log;
+      h.inventory = p.inventory;
+      h.conflist = p.conflist;
+      h.ipam_dir = p.ipam_dir;
+      if (lh.ipv4_subnet) h.subnets.push_back(lh.ipv4_subnet->ToString());
+      if (lh.ipv6_subnet) h.subnets.push_back(lh.ipv6_subnet->ToString());
+      if (multi) {
+        UnderlayLink link =
+            Underlay(i, spec_.ipv4_subnet.has_value(), spec_.ipv6_subnet.has_value());
+        h.underlay = link.host;
+        h.core_addresses = link.core;
+        h.core_interface = link.core_interface;
+      }
+      st_.hosts.push_back(std::move(h));
+    }
     for (const auto& w : spec_.workloads) {
       WorkloadState ws;
       ws.id = w.Id();
+      ws.host = w.host;
       ws.ports = w.ports;
       ws.netns = names_.WorkloadNetns(ws.id);
       ws.container_id = names_.ContainerId(ws.id);
@@ -193,13 +273,27 @@ class Builder {
     if (auto s = Save(); !s.ok()) return s;
     if (auto s = WriteFiles(); !s.ok()) return s;
     if (auto s = Bpffs(); !s.ok()) return s;
-    if (auto s = Host(); !s.ok()) return s;
-    if (auto s = StartAgent(); !s.ok()) return s;
+    if (multi) {
+      if (auto s = Core(); !s.ok()) return Annotate(s, "core netns");
+    }
+    for (auto& h : st_.hosts) {
+      if (auto s = Host(h); !s.ok()) return Annotate(s, "host " + h.name);
+    }
+    // The agents start together and are waited for together: their start is most of `up`.
+    for (auto& h : st_.hosts) {
+      if (auto s = StartAgent(h); !s.ok()) return Annotate(s, AgentName(h));
+    }
+    for (auto& h : st_.hosts) {
+      if (auto s = WaitAgent(h, ""); !s.ok()) return Annotate(s, AgentName(h));
+    }
     for (auto& w : st_.workloads) {
       if (auto s = AddWorkload(w); !s.ok()) return Annotate(s, "workload " + w.id);
     }
     for (auto& w : st_.workloads) {
       if (auto s = StartServer(w); !s.ok()) return Annotate(s, "server of " + w.id);
+    }
+    if (multi) {
+      if (auto s = Peers(); !s.ok()) return s;
     }
     if (auto s = WriteFileAtomic(names_.ClusterPath(), ClusterInventoryYaml(spec_, st_)); !s.ok()) {
       return s;
@@ -213,26 +307,51 @@ class Builder {
     return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
   }
 
+  std::string AgentName(const HostState& h) const {
+    return spec_.MultiHost() ? "the agent of host " + h.name : "the agent";
+  }
+
   absl::Status Save() { return SaveState(names_, st_); }
+
+  absl::Status Ip(const std::vector<std::string>& args) {
+    SpawnSpec spec;
+    spec.path = ip_;
+    spec.argv = {ip_};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.env = CurrentEnvironment();
+    auto r = RunCaptured(spec, "", std::chrono::seconds(10));
+    if (!r.ok()) return r.status();
+    if (r->exit_code != 0) {
+      return absl::InternalError(
+          absl::StrCat("ip ", absl::StrJoin(args, " "), ": exit ", r->exit_code, ": ", r->err));
+    }
+    return absl::OkStatus();
+  }
 
   absl::Status WriteFiles() {
     std::error_code ec;
-    for (const auto& dir : {names_.AgentStateDir(), names_.IpamDir(),
-                            fs::path(names_.ServerLog("x/y")).parent_path().string()}) {
+    std::vector<std::string> dirs = {fs::path(names_.ServerLog("x/y")).parent_path().string()};
+    for (const auto& h : st_.hosts) {
+      dirs.push_back(h.agent_state_dir);
+      dirs.push_back(h.ipam_dir);
+    }
+    for (const auto& dir : dirs) {
       fs::create_directories(dir, ec);
       if (ec) return absl::InternalError("creating " + dir + ": " + ec.message());
     }
     if (auto s = WriteFileAtomic(names_.LabCopyPath(), o_.lab_file_content); !s.ok()) return s;
-    if (auto s = WriteFileAtomic(names_.InventoryPath(), AgentInventoryYaml(spec_)); !s.ok()) {
-      return s;
-    }
-    auto net = CniNetwork::FromConflist(WorkloadConflist(spec_, names_));
-    if (!net.ok()) return net.status();
-    net_.emplace(std::move(*net));
     auto lo = CniNetwork::FromConflist(LoopbackConflist(names_));
     if (!lo.ok()) return lo.status();
     lo_.emplace(std::move(*lo));
-    return WriteFileAtomic(names_.NetConflistPath(), net_->conflist().dump(2) + "\n");
+    for (const auto& h : st_.hosts) {
+      if (auto s = WriteFileAtomic(h.inventory, AgentInventoryYaml(spec_)); !s.ok()) return s;
+      auto net = CniNetwork::FromConflist(HostConflist(names_, h));
+      if (!net.ok()) return net.status();
+      if (auto s = WriteFileAtomic(h.conflist, net->conflist().dump(2) + "\n"); !s.ok()) return s;
+      HostRuntime rt{std::move(*net), std::make_unique<ProcessPluginExecutor>(NetnsPath(h.netns))};
+      runtimes_.emplace(h.name, std::move(rt));
+    }
+    return absl::OkStatus();
   }
 
   // The agent pins under /sys/fs/bpf; a machine that has no bpffs there gets the standard
@@ -250,72 +369,166 @@ class Builder {
     return absl::OkStatus();
   }
 
-  absl::Status Host() {
-    st_.host_netns_created = true;
+  // The underlay's router: one veth per host (made with each host), forwarding on.
+  absl::Status Core() {
+    st_.core_created = true;
     if (auto s = Save(); !s.ok()) return s;
-    if (auto s = CreateNetns(st_.host_netns); !s.ok()) return Annotate(s, "host netns");
+    if (auto s = CreateNetns(st_.core_netns); !s.ok()) return s;
     if (spec_.ipv6_subnet) {
-      if (auto s = DisableDad(st_.host_netns); !s.ok()) return Annotate(s, "host netns");
+      if (auto s = DisableDad(st_.core_netns); !s.ok()) return s;
     }
-    exec_ = std::make_unique<ProcessPluginExecutor>(NetnsPath(st_.host_netns));
-    auto lo =
-        lo_->Add(LoopbackRuntime(names_.ContainerId("host"), st_.host_netns), o_.cni_path, *exec_);
-    if (!lo.ok()) return Annotate(lo.status(), "host netns loopback");
-    progress_ << "lab " << o_.name << ": host netns " << st_.host_netns << ", bridge " << st_.bridge
-              << "\n";
+    if (auto s = Ip({"-n", st_.core_netns, "link", "set", "lo", "up"}); !s.ok()) return s;
+    return EnableForwarding(st_.core_netns, spec_.ipv4_subnet.has_value(),
+                            spec_.ipv6_subnet.has_value());
+  }
+
+  absl::Status Host(HostState& h) {
+    h.netns_created = true;
+    if (auto s = Save(); !s.ok()) return s;
+    if (auto s = CreateNetns(h.netns); !s.ok()) return s;
+    if (spec_.ipv6_subnet) {
+      if (auto s = DisableDad(h.netns); !s.ok()) return s;
+    }
+    HostRuntime& rt = runtimes_.at(h.name);
+    std::string lo_id = names_.ContainerId(spec_.MultiHost() ? "host/" + h.name : "host");
+    auto lo = lo_->Add(LoopbackRuntime(lo_id, h.netns), o_.cni_path, *rt.exec);
+    if (!lo.ok()) return Annotate(lo.status(), "loopback");
+    if (spec_.MultiHost()) {
+      if (auto s = Link(h); !s.ok()) return Annotate(s, "underlay");
+    }
+    progress_ << "lab " << o_.name << ": host " << h.name << ": netns " << h.netns << ", bridge "
+              << h.bridge << ", pods " << absl::StrJoin(h.subnets, ", ");
+    if (!h.underlay.empty()) progress_ << ", underlay " << absl::StrJoin(h.underlay, ", ");
+    progress_ << "\n";
     return absl::OkStatus();
   }
 
-  absl::Status StartAgent() {
-    int log = ::open(names_.AgentLog().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log < 0) return Errno("opening " + names_.AgentLog());
+  // The host's veth to the core, its addresses, and the routes: the host's default route
+  // goes to the core, the core routes the host's pod subnets to the host. No NAT anywhere,
+  // so a packet keeps its pod source address from one host to the other.
+  absl::Status Link(const HostState& h) {
+    const std::string& core = st_.core_netns;
+    if (auto s =
+            EnableForwarding(h.netns, spec_.ipv4_subnet.has_value(), spec_.ipv6_subnet.has_value());
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = Ip({"-n", core, "link", "add", h.core_interface, "type", "veth", "peer", "name",
+                     kUnderlayInterface, "netns", h.netns});
+        !s.ok()) {
+      return s;
+    }
+    for (size_t i = 0; i < h.underlay.size(); ++i) {
+      bool v6 = h.underlay[i].find(':') != std::string::npos;
+      std::vector<std::string> core_addr = {
+          "-n", core, "addr", "add", h.core_addresses[i], "dev", h.core_interface};
+      std::vector<std::string> host_addr = {"-n",  h.netns,           "addr", "add", h.underlay[i],
+                                            "dev", kUnderlayInterface};
+      if (v6) {
+        core_addr.emplace_back("nodad");
+        host_addr.emplace_back("nodad");
+      }
+      if (auto s = Ip(core_addr); !s.ok()) return s;
+      if (auto s = Ip(host_addr); !s.ok()) return s;
+    }
+    if (auto s = Ip({"-n", core, "link", "set", h.core_interface, "up"}); !s.ok()) return s;
+    if (auto s = Ip({"-n", h.netns, "link", "set", kUnderlayInterface, "up"}); !s.ok()) return s;
+    for (size_t i = 0; i < h.underlay.size(); ++i) {
+      bool v6 = h.underlay[i].find(':') != std::string::npos;
+      std::string family = v6 ? "-6" : "-4";
+      if (auto s = Ip({family, "-n", h.netns, "route", "add", "default", "via",
+                       AddressPart(h.core_addresses[i]), "dev", kUnderlayInterface});
+          !s.ok()) {
+        return s;
+      }
+      for (const auto& subnet : h.subnets) {
+        if ((subnet.find(':') != std::string::npos) != v6) continue;
+        if (auto s = Ip({family, "-n", core, "route", "add", subnet, "via",
+                         AddressPart(h.underlay[i]), "dev", h.core_interface});
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status StartAgent(HostState& h) {
+    int log = ::open(h.agent_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log < 0) return Errno("opening " + h.agent_log);
     Fd log_fd(log);
-    auto ns = OpenNetns(NetnsPath(st_.host_netns));
+    auto ns = OpenNetns(NetnsPath(h.netns));
     if (!ns.ok()) return ns.status();
     SpawnSpec spec;
     spec.path = o_.bulkhead_binary;
-    spec.argv = {o_.bulkhead_binary, "agent",
-                 "--policies",       o_.policies,
-                 "--inventory",      names_.InventoryPath(),
-                 "--state-dir",      names_.AgentStateDir(),
-                 "--socket",         names_.AgentSocket(),
-                 "--pin-root",       st_.pin_root};
+    spec.argv = {o_.bulkhead_binary, "agent",        "--policies",  o_.policies,
+                 "--inventory",      h.inventory,    "--state-dir", h.agent_state_dir,
+                 "--socket",         h.agent_socket, "--pin-root",  h.pin_root};
+    if (spec_.MultiHost()) {
+      // Its node name: inventory workloads of other hosts are its peers.
+      spec.argv.emplace_back("--node");
+      spec.argv.push_back(h.name);
+    }
     spec.env = CurrentEnvironment();
     spec.netns_fd = ns->get();
     spec.new_session = true;
     spec.stdout_fd = log_fd.get();
     spec.stderr_fd = log_fd.get();
     auto pid = Spawn(spec);
-    if (!pid.ok()) return Annotate(pid.status(), "starting the agent");
-    if (auto rec = RecordProcess(*pid)) st_.agent = *rec;
-    if (auto s = Save(); !s.ok()) return s;
+    if (!pid.ok()) return Annotate(pid.status(), "starting");
+    if (auto rec = RecordProcess(*pid)) h.agent = *rec;
+    return Save();
+  }
+
+  // Waits until the agent is ready with a revision other than `old_revision`.
+  absl::Status WaitAgent(const HostState& h, const std::string& old_revision) {
     auto deadline = std::chrono::steady_clock::now() + o_.agent_timeout;
     std::string last;
     while (std::chrono::steady_clock::now() < deadline) {
-      if (!IsRunning(st_.agent)) {
-        return absl::InternalError(absl::StrCat("the agent exited; the end of ", names_.AgentLog(),
-                                                ":\n", TailOfFile(names_.AgentLog(), 20)));
+      if (!IsRunning(h.agent)) {
+        return absl::InternalError(absl::StrCat("it exited; the end of ", h.agent_log, ":\n",
+                                                TailOfFile(h.agent_log, 20)));
       }
-      auto status = agent_status_(names_.AgentSocket());
+      auto status = agent_status_(h.agent_socket);
       if (status.ok()) {
-        if (status->value("ready", false)) {
-          progress_ << "lab " << o_.name << ": agent (pid " << st_.agent.pid << ") ready, revision "
-                    << status->value("revision", std::string("?")) << "\n";
-          return absl::OkStatus();
-        }
+        std::string revision = status->value("revision", std::string());
         std::string err = status->value("last_error", std::string());
         if (!err.empty()) {
-          return absl::InvalidArgumentError("the agent refused the policies or inventory:\n" + err);
+          return absl::InvalidArgumentError("it refused the policies or inventory:\n" + err);
         }
-        last = "not ready yet";
+        if (status->value("ready", false) && revision != old_revision) {
+          progress_ << "lab " << o_.name << ": " << AgentName(h) << " (pid " << h.agent.pid
+                    << ") ready, revision " << revision << "\n";
+          return absl::OkStatus();
+        }
+        last = status->value("ready", false) ? "still at revision " + revision : "not ready yet";
       } else {
         last = std::string(status.status().message());
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    return absl::DeadlineExceededError(absl::StrCat(
-        "the agent was not ready after ", o_.agent_timeout.count(), " ms (", last, "); the end of ",
-        names_.AgentLog(), ":\n", TailOfFile(names_.AgentLog(), 20)));
+    return absl::DeadlineExceededError(absl::StrCat("not ready after ", o_.agent_timeout.count(),
+                                                    " ms (", last, "); the end of ", h.agent_log,
+                                                    ":\n", TailOfFile(h.agent_log, 20)));
+  }
+
+  // Standalone agents learn the other hosts' workloads (their peers) from their inventory:
+  // written once every workload has its addresses, then each agent must apply it.
+  absl::Status Peers() {
+    std::vector<std::string> before;
+    for (const auto& h : st_.hosts) {
+      auto status = agent_status_(h.agent_socket);
+      before.push_back(status.ok() ? status->value("revision", std::string()) : std::string());
+      if (auto s = WriteFileAtomic(h.inventory, PeerInventoryYaml(spec_, st_, h.name)); !s.ok()) {
+        return s;
+      }
+    }
+    for (size_t i = 0; i < st_.hosts.size(); ++i) {
+      if (auto s = WaitAgent(st_.hosts[i], before[i]); !s.ok()) {
+        return Annotate(s, AgentName(st_.hosts[i]) + " with its peers");
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status AddWorkload(WorkloadState& w) {
@@ -327,18 +540,21 @@ class Builder {
     }
     w.cni_added = true;
     if (auto s = Save(); !s.ok()) return s;
-    auto lo = lo_->Add(LoopbackRuntime(w.container_id, w.netns), o_.cni_path, *exec_);
+    HostRuntime& rt = runtimes_.at(w.host);
+    auto lo = lo_->Add(LoopbackRuntime(w.container_id, w.netns), o_.cni_path, *rt.exec);
     if (!lo.ok()) return lo.status();
-    auto result = net_->Add(WorkloadRuntime(w), o_.cni_path, *exec_);
+    auto result = rt.net.Add(WorkloadRuntime(w), o_.cni_path, *rt.exec);
     if (!result.ok()) return result.status();
     w.cni_result = *result;
-    auto addrs = ParseAddResult(*result, NetnsPath(w.netns), st_.bridge);
+    auto addrs = ParseAddResult(*result, NetnsPath(w.netns), st_.FindHost(w.host)->bridge);
     if (!addrs.ok()) return addrs.status();
     w.host_interface = addrs->host_interface;
     w.ips.clear();
     for (const auto& ip : addrs->ips) w.ips.push_back(ip.ToString());
     progress_ << "lab " << o_.name << ": " << w.id << " in netns " << w.netns << ": "
-              << absl::StrJoin(w.ips, ", ") << " (host veth " << w.host_interface << ")\n";
+              << absl::StrJoin(w.ips, ", ") << " (host veth " << w.host_interface;
+    if (spec_.MultiHost()) progress_ << " on " << w.host;
+    progress_ << ")\n";
     return Save();
   }
 
@@ -400,9 +616,14 @@ class Builder {
   std::string pin_root_;
   LabState st_;
   std::optional<LabLock> lock_;
-  std::optional<CniNetwork> net_;
   std::optional<CniNetwork> lo_;
-  std::unique_ptr<ProcessPluginExecutor> exec_;
+  // Per host: its workload network and the executor that runs plugins in its netns.
+  struct HostRuntime {
+    CniNetwork net;
+    std::unique_ptr<ProcessPluginExecutor> exec;
+  };
+  std::map<std::string, HostRuntime> runtimes_;
+  std::string ip_;
 };
 
 }  // namespace
@@ -419,47 +640,75 @@ std::string ClusterInventoryYaml(const LabSpec& spec, const LabState& state) {
       "The lab's namespaces and workloads with their addresses (written by `bulkhead lab up`), "
       "for `bulkhead simulate -f POLICIES -f THIS`.");
   out += "  workloads:\n";
-  for (const auto& w : spec.workloads) {
-    out += "  - name: " + Q(w.name) + "\n    namespace: " + Q(w.namespace_name) +
-           "\n    labels: " + LabelsFlow(w.labels) +
-           "\n    serviceAccount: " + Q(w.service_account) + "\n";
-    if (const WorkloadState* ws = state.FindWorkload(w.Id()); ws != nullptr && !ws->ips.empty()) {
-      out += "    ips: " + Json(ws->ips).dump() + "\n";
-    }
-    // Only named ports: an Inventory's ports exist for named-port resolution.
-    std::string named;
-    for (const auto& p : w.ports) {
-      if (p.name.empty()) continue;
-      named += "    - {name: " + Q(p.name) + ", port: " + std::to_string(p.port) +
-               ", protocol: " + policy::ProtocolName(p.protocol) + "}\n";
-    }
-    if (!named.empty()) out += "    ports:\n" + named;
-  }
+  for (const auto& w : spec.workloads) out += WorkloadYaml(w, state, spec.MultiHost());
   return out;
 }
 
+std::string PeerInventoryYaml(const LabSpec& spec, const LabState& state, const std::string& host) {
+  std::string out = InventoryHead(
+      spec,
+      "The lab's namespaces and the workloads of the other hosts (peers), for the agent "
+      "of host " +
+          host + " (written by `bulkhead lab up`). Its own come from bulkhead-cni.");
+  std::string workloads;
+  for (const auto& w : spec.workloads) {
+    if (w.host == host) continue;
+    workloads += WorkloadYaml(w, state, /*with_node=*/true);
+  }
+  if (!workloads.empty()) out += "  workloads:\n" + workloads;
+  return out;
+}
+
+UnderlayLink Underlay(size_t index, bool v4, bool v6) {
+  UnderlayLink link;
+  link.core_interface = "uh" + std::to_string(index);
+  if (v4) {
+    uint32_t base =
+        common::Cidr::Parse(kUnderlayIpv4)->addr.V4HostOrder() + static_cast<uint32_t>(index) * 4;
+    link.core.push_back(common::IpAddr::V4(base + 1).ToString() + "/30");
+    link.host.push_back(common::IpAddr::V4(base + 2).ToString() + "/30");
+  }
+  if (v6) {
+    common::IpAddr a = common::Cidr::Parse(kUnderlayIpv6)->addr;
+    a.bytes[6] = static_cast<uint8_t>(index >> 8);
+    a.bytes[7] = static_cast<uint8_t>(index & 0xff);
+    a.bytes[15] = 1;
+    link.core.push_back(a.ToString() + "/64");
+    a.bytes[15] = 2;
+    link.host.push_back(a.ToString() + "/64");
+  }
+  return link;
+}
+
 Json WorkloadConflist(const LabSpec& spec, const LabNames& names) {
+  HostState h;
+  h.ipam_dir = names.IpamDir();
+  h.agent_socket = names.AgentSocket();
+  h.bridge = names.Bridge();
+  if (spec.ipv4_subnet) h.subnets.push_back(spec.ipv4_subnet->ToString());
+  if (spec.ipv6_subnet) h.subnets.push_back(spec.ipv6_subnet->ToString());
+  return HostConflist(names, h);
+}
+
+Json HostConflist(const LabNames& names, const HostState& host) {
   Json ranges = Json::array();
   Json routes = Json::array();
-  if (spec.ipv4_subnet) {
-    ranges.push_back(Json::array({Json{{"subnet", spec.ipv4_subnet->ToString()}}}));
-    routes.push_back(Json{{"dst", "0.0.0.0/0"}});
-  }
-  if (spec.ipv6_subnet) {
-    ranges.push_back(Json::array({Json{{"subnet", spec.ipv6_subnet->ToString()}}}));
-    routes.push_back(Json{{"dst", "::/0"}});
+  for (const auto& subnet : host.subnets) {
+    bool v6 = subnet.find(':') != std::string::npos;
+    ranges.push_back(Json::array({Json{{"subnet", subnet}}}));
+    routes.push_back(Json{{"dst", v6 ? "::/0" : "0.0.0.0/0"}});
   }
   Json bridge = {{"type", kBridgePlugin},
-                 {"bridge", names.Bridge()},
+                 {"bridge", host.bridge},
                  {"isGateway", true},
                  {"ipMasq", false},
                  {"hairpinMode", false},
                  {"ipam",
                   {{"type", "host-local"},
-                   {"dataDir", names.IpamDir()},
+                   {"dataDir", host.ipam_dir},
                    {"ranges", ranges},
                    {"routes", routes}}}};
-  Json bulkhead = {{"type", kBulkheadPlugin}, {"agentSocket", names.AgentSocket()}};
+  Json bulkhead = {{"type", kBulkheadPlugin}, {"agentSocket", host.agent_socket}};
   return Json{{"cniVersion", kCniVersion},
               {"name", "bhlab-" + names.lab},
               {"plugins", Json::array({bridge, bulkhead})}};
@@ -578,21 +827,32 @@ DownReport Down(const LabNames& names, std::ostream& progress) {
     }
   }
   std::string pin_root = st && !st->pin_root.empty() ? st->pin_root : names.DefaultPinRoot();
-  std::string host = names.HostNetns();
+  if (st) {
+    // A version 1 state (one host) names no files: they are the one-host paths.
+    for (auto& h : st->hosts) {
+      LabNames::HostPaths p = names.ForHost(h.name, st->hosts.size() > 1, pin_root);
+      if (h.netns.empty()) h.netns = p.netns;
+      if (h.conflist.empty()) h.conflist = p.conflist;
+    }
+  }
 
-  // 1. CNI DEL while the agent may still answer bulkhead-cni, newest workload first.
-  if (st && NetnsExists(host)) {
-    auto net = ReadConflist(names.NetConflistPath());
+  // 1. CNI DEL while the agents may still answer bulkhead-cni, newest workload first.
+  if (st) {
     auto lo = CniNetwork::FromConflist(LoopbackConflist(names));
-    ProcessPluginExecutor exec(NetnsPath(host));
     std::vector<std::string> cni_path =
         st->cni_path.empty() ? DefaultCniPath(SelfExecutable()) : st->cni_path;
     for (size_t i = st->workloads.size(); i-- > 0;) {
       const WorkloadState& w = st->workloads[i];
-      if (!w.cni_added) continue;
+      const HostState* h = st->FindHost(w.host);
+      if (h == nullptr && st->hosts.size() == 1) h = &st->hosts.front();
+      if (!w.cni_added || h == nullptr || !NetnsExists(h->netns)) continue;
+      ProcessPluginExecutor exec(NetnsPath(h->netns));
+      auto net = ReadConflist(h->conflist);
       if (net.ok()) {
         auto s = net->Del(WorkloadRuntime(w), w.cni_result, cni_path, exec);
         if (!s.ok()) r.warnings.push_back("CNI DEL of " + w.id + ": " + std::string(s.message()));
+      } else if (!absl::IsNotFound(net.status())) {
+        r.warnings.emplace_back(net.status().message());
       }
       if (lo.ok()) {
         auto s = lo->Del(LoopbackRuntime(w.container_id, w.netns), Json(), cni_path, exec);
@@ -600,11 +860,8 @@ DownReport Down(const LabNames& names, std::ostream& progress) {
           r.warnings.push_back("loopback DEL of " + w.id + ": " + std::string(s.message()));
       }
     }
-    if (!net.ok() && !absl::IsNotFound(net.status())) {
-      r.warnings.emplace_back(net.status().message());
-    }
   }
-  // 2. Servers, then the agent (it leaves its pins: removed below).
+  // 2. Servers, then the agents (they leave their pins: removed below).
   std::vector<ProcessRecord> processes;
   if (st) {
     for (const auto& w : st->workloads) {
@@ -613,9 +870,15 @@ DownReport Down(const LabNames& names, std::ostream& progress) {
         r.warnings.push_back("server of " + w.id + ": " + std::string(s.message()));
       }
     }
-    processes.push_back(st->agent);
-    if (auto s = StopProcess(st->agent, std::chrono::milliseconds(5000)); !s.ok()) {
-      r.warnings.push_back("agent: " + std::string(s.message()));
+    for (const auto& h : st->hosts) processes.push_back(h.agent);
+    // SIGTERM to every agent first, so that they stop together.
+    for (const auto& h : st->hosts) {
+      if (IsRunning(h.agent)) ::kill(h.agent.pid, SIGTERM);
+    }
+    for (const auto& h : st->hosts) {
+      if (auto s = StopProcess(h.agent, std::chrono::milliseconds(5000)); !s.ok()) {
+        r.warnings.push_back("agent of " + h.name + ": " + std::string(s.message()));
+      }
     }
   }
   // 3. Whatever still lives in the lab's namespaces (processes that were started but not yet
@@ -635,9 +898,15 @@ DownReport Down(const LabNames& names, std::ostream& progress) {
       }
     }
   }
-  // 4. Namespaces: the host's last, it holds the bridge and the host ends of the veths.
-  std::stable_partition(netns.begin(), netns.end(),
-                        [&](const std::string& n) { return n != host; });
+  // 4. Namespaces: workloads first, then the hosts (they hold the bridges and the host ends of
+  //    the veths), the core last.
+  auto rank = [&](const std::string& n) {
+    if (n.rfind(names.NetnsPrefix() + "w_", 0) == 0) return 0;
+    if (n == names.CoreNetns()) return 2;
+    return 1;
+  };
+  std::stable_sort(netns.begin(), netns.end(),
+                   [&](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
   for (const auto& ns : netns) {
     if (auto s = DeleteNetns(ns); !s.ok()) r.warnings.emplace_back(s.message());
   }

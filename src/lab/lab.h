@@ -68,8 +68,22 @@ std::string AgentInventoryYaml(const LabSpec& spec);
 // the same policies (the reference evaluator's view of the lab).
 std::string ClusterInventoryYaml(const LabSpec& spec, const LabState& state);
 
-// The workloads' CNI network and the loopback network.
+// The Inventory of the standalone agent of `host` in a lab with several hosts: the namespaces
+// and the other hosts' workloads with `node`, addresses and named ports (its peers).
+std::string PeerInventoryYaml(const LabSpec& spec, const LabState& state, const std::string& host);
+
+// Host `index`'s link to the core router of a lab with several hosts (CIDRs of the families
+// asked for; the layout is in lab_file.h at kUnderlayIpv4).
+struct UnderlayLink {
+  std::string core_interface;     // in the core netns
+  std::vector<std::string> core;  // the core's addresses on it, "100.64.0.1/30"
+  std::vector<std::string> host;  // the host's, on its "underlay" interface
+};
+UnderlayLink Underlay(size_t index, bool v4, bool v6);
+
+// The workloads' CNI network of a one-host lab, of one host, and the loopback network.
 nlohmann::json WorkloadConflist(const LabSpec& spec, const LabNames& names);
+nlohmann::json HostConflist(const LabNames& names, const HostState& host);
 nlohmann::json LoopbackConflist(const LabNames& names);
 
 // CNI_ARGS and the netconf "args" (labels, service account) of one workload.

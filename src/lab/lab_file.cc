@@ -91,9 +91,10 @@ class LabDecoder {
     }
     Field spec = d_.Get(root, "spec");
     if (!d_.Map(spec, true)) return;
-    d_.OnlyKnownFields(
-        spec, {"ipFamilies", "ipv4Subnet", "ipv6Subnet", "mode", "namespaces", "workloads"});
+    d_.OnlyKnownFields(spec, {"ipFamilies", "ipv4Subnet", "ipv6Subnet", "mode", "hosts",
+                              "namespaces", "workloads"});
     Families(spec);
+    Hosts(d_.Get(spec, "hosts"));
     spec_.mode = d_.ModeValue(d_.Get(spec, "mode"), /*allow_learn=*/true);
     for (const Field& f : d_.List(d_.Get(spec, "namespaces"), /*required=*/true)) Namespace(f);
     Field workloads = d_.Get(spec, "workloads");
@@ -106,6 +107,72 @@ class LabDecoder {
   }
 
  private:
+  // spec.hosts: a list of host names, or a count (hosts host-1 ... host-N).
+  void Hosts(const Field& f) {
+    if (!f.present()) {
+      spec_.hosts.push_back(LabHost{std::string(kDefaultHostName), {}, {}});
+      return;
+    }
+    hosts_field_ = f;
+    if (f.value->IsSequence()) {
+      std::map<std::string, int> lines;
+      auto items = d_.List(f);
+      if (items.empty()) d_.Error(f, "needs at least one host");
+      if (items.size() > kMaxHosts) {
+        d_.Error(f, "a lab has at most " + std::to_string(kMaxHosts) + " hosts, not " +
+                        std::to_string(items.size()));
+        hosts_ok_ = false;
+        return;
+      }
+      for (const Field& item : items) {
+        auto n = d_.String(item, true);
+        if (!n) {
+          hosts_ok_ = false;
+          continue;
+        }
+        std::string problem = policy::internal::CheckDns1123Label(*n);
+        if (problem.empty() && n->size() > kMaxHostNameLength) {
+          problem = "must be no more than " + std::to_string(kMaxHostNameLength) + " characters";
+        }
+        if (!problem.empty()) {
+          d_.Error(item, "invalid host name " + Quote(*n) + ": " + problem);
+          hosts_ok_ = false;
+          continue;
+        }
+        if (auto it = lines.find(*n); it != lines.end()) {
+          d_.Error(item, "host " + Quote(*n) + " is already declared at line " +
+                             std::to_string(it->second));
+          hosts_ok_ = false;
+          continue;
+        }
+        lines[*n] = item.at()->line;
+        spec_.hosts.push_back(LabHost{*n, {}, {}});
+      }
+      if (spec_.hosts.empty()) hosts_ok_ = false;
+      return;
+    }
+    if (!f.value->IsScalar()) {
+      d_.Error(f, std::string("must be a list of host names or a number of hosts, not ") +
+                      policy::internal::DescribeType(*f.value));
+      hosts_ok_ = false;
+      return;
+    }
+    auto n = d_.Int(f);
+    if (!n) {
+      hosts_ok_ = false;
+      return;
+    }
+    if (*n < 1 || *n > static_cast<int64_t>(kMaxHosts)) {
+      d_.Error(f,
+               "a lab has 1 to " + std::to_string(kMaxHosts) + " hosts, not " + std::to_string(*n));
+      hosts_ok_ = false;
+      return;
+    }
+    for (int64_t i = 1; i <= *n; ++i) {
+      spec_.hosts.push_back(LabHost{"host-" + std::to_string(i), {}, {}});
+    }
+  }
+
   void Families(const Field& spec) {
     bool v4 = true, v6 = true;
     Field fam = d_.Get(spec, "ipFamilies");
@@ -190,7 +257,7 @@ class LabDecoder {
 
   void Workload(const Field& f) {
     if (!d_.Map(f, true)) return;
-    d_.OnlyKnownFields(f, {"namespace", "name", "labels", "serviceAccount", "ports"});
+    d_.OnlyKnownFields(f, {"namespace", "name", "labels", "serviceAccount", "ports", "host"});
     LabWorkload w;
     bool ok = true;
     Field ns = d_.Get(f, "namespace");
@@ -269,17 +336,78 @@ class LabDecoder {
       }
       w.ports.push_back(p);
     }
+    Field host = d_.Get(f, "host");
+    if (host.present()) {
+      if (auto h = d_.String(host, true)) {
+        w.host = *h;
+        if (hosts_ok_ && spec_.FindHost(*h) == nullptr) {
+          std::vector<std::string> known;
+          known.reserve(spec_.hosts.size());
+          for (const auto& x : spec_.hosts) known.push_back(Quote(x.name));
+          std::string list;
+          for (size_t i = 0; i < known.size(); ++i) list += (i ? ", " : "") + known[i];
+          d_.Error(host, "host " + Quote(*h) + " is not in spec.hosts (" + list + ")");
+          ok = false;
+        }
+      } else {
+        ok = false;
+      }
+    } else if (hosts_ok_ && !spec_.hosts.empty()) {
+      // Workloads without a host are spread over the hosts in file order.
+      w.host = spec_.hosts[unplaced_++ % spec_.hosts.size()].name;
+    }
     if (ok) spec_.workloads.push_back(std::move(w));
   }
 
+  // Each host gets an equal share of each subnet (docs/lab.md); every share must hold its
+  // host's gateway and workloads, and no share may overlap the underlay.
   void Capacity(const Field& spec) {
+    if (!hosts_ok_) return;
     const std::optional<common::Cidr>* subnets[] = {&spec_.ipv4_subnet, &spec_.ipv6_subnet};
+    const std::string_view underlays[] = {kUnderlayIpv4, kUnderlayIpv6};
+    const size_t n = spec_.hosts.size();
+    const int bits = HostSplitBits(n);
+    std::map<std::string, size_t> per_host;
+    for (const auto& w : spec_.workloads) ++per_host[w.host];
     for (int i = 0; i < 2; ++i) {
       const auto& s = *subnets[i];
-      if (!s || UsableAddresses(*s) >= spec_.workloads.size()) continue;
-      Field at = subnet_fields_[i].present() ? subnet_fields_[i] : d_.Get(spec, "workloads");
-      d_.Error(at, s->ToString() + " has room for " + std::to_string(UsableAddresses(*s)) +
-                       " workloads, the lab has " + std::to_string(spec_.workloads.size()));
+      if (!s) continue;
+      Field at = subnet_fields_[i].present() ? subnet_fields_[i]
+                 : hosts_field_.present()    ? hosts_field_
+                                             : d_.Get(spec, "workloads");
+      if (n == 1) {
+        if (UsableAddresses(*s) >= spec_.workloads.size()) continue;
+        d_.Error(at, s->ToString() + " has room for " + std::to_string(UsableAddresses(*s)) +
+                         " workloads, the lab has " + std::to_string(spec_.workloads.size()));
+        continue;
+      }
+      auto underlay = *common::Cidr::Parse(underlays[i]);
+      if (underlay.Contains(*s) || s->Contains(underlay)) {
+        d_.Error(at, s->ToString() + " overlaps the underlay of a lab with several hosts (" +
+                         underlay.ToString() + ")");
+        continue;
+      }
+      if (s->prefix_len + bits > s->addr.BitWidth() ||
+          UsableAddresses(SplitSubnet(*s, bits, 0)) == 0) {
+        d_.Error(at, s->ToString() + " is too small to split over " + std::to_string(n) +
+                         " hosts (each host needs a /" + std::to_string(s->addr.BitWidth() - 2) +
+                         " at least: a gateway and a workload)");
+        continue;
+      }
+      for (size_t h = 0; h < n; ++h) {
+        common::Cidr share = SplitSubnet(*s, bits, h);
+        (i == 0 ? spec_.hosts[h].ipv4_subnet : spec_.hosts[h].ipv6_subnet) = share;
+        size_t count = per_host[spec_.hosts[h].name];
+        if (UsableAddresses(share) >= count) continue;
+        d_.Error(at, s->ToString() + " split over " + std::to_string(n) + " hosts gives host " +
+                         Quote(spec_.hosts[h].name) + " " + share.ToString() + ", room for " +
+                         std::to_string(UsableAddresses(share)) + " workloads; it has " +
+                         std::to_string(count));
+      }
+    }
+    if (n == 1) {
+      spec_.hosts[0].ipv4_subnet = spec_.ipv4_subnet;
+      spec_.hosts[0].ipv6_subnet = spec_.ipv6_subnet;
     }
   }
 
@@ -288,6 +416,9 @@ class LabDecoder {
   std::map<std::string, int> namespace_lines_;
   std::map<std::string, int> workload_lines_;
   Field subnet_fields_[2];
+  Field hosts_field_;
+  bool hosts_ok_ = true;  // spec.hosts is valid (else host references are not checked)
+  size_t unplaced_ = 0;   // workloads placed round-robin so far
 };
 
 }  // namespace
@@ -301,6 +432,32 @@ const LabWorkload* LabSpec::FindWorkload(std::string_view id) const {
 
 std::optional<policy::Mode> LabSpec::NamespaceMode(const LabNamespace& ns) const {
   return ns.mode ? ns.mode : mode;
+}
+
+const LabHost* LabSpec::FindHost(std::string_view name) const {
+  for (const auto& h : hosts) {
+    if (h.name == name) return &h;
+  }
+  return nullptr;
+}
+
+int HostSplitBits(size_t hosts) {
+  int bits = 0;
+  while ((size_t{1} << bits) < hosts) ++bits;
+  return bits;
+}
+
+common::Cidr SplitSubnet(const common::Cidr& subnet, int bits, size_t index) {
+  common::Cidr out = subnet;
+  out.prefix_len = subnet.prefix_len + bits;
+  for (int b = 0; b < bits; ++b) {
+    int pos = subnet.prefix_len + b;  // bit `pos` of the address takes bit (bits-1-b) of index
+    bool on = ((index >> (bits - 1 - b)) & 1) != 0;
+    auto& byte = out.addr.bytes[pos / 8];
+    auto mask = static_cast<uint8_t>(0x80u >> (pos % 8));
+    byte = on ? static_cast<uint8_t>(byte | mask) : static_cast<uint8_t>(byte & ~mask);
+  }
+  return out;
 }
 
 bool LabParseResult::ok() const {

@@ -68,6 +68,18 @@ std::string LabNames::ServerLog(const std::string& workload_id) const {
 }
 std::string LabNames::NetnsPrefix() const { return absl::StrCat("bhlab-", lab, "_"); }
 std::string LabNames::HostNetns() const { return NetnsPrefix() + "host"; }
+std::string LabNames::CoreNetns() const { return NetnsPrefix() + "core"; }
+LabNames::HostPaths LabNames::ForHost(const std::string& host, bool multi_host,
+                                      const std::string& pin_root) const {
+  if (!multi_host) {
+    return HostPaths{HostNetns(),     AgentSocket(),     AgentStateDir(), AgentLog(),
+                     InventoryPath(), NetConflistPath(), IpamDir(),       pin_root};
+  }
+  std::string dir = absl::StrCat(StateDir(), "/hosts/", host);
+  return HostPaths{
+      NetnsPrefix() + "h_" + host, dir + "/agent.sock",   dir + "/agent", dir + "/agent.log",
+      dir + "/inventory.yaml",     dir + "/net.conflist", dir + "/ipam",  pin_root + "/" + host};
+}
 std::string LabNames::WorkloadNetns(const std::string& workload_id) const {
   std::string name = NetnsPrefix() + "w_" + Flat(workload_id);
   // Workload names may be long (DNS subdomains); a netns name is a file name.
@@ -100,6 +112,20 @@ const WorkloadState* LabState::FindWorkload(std::string_view id) const {
   return nullptr;
 }
 
+HostState* LabState::FindHost(std::string_view name) {
+  for (auto& h : hosts) {
+    if (h.name == name) return &h;
+  }
+  return nullptr;
+}
+
+const HostState* LabState::FindHost(std::string_view name) const {
+  for (const auto& h : hosts) {
+    if (h.name == name) return &h;
+  }
+  return nullptr;
+}
+
 Json StateToJson(const LabState& s) {
   Json workloads = Json::array();
   for (const auto& w : s.workloads) {
@@ -110,6 +136,7 @@ Json StateToJson(const LabState& s) {
       ports.push_back(std::move(pj));
     }
     workloads.push_back({{"id", w.id},
+                         {"host", w.host},
                          {"ports", ports},
                          {"netns", w.netns},
                          {"container_id", w.container_id},
@@ -123,41 +150,91 @@ Json StateToJson(const LabState& s) {
                          {"host_interface", w.host_interface},
                          {"server", ProcessJson(w.server)}});
   }
-  return Json{{"version", 1},
+  Json hosts = Json::array();
+  for (const auto& h : s.hosts) {
+    hosts.push_back({{"name", h.name},
+                     {"netns", h.netns},
+                     {"netns_created", h.netns_created},
+                     {"bridge", h.bridge},
+                     {"pin_root", h.pin_root},
+                     {"agent_socket", h.agent_socket},
+                     {"agent_state_dir", h.agent_state_dir},
+                     {"agent_log", h.agent_log},
+                     {"inventory", h.inventory},
+                     {"conflist", h.conflist},
+                     {"ipam_dir", h.ipam_dir},
+                     {"subnets", h.subnets},
+                     {"underlay", h.underlay},
+                     {"core_interface", h.core_interface},
+                     {"core_addresses", h.core_addresses},
+                     {"agent", ProcessJson(h.agent)}});
+  }
+  return Json{{"version", 2},
               {"name", s.name},
               {"phase", s.phase},
               {"lab_file", s.lab_file},
               {"policies", s.policies},
-              {"host_netns", s.host_netns},
-              {"host_netns_created", s.host_netns_created},
-              {"bridge", s.bridge},
               {"pin_root", s.pin_root},
               {"bpffs_mounted", s.bpffs_mounted},
               {"cni_path", s.cni_path},
-              {"agent", ProcessJson(s.agent)},
+              {"core_netns", s.core_netns},
+              {"core_created", s.core_created},
+              {"hosts", hosts},
               {"workloads", workloads}};
 }
 
 absl::StatusOr<LabState> StateFromJson(const Json& j) {
   try {
-    if (!j.is_object() || j.value("version", 0) != 1) {
-      return absl::InvalidArgumentError("not a version 1 lab state");
+    // Version 1 (one host, before issue #4) is read too, so a lab brought up by an older
+    // bulkhead can be taken down.
+    int version = j.is_object() ? j.value("version", 0) : 0;
+    if (version != 1 && version != 2) {
+      return absl::InvalidArgumentError("not a version 1 or 2 lab state");
     }
     LabState s;
     s.name = j.at("name").get<std::string>();
     s.phase = j.value("phase", "");
     s.lab_file = j.value("lab_file", "");
     s.policies = j.value("policies", "");
-    s.host_netns = j.value("host_netns", "");
-    s.host_netns_created = j.value("host_netns_created", false);
-    s.bridge = j.value("bridge", "");
     s.pin_root = j.value("pin_root", "");
     s.bpffs_mounted = j.value("bpffs_mounted", false);
     s.cni_path = j.value("cni_path", std::vector<std::string>{});
-    s.agent = ProcessFrom(j.value("agent", Json()));
+    s.core_netns = j.value("core_netns", "");
+    s.core_created = j.value("core_created", false);
+    if (version == 1) {
+      HostState h;
+      h.name = std::string(kDefaultHostName);
+      h.netns = j.value("host_netns", "");
+      h.netns_created = j.value("host_netns_created", false);
+      h.bridge = j.value("bridge", "");
+      h.pin_root = s.pin_root;
+      h.agent = ProcessFrom(j.value("agent", Json()));
+      s.hosts.push_back(std::move(h));
+    }
+    for (const auto& hj : j.value("hosts", Json::array())) {
+      HostState h;
+      h.name = hj.at("name").get<std::string>();
+      h.netns = hj.value("netns", "");
+      h.netns_created = hj.value("netns_created", false);
+      h.bridge = hj.value("bridge", "");
+      h.pin_root = hj.value("pin_root", "");
+      h.agent_socket = hj.value("agent_socket", "");
+      h.agent_state_dir = hj.value("agent_state_dir", "");
+      h.agent_log = hj.value("agent_log", "");
+      h.inventory = hj.value("inventory", "");
+      h.conflist = hj.value("conflist", "");
+      h.ipam_dir = hj.value("ipam_dir", "");
+      h.subnets = hj.value("subnets", std::vector<std::string>{});
+      h.underlay = hj.value("underlay", std::vector<std::string>{});
+      h.core_interface = hj.value("core_interface", "");
+      h.core_addresses = hj.value("core_addresses", std::vector<std::string>{});
+      h.agent = ProcessFrom(hj.value("agent", Json()));
+      s.hosts.push_back(std::move(h));
+    }
     for (const auto& wj : j.value("workloads", Json::array())) {
       WorkloadState w;
       w.id = wj.at("id").get<std::string>();
+      w.host = wj.value("host", std::string(kDefaultHostName));
       for (const auto& pj : wj.value("ports", Json::array())) {
         LabPort p;
         p.port = pj.at("port").get<uint16_t>();

@@ -37,7 +37,15 @@ struct LabNames {
   std::string IpamDir() const;
   std::string ServerLog(const std::string& workload_id) const;
   std::string NetnsPrefix() const;  // "bhlab-NAME_"
-  std::string HostNetns() const;
+  std::string HostNetns() const;    // the host of a one-host lab: "bhlab-NAME_host"
+  std::string CoreNetns() const;    // the underlay's router of a lab with several hosts
+  // A host's netns, files and pins: a one-host lab keeps the paths above (agent.sock, ...);
+  // with several hosts each has its own under STATE/hosts/HOST/ and PINS/HOST.
+  struct HostPaths {
+    std::string netns, agent_socket, agent_state_dir, agent_log, inventory, conflist, ipam_dir,
+        pin_root;
+  };
+  HostPaths ForHost(const std::string& host, bool multi_host, const std::string& pin_root) const;
   std::string WorkloadNetns(const std::string& workload_id) const;
   std::string ContainerId(const std::string& workload_id) const;
   std::string Bridge() const;          // at most 15 characters
@@ -45,7 +53,8 @@ struct LabNames {
 };
 
 struct WorkloadState {
-  std::string id;  // namespace/name
+  std::string id;    // namespace/name
+  std::string host;  // the lab host it runs on
   std::vector<LabPort> ports;
   std::string netns;  // name under /run/netns
   std::string container_id;
@@ -60,22 +69,45 @@ struct WorkloadState {
   ProcessRecord server;
 };
 
+// A lab host: its netns, bridge, agent and files.
+struct HostState {
+  std::string name;
+  std::string netns;
+  std::string bridge;
+  std::string pin_root;
+  std::string agent_socket;
+  std::string agent_state_dir;
+  std::string agent_log;
+  std::string inventory;  // the agent's Inventory
+  std::string conflist;   // the workloads' CNI network on this host
+  std::string ipam_dir;
+  std::vector<std::string> subnets;  // its pod subnets (its share of the lab's)
+  // Several hosts: its end of the underlay link ("underlay", CIDRs) and the core's end
+  // (core_interface in the core netns), which the host routes through.
+  std::vector<std::string> underlay;
+  std::string core_interface;
+  std::vector<std::string> core_addresses;
+  bool netns_created = false;  // set before the netns is made
+  ProcessRecord agent;
+};
+
 struct LabState {
   std::string name;
   std::string phase;  // "building", "up"
   std::string lab_file;
   std::string policies;
-  std::string host_netns;
-  std::string bridge;
-  std::string pin_root;
+  std::string pin_root;  // the lab's; a host's pins are under it when there are several
   std::vector<std::string> cni_path;
-  bool host_netns_created = false;
   bool bpffs_mounted = false;  // this lab mounted bpffs on /sys/fs/bpf (left mounted by down)
-  ProcessRecord agent;
+  std::string core_netns;      // empty in a one-host lab
+  bool core_created = false;
+  std::vector<HostState> hosts;
   std::vector<WorkloadState> workloads;
 
   WorkloadState* FindWorkload(std::string_view id);
   const WorkloadState* FindWorkload(std::string_view id) const;
+  HostState* FindHost(std::string_view name);
+  const HostState* FindHost(std::string_view name) const;
 };
 
 nlohmann::json StateToJson(const LabState& s);

@@ -62,11 +62,11 @@ leftovers() {
     python3 - "$state" <<'PY'
 import json, subprocess, sys
 s = json.load(open(sys.argv[1]))
-links = [s["bridge"]] + [w["host_interface"] for w in s["workloads"] if w["host_interface"]]
+links = [h["bridge"] for h in s["hosts"]] + [w["host_interface"] for w in s["workloads"] if w["host_interface"]]
 for l in links:
     if subprocess.run(["ip", "link", "show", "dev", l], capture_output=True).returncode == 0:
         print("link", l)
-pids = [s["agent"]] + [w["server"] for w in s["workloads"]]
+pids = [h["agent"] for h in s["hosts"]] + [w["server"] for w in s["workloads"]]
 for p in pids:
     if not p["pid"]:
         continue
@@ -172,7 +172,7 @@ echo "probes done at $((SECONDS - START)) s"
 
 # ---- 4. agent kill -9, then down: nothing is left ----
 cp "$RUN/$LAB/state.json" "$T/state.json"
-AGENT=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['agent']['pid'])" "$T/state.json")
+AGENT=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['hosts'][0]['agent']['pid'])" "$T/state.json")
 kill -9 "$AGENT" || fail "no agent process $AGENT to kill"
 # Enforcement goes on without the agent (pinned programs): a denied flow stays denied.
 [ "$(probe shop/web shop/db 80 tcp 4)" = 1 ] || fail "a denied flow passed while the agent was down"
@@ -208,7 +208,7 @@ cp "$RUN/$LAB2/state.json" "$T/state2.json" 2>/dev/null || fail "no state of the
 python3 - "$T/state2.json" <<'PY' || fail "the killed lab's state does not show a half-made lab"
 import json, sys
 s = json.load(open(sys.argv[1]))
-assert s["phase"] == "building" and s["agent"]["pid"], s
+assert s["phase"] == "building" and s["hosts"][0]["agent"]["pid"], s
 added = [w["id"] for w in s["workloads"] if w["cni_added"]]
 assert added == ["shop/web", "shop/db"], added
 PY

@@ -106,6 +106,62 @@ spec:
   EXPECT_TRUE(r.spec.workloads[0].ports.empty());
 }
 
+TEST(LabFile, Hosts) {
+  // No hosts: one host, the whole subnets.
+  auto one = ParseLabFile(std::string(BULKHEAD_SOURCE_DIR) + "/examples/lab/small.yaml");
+  ASSERT_TRUE(one.ok()) << AllDiagnostics(one);
+  ASSERT_EQ(one.spec.hosts.size(), 1u);
+  EXPECT_FALSE(one.spec.MultiHost());
+  EXPECT_EQ(one.spec.hosts[0].name, kDefaultHostName);
+  EXPECT_EQ(one.spec.hosts[0].ipv4_subnet, one.spec.ipv4_subnet);
+  for (const auto& w : one.spec.workloads) EXPECT_EQ(w.host, kDefaultHostName);
+
+  // A count names host-1..host-N; workloads without a host go round-robin in file order,
+  // skipping none; each host gets an equal power-of-two share of each subnet.
+  auto three = ParseLab(R"(apiVersion: bulkhead.io/v1alpha1
+kind: Lab
+metadata: {name: t}
+spec:
+  hosts: 3
+  namespaces: [{name: x}]
+  workloads:
+  - {namespace: x, name: a}
+  - {namespace: x, name: b, host: host-3}
+  - {namespace: x, name: c}
+  - {namespace: x, name: d}
+)",
+                        "three.yaml");
+  ASSERT_TRUE(three.ok()) << AllDiagnostics(three);
+  const LabSpec& s = three.spec;
+  ASSERT_EQ(s.hosts.size(), 3u);
+  EXPECT_TRUE(s.MultiHost());
+  EXPECT_EQ(s.hosts[2].name, "host-3");
+  EXPECT_EQ(s.FindWorkload("x/a")->host, "host-1");
+  EXPECT_EQ(s.FindWorkload("x/b")->host, "host-3");
+  EXPECT_EQ(s.FindWorkload("x/c")->host, "host-2");
+  EXPECT_EQ(s.FindWorkload("x/d")->host, "host-3");
+  EXPECT_EQ(s.hosts[0].ipv4_subnet->ToString(), "10.210.0.0/26");
+  EXPECT_EQ(s.hosts[1].ipv4_subnet->ToString(), "10.210.0.64/26");
+  EXPECT_EQ(s.hosts[2].ipv4_subnet->ToString(), "10.210.0.128/26");
+  EXPECT_EQ(s.hosts[2].ipv6_subnet->ToString(), "fd00:b4:1ab:0:8000::/66");
+
+  auto example = ParseLabFile(std::string(BULKHEAD_SOURCE_DIR) + "/examples/lab/multihost.yaml");
+  ASSERT_TRUE(example.ok()) << AllDiagnostics(example);
+  EXPECT_EQ(example.spec.hosts.size(), 3u);
+}
+
+TEST(LabFile, SplitSubnet) {
+  EXPECT_EQ(HostSplitBits(1), 0);
+  EXPECT_EQ(HostSplitBits(2), 1);
+  EXPECT_EQ(HostSplitBits(3), 2);
+  EXPECT_EQ(HostSplitBits(64), 6);
+  auto v4 = *common::Cidr::Parse("10.1.0.0/16");
+  EXPECT_EQ(SplitSubnet(v4, 2, 3).ToString(), "10.1.192.0/18");
+  EXPECT_EQ(SplitSubnet(v4, 0, 0), v4);
+  auto v6 = *common::Cidr::Parse("fd00:1::/64");
+  EXPECT_EQ(SplitSubnet(v6, 6, 63).ToString(), "fd00:1:0:0:fc00::/70");
+}
+
 constexpr const char* kHead = R"(apiVersion: bulkhead.io/v1alpha1
 kind: Lab
 metadata: {name: t}
@@ -267,7 +323,65 @@ INSTANTIATE_TEST_SUITE_P(
                 "document 2: a lab file holds exactly one Lab object"},
         BadCase{"Syntax", "kind: Lab\nmetadata: {name: [\n", "lab.yaml:"},
         BadCase{"NotAMap", "- 1\n- 2\n", "must be a Lab object"},
-        BadCase{"Empty", "", "lab.yaml: error: holds no Lab object"}),
+        BadCase{"Empty", "", "lab.yaml: error: holds no Lab object"},
+        BadCase{"UnknownHost",
+                std::string(kHead) + "spec:\n  hosts: [a, b]\n" + kNs +
+                    "  workloads:\n  - {namespace: x, name: w, host: c}\n",
+                "lab.yaml:8:37: error: Lab t: spec.workloads[0].host: host \"c\" is not in "
+                "spec.hosts (\"a\", \"b\")"},
+        BadCase{"DuplicateHost",
+                std::string(kHead) + "spec:\n  hosts: [a, a]\n" + kNs +
+                    "  workloads: [{namespace: x, name: w}]\n",
+                "lab.yaml:5:14: error: Lab t: spec.hosts[1]: host \"a\" is already declared at "
+                "line 5"},
+        BadCase{"BadHostName",
+                std::string(kHead) + "spec:\n  hosts: [A_1]\n" + kNs +
+                    "  workloads: [{namespace: x, name: w}]\n",
+                "lab.yaml:5:11: error: Lab t: spec.hosts[0]: invalid host name \"A_1\""},
+        BadCase{"LongHostName",
+                std::string(kHead) + "spec:\n  hosts: [abcdefghijabcdefghijk]\n" + kNs +
+                    "  workloads: [{namespace: x, name: w}]\n",
+                "spec.hosts[0]: invalid host name \"abcdefghijabcdefghijk\": must be no more than "
+                "20 characters"},
+        BadCase{"NoHosts",
+                std::string(kHead) + "spec:\n  hosts: []\n" + kNs +
+                    "  workloads: [{namespace: x, name: w}]\n",
+                "lab.yaml:5:10: error: Lab t: spec.hosts: needs at least one host"},
+        BadCase{"HostCountZero",
+                std::string(kHead) + "spec:\n  hosts: 0\n" + kNs +
+                    "  workloads: [{namespace: x, name: w}]\n",
+                "lab.yaml:5:10: error: Lab t: spec.hosts: a lab has 1 to 64 hosts, not 0"},
+        BadCase{"HostCountTooMany",
+                std::string(kHead) + "spec:\n  hosts: 65\n" + kNs +
+                    "  workloads: [{namespace: x, name: w}]\n",
+                "spec.hosts: a lab has 1 to 64 hosts, not 65"},
+        BadCase{"HostsAMap",
+                std::string(kHead) + "spec:\n  hosts: {a: 1}\n" + kNs +
+                    "  workloads: [{namespace: x, name: w}]\n",
+                "spec.hosts: must be a list of host names or a number of hosts, not a map"},
+        BadCase{"HostShareTooSmall",
+                std::string(kHead) +
+                    "spec:\n  ipFamilies: [IPv4]\n  ipv4Subnet: 10.9.0.0/29\n"
+                    "  hosts: [a, b]\n" +
+                    kNs +
+                    "  workloads:\n  - {namespace: x, name: w, host: a}\n"
+                    "  - {namespace: x, name: v, host: a}\n",
+                "lab.yaml:6:15: error: Lab t: spec.ipv4Subnet: 10.9.0.0/29 split over 2 hosts "
+                "gives host \"a\" 10.9.0.0/30, room for 1 workloads; it has 2"},
+        BadCase{"SubnetTooSmallToSplit",
+                std::string(kHead) +
+                    "spec:\n  ipFamilies: [IPv4]\n  ipv4Subnet: 10.9.0.0/30\n"
+                    "  hosts: 3\n" +
+                    kNs + "  workloads: [{namespace: x, name: w}]\n",
+                "spec.ipv4Subnet: 10.9.0.0/30 is too small to split over 3 hosts (each host "
+                "needs a /30 at least"},
+        BadCase{"SubnetOverlapsUnderlay",
+                std::string(kHead) +
+                    "spec:\n  ipFamilies: [IPv4]\n  ipv4Subnet: 100.64.0.0/16\n"
+                    "  hosts: 2\n" +
+                    kNs + "  workloads: [{namespace: x, name: w}]\n",
+                "spec.ipv4Subnet: 100.64.0.0/16 overlaps the underlay of a lab with several "
+                "hosts (100.64.0.0/24)"}),
     [](const testing::TestParamInfo<BadCase>& info) { return info.param.name; });
 
 TEST(LabFile, MissingFile) {

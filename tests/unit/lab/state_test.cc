@@ -48,15 +48,42 @@ TEST(LabState, RoundTrip) {
   s.phase = "up";
   s.lab_file = "/tmp/lab.yaml";
   s.policies = "/tmp/p";
-  s.host_netns = "bhlab-demo_host";
-  s.host_netns_created = true;
-  s.bridge = "bhbr00000000";
   s.pin_root = "/sys/fs/bpf/bulkhead/lab-demo";
   s.bpffs_mounted = true;
   s.cni_path = {"/usr/lib/cni"};
-  s.agent = {1234, 5678};
+  s.core_netns = "bhlab-demo_core";
+  s.core_created = true;
+  LabNames names{"demo", "/run/bulkhead/lab"};
+  for (const char* name : {"a", "b"}) {
+    LabNames::HostPaths p = names.ForHost(name, true, s.pin_root);
+    HostState h;
+    h.name = name;
+    h.netns = p.netns;
+    h.netns_created = true;
+    h.bridge = "bhbr00000000";
+    h.pin_root = p.pin_root;
+    h.agent_socket = p.agent_socket;
+    h.agent_state_dir = p.agent_state_dir;
+    h.agent_log = p.agent_log;
+    h.inventory = p.inventory;
+    h.conflist = p.conflist;
+    h.ipam_dir = p.ipam_dir;
+    h.subnets = {"10.0.0.0/25", "fd00::/65"};
+    h.underlay = {"100.64.0.2/30"};
+    h.core_interface = "uh0";
+    h.core_addresses = {"100.64.0.1/30"};
+    h.agent = {1234, 5678};
+    s.hosts.push_back(h);
+  }
+  EXPECT_EQ(s.hosts[1].netns, "bhlab-demo_h_b");
+  EXPECT_EQ(s.hosts[1].agent_socket, "/run/bulkhead/lab/demo/hosts/b/agent.sock");
+  EXPECT_EQ(s.hosts[1].pin_root, "/sys/fs/bpf/bulkhead/lab-demo/b");
+  // One host keeps the one-host paths.
+  EXPECT_EQ(names.ForHost("host", false, s.pin_root).netns, names.HostNetns());
+  EXPECT_EQ(names.ForHost("host", false, s.pin_root).agent_socket, names.AgentSocket());
   WorkloadState w;
   w.id = "x/a";
+  w.host = "b";
   w.ports = {{80, policy::Protocol::kTCP, "http"},
              {81, policy::Protocol::kUDP, ""},
              {82, policy::Protocol::kSCTP, "sig"}};
@@ -77,11 +104,33 @@ TEST(LabState, RoundTrip) {
   EXPECT_EQ(back->workloads[0].ports[0], (LabPort{80, policy::Protocol::kTCP, "http"}));
   EXPECT_EQ(back->workloads[0].ports[1], (LabPort{81, policy::Protocol::kUDP, ""}));
   EXPECT_EQ(back->workloads[0].ports[2], (LabPort{82, policy::Protocol::kSCTP, "sig"}));
-  EXPECT_EQ(back->agent.start_time, 5678u);
+  EXPECT_EQ(back->hosts[1].agent.start_time, 5678u);
+  EXPECT_EQ(back->workloads[0].host, "b");
   EXPECT_NE(back->FindWorkload("x/a"), nullptr);
   EXPECT_EQ(back->FindWorkload("x/b"), nullptr);
-  EXPECT_FALSE(StateFromJson(nlohmann::json{{"version", 2}}).ok());
+  EXPECT_NE(back->FindHost("b"), nullptr);
+  EXPECT_EQ(back->FindHost("c"), nullptr);
+  EXPECT_FALSE(StateFromJson(nlohmann::json{{"version", 3}, {"name", "x"}}).ok());
+  EXPECT_FALSE(StateFromJson(nlohmann::json{{"version", 2}}).ok());  // no name
   EXPECT_FALSE(StateFromJson(nlohmann::json{{"version", 1}}).ok());  // no name
+}
+
+// A state written before labs had several hosts reads as a lab with one host.
+TEST(LabState, VersionOneIsOneHost) {
+  nlohmann::json v1 = {{"version", 1},
+                       {"name", "old"},
+                       {"host_netns", "bhlab-old_host"},
+                       {"host_netns_created", true},
+                       {"bridge", "bhbr12345678"},
+                       {"agent", {{"pid", 7}, {"start_time", 8}}},
+                       {"workloads", nlohmann::json::array({{{"id", "x/a"}}})}};
+  auto s = StateFromJson(v1);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->hosts.size(), 1u);
+  EXPECT_EQ(s->hosts[0].netns, "bhlab-old_host");
+  EXPECT_EQ(s->hosts[0].bridge, "bhbr12345678");
+  EXPECT_EQ(s->hosts[0].agent.pid, 7);
+  EXPECT_EQ(s->workloads[0].host, s->hosts[0].name);
 }
 
 class LabDirTest : public testing::Test {
