@@ -743,7 +743,10 @@ absl::Status Agent::Start() {
       return absl::OkStatus();
     }
     const int64_t revision = server_input_->revision;
-    if (Reload(/*force=*/true).ok() && applied_hash_ == CombinedHash(*HashInputs())) {
+    // In force even when an endpoint waits for its interface (Reload's error then).
+    (void)Reload(/*force=*/true);
+    auto hash = HashInputs();
+    if (hash.ok() && applied_hash_ == CombinedHash(*hash)) {
       enforced_server_revision_ = revision;
       spdlog::info("enforcing server revision {} from {}/server-state.json", revision,
                    options_.state_dir);
