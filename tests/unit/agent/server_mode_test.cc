@@ -378,6 +378,50 @@ TEST_F(ServerModeTest, AnAgentRestartedWhileTheServerIsDownEnforcesThePersistedP
   EXPECT_EQ(Verdict("shop/web", "shop/api", 80), "deny");
 }
 
+TEST_F(ServerModeTest, ACniEndpointInANewNamespaceIsHeldUntilItsObjectsArrive) {
+  // bank's policy admits web on 80 only.
+  ASSERT_EQ(Apply({Ns("shop"), Ns("bank"), ApiPolicy(80),
+                   "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: "
+                   "pay-in, namespace: bank}\nspec:\n  podSelector: {}\n  ingress:\n  - from: "
+                   "[{namespaceSelector: {}}]\n    ports: [{port: 80}]\n"}),
+            1);
+  StartAgent(Join("node-1"), dp_);
+  ASSERT_TRUE(Pump([&] {
+    return agent_->enforced_server_revision() == 1 && agent_->held_namespaces().empty();
+  }));
+  // A CNI ADD in bank: enforced at once, held at deny (bank's objects are not here yet).
+  interfaces_["veth-pay"] = 14;
+  EndpointRegistration r;
+  r.id = "c0ffee/eth0";
+  r.namespace_name = "bank";
+  r.name = "pay";
+  r.labels = {{"app", "pay"}};
+  r.netns = "/var/run/netns/pay";
+  r.interface = "eth0";
+  r.host_interface = "veth-pay";
+  r.ips = {"10.9.0.9"};
+  auto added = agent_->AddEndpoint(r);
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(agent_->held_namespaces(), std::set<std::string>{"bank"});
+  EXPECT_EQ(Verdict("shop/web", "bank/pay", 80), "deny");
+  EXPECT_EQ(Verdict("bank/pay", "shop/web", 80), "deny");
+  // Reported; the server sends bank's objects; the hold ends and bank's policy applies.
+  ASSERT_TRUE(Pump([&] { return agent_->held_namespaces().empty(); }));
+  EXPECT_EQ(Verdict("shop/web", "bank/pay", 80), "allow");
+  EXPECT_EQ(Verdict("shop/web", "bank/pay", 81), "deny");
+  EXPECT_EQ(Verdict("bank/pay", "shop/web", 80), "allow");
+  ASSERT_TRUE(Pump([&] {
+    auto rec = Record("node-1");
+    return rec && rec->endpoints == 3;
+  }));
+  // CNI DEL: reported as gone.
+  ASSERT_TRUE(agent_->RemoveEndpoint(r.id).ok());
+  ASSERT_TRUE(Pump([&] {
+    auto rec = Record("node-1");
+    return rec && rec->endpoints == 2;
+  }));
+}
+
 TEST_F(ServerModeTest, IdentitiesTakeTheClusterNumbers) {
   ASSERT_EQ(Apply({Ns("shop"), ApiPolicy(80)}), 1);
   // node-2 holds another key first: the cluster's lowest number is taken, so this agent's
