@@ -173,6 +173,9 @@ in_ns "$R" "$BH" apply -f "$T/policy-closed.yaml" >>"$T/cli.log" 2>&1 || fail "a
 wait_enforced 2
 expect "revision 2" 0 1 deny
 expect "revision 2" 1 0 allow
+"$BH" agent status --socket "$SOCK" >"$T/status.txt" 2>&1
+grep -q "^server rev:  2 received, 2 enforced" "$T/status.txt" &&
+  grep -q "^connected:   yes" "$T/status.txt" || fail "agent status text: $(cat "$T/status.txt")"
 
 # The server goes away: the policy stays.
 kill -9 "$SERVER_PID"
