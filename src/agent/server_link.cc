@@ -53,6 +53,7 @@ ServerLink::ServerLink(agentlink::SyncOptions options) : server_(options.server)
       synced_ns_ = reported_ns_;
       pending_ns_.clear();
       ns_deltas_received_ = changes_sent_;
+      ack_snapshot_ = true;  // a new session: its server hears the result again
     } else if (u.revision == last_revision_) {
       ++ns_deltas_received_;
       for (auto it = pending_ns_.begin(); it != pending_ns_.end();) {
@@ -145,9 +146,12 @@ void ServerLink::Process(Agent& agent) {
   while (read(wake_fd_, &drained, sizeof(drained)) > 0) {
   }
   std::optional<ServerInput> input;
+  bool force_ack = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (dirty_ && policy_.has_value()) {
+      force_ack = ack_snapshot_;
+      ack_snapshot_ = false;
       input.emplace();
       input->revision = policy_->revision;
       input->objects = policy_->objects;
@@ -163,7 +167,15 @@ void ServerLink::Process(Agent& agent) {
       spdlog::error("server revision {} not applied (revision {} stays in force): {}", revision,
                     agent.enforced_server_revision(), std::string(st.message()));
     }
-    client_->Ack(revision, st);
+    // Once per revision and result: a peer change at the same revision needs no new ack (each
+    // ack is a write of the agent's record in the store).
+    const std::string result = st.ok() ? "" : std::string(st.message());
+    if (force_ack || !acked_ || revision != acked_revision_ || result != acked_result_) {
+      client_->Ack(revision, st);
+      acked_ = true;
+      acked_revision_ = revision;
+      acked_result_ = result;
+    }
   }
   // The cluster's identity numbers: a compile that numbered a key otherwise is redone with
   // them (every node then uses the same numbers).

@@ -62,6 +62,7 @@ class ServerLink {
   std::optional<agentlink::PolicyState> policy_;  // newest, while not yet applied
   std::map<std::string, agentlink::Endpoint> peers_;
   bool dirty_ = false;
+  bool ack_snapshot_ = false;  // a snapshot arrived: ack its result even if unchanged
   std::optional<std::map<std::string, uint32_t>> pins_;  // the cluster's numbers, not yet applied
   bool connected_ = false;
   int64_t last_revision_ = -1;  // of the last policy update on this stream
@@ -80,6 +81,9 @@ class ServerLink {
   std::vector<agentlink::Endpoint> reported_;  // what SetEndpoints last took
   bool reported_once_ = false;
   std::optional<std::set<std::string>> keys_sent_;  // the identity keys last sent
+  bool acked_ = false;  // the last ack: its revision and error ("" for ok)
+  int64_t acked_revision_ = 0;
+  std::string acked_result_;
   Clock::time_point next_status_ = Clock::now();
 };
 
