@@ -4,6 +4,7 @@
 // restarted while the server is down; endpoints of a namespace not synced yet held at deny.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -481,6 +482,43 @@ TEST_F(ServerModeTest, EndpointsOfANamespaceNotSyncedAreHeldAtDeny) {
   EXPECT_TRUE(agent_->held_namespaces().empty());
   EXPECT_EQ(Verdict("shop/web", "shop/api", 80), "allow");
   EXPECT_EQ(agent_->enforced_server_revision(), 7);
+}
+
+// The real binary's refusals in server mode (no server needed: each is refused before any
+// connection, or the connection is refused).
+TEST(AgentServerCliTest, RefusesClearly) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("bulkhead-agent-server-cli-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  auto run = [&](const std::string& args) -> std::pair<int, std::string> {
+    const std::string cmd = std::string(BULKHEAD_BINARY) + " agent " + args + " --state-dir " +
+                            (dir / "state").string() + " --socket " +
+                            (dir / "agent.sock").string() + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    if (p == nullptr) return {-1, ""};
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    int st = pclose(p);
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  };
+  auto [code, out] = run("--server 127.0.0.1:1");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("holds no credentials and no --token"), std::string::npos) << out;
+  std::tie(code, out) = run("--server 127.0.0.1:1 --token bhj_x.y --policies /tmp");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("--policies cannot be used with --server"), std::string::npos) << out;
+  std::tie(code, out) = run("--server 127.0.0.1:1 --token bhj_x.y --node n1");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("--node is for standalone mode"), std::string::npos) << out;
+  std::tie(code, out) = run("--server nohost --token bhj_x.y");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("--server:"), std::string::npos) << out;
+  std::tie(code, out) = run("--server 127.0.0.1:1 --token bhj_x.y --node-name n1");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("cannot join 127.0.0.1:1 as n1"), std::string::npos) << out;
+  fs::remove_all(dir);
 }
 
 }  // namespace
