@@ -85,6 +85,7 @@ ServerLink::ServerLink(agentlink::SyncOptions options) : server_(options.server)
   cb.on_connection = [this](bool connected, const absl::Status& why) {
     std::lock_guard<std::mutex> lock(mu_);
     connected_ = connected;
+    status_due_ = status_due_ || connected;  // the new session's server hears it at once
     if (connected) {
       spdlog::info("connected to the server {}", server_);
     } else {
@@ -216,7 +217,12 @@ void ServerLink::Process(Agent& agent) {
     }
   }
   const auto now = Clock::now();
-  if (now >= next_status_) {
+  bool status_due = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::swap(status_due, status_due_);
+  }
+  if (status_due || now >= next_status_) {
     client_->ReportStatus(agentlink::ProcessUsage());
     next_status_ = now + kStatusInterval;
   }

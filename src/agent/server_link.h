@@ -65,6 +65,7 @@ class ServerLink {
   bool ack_snapshot_ = false;  // a snapshot arrived: ack its result even if unchanged
   std::optional<std::map<std::string, uint32_t>> pins_;  // the cluster's numbers, not yet applied
   bool connected_ = false;
+  bool status_due_ = false;     // connected: report resource use now, not in up to 10 s
   int64_t last_revision_ = -1;  // of the last policy update on this stream
   // Namespace coverage (docs/agent.md): the server sends a namespace's objects in a delta at
   // the revision the agent has (a "namespace delta") after each change of the set of

@@ -240,6 +240,11 @@ TEST_F(ServerModeTest, SnapshotIsEnforcedAckedAndNewRevisionsFollow) {
     auto r = Record("node-1");
     return r && r->enforced_revision == 1 && r->health == "ok" && r->endpoints == 2;
   }));
+  // Resource use reaches the registry (bulkhead agents' CPU and RSS) once connected.
+  ASSERT_TRUE(Pump([&] {
+    auto r = Record("node-1");
+    return r && r->rss_bytes > 0 && r->cpu_seconds > 0;
+  }));
 
   // A new revision through the repository reaches the datapath.
   ASSERT_EQ(Apply({Ns("shop"), ApiPolicy(81)}), 2);
