@@ -246,11 +246,27 @@ TEST_F(ServerModeTest, SnapshotIsEnforcedAckedAndNewRevisionsFollow) {
     return r && r->rss_bytes > 0 && r->cpu_seconds > 0;
   }));
 
+  // The cluster's identity numbers are in force (a later renumbering would be a full compile).
+  ASSERT_TRUE(Pump([&] {
+    auto pins = link_->identity_pins();
+    std::set<uint32_t> numbers;
+    for (const auto& [key, n] : pins) numbers.insert(n);
+    for (const std::string& key : agent_->IdentityKeys()) {
+      if (pins.count(key) == 0) return false;
+    }
+    for (const auto& e : agent_->EndpointsJson()) {
+      if (numbers.count(e.value("identity", 0u)) == 0) return false;
+    }
+    return true;
+  }));
+
   // A new revision through the repository reaches the datapath.
   ASSERT_EQ(Apply({Ns("shop"), ApiPolicy(81)}), 2);
   ASSERT_TRUE(Pump([&] { return agent_->enforced_server_revision() == 2; }));
   EXPECT_EQ(Verdict("shop/web", "shop/api", 80), "deny");
   EXPECT_EQ(Verdict("shop/web", "shop/api", 81), "allow");
+  // Only a policy changed: the compile in force was updated in place, as for a file edit.
+  EXPECT_NE(agent_->Metrics().find("bulkhead_agent_last_apply_incremental 1"), std::string::npos);
   ASSERT_TRUE(Pump([&] {
     auto r = Record("node-1");
     return r && r->enforced_revision == 2;
