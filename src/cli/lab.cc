@@ -89,6 +89,11 @@ class LabCommand : public Subcommand {
                     "binary's directory, /usr/lib/cni, /opt/cni/bin)")
         ->delimiter(':')
         ->type_name("DIR[:DIR...]");
+    up_->add_option("--control-plane", control_plane_,
+                    "server: one `bulkhead server` in the lab, agents joined to it, the "
+                    "policies applied over REST (default with several hosts); standalone: "
+                    "agents on the policy dir (default, and the only choice, with one host)")
+        ->check(CLI::IsMember({"server", "standalone"}));
     up_->add_flag("--keep-on-failure", keep_on_failure_,
                   "Leave a lab that failed to come up for inspection (remove it with down)");
     up_->add_option("-o,--output", output_, "text (default) or json")
@@ -96,6 +101,10 @@ class LabCommand : public Subcommand {
 
     down_ = app_->add_subcommand("down", "Remove everything a lab made (also after a crash)");
     down_->add_option("--name", name_, "Lab name (default: the only lab)")->type_name("NAME");
+
+    apply_ = app_->add_subcommand(
+        "apply", "Apply the lab's policy dir to its server again (server mode; --prune)");
+    apply_->add_option("--name", name_, "Lab name (default: the only lab)")->type_name("NAME");
 
     status_ = app_->add_subcommand("status", "Show a lab's workloads, addresses and agent");
     status_->add_option("--name", name_, "Lab name (default: the only lab)")->type_name("NAME");
@@ -153,6 +162,7 @@ class LabCommand : public Subcommand {
     if (up_->parsed()) return Up(term);
     if (down_->parsed()) return Down(term);
     if (status_->parsed()) return Status(term);
+    if (apply_->parsed()) return Apply(term);
     if (probe_->parsed()) return Probe(term);
     if (serve_->parsed()) return Serve(term);
     return kExitInvalidInput;
@@ -188,6 +198,7 @@ class LabCommand : public Subcommand {
     o.bulkhead_binary = lab::SelfExecutable();
     o.cni_path = cni_path_.empty() ? lab::DefaultCniPath(o.bulkhead_binary) : cni_path_;
     o.keep_on_failure = keep_on_failure_;
+    o.server = control_plane_.empty() ? parsed.spec.MultiHost() : control_plane_ == "server";
     auto state = lab::Up(parsed.spec, o, AgentStatus, term.err);
     if (!state.ok()) {
       term.err << me << ": error: " << state.status().message() << "\n";
@@ -205,6 +216,31 @@ class LabCommand : public Subcommand {
                << " --from NS/NAME --to NS/NAME --port PORT`;\ncompare with `bulkhead simulate -f "
                << o.policies << " -f " << names.ClusterPath() << " --matrix --port PORT`.\n";
     }
+    return kExitOk;
+  }
+
+  // ---- apply ----
+  int Apply(Terminal& term) {
+    const char* me = "bulkhead lab apply";
+    auto name = lab::ResolveLabName(name_, lab::kDefaultRunDir);
+    if (!name.ok()) {
+      term.err << me << ": error: " << name.status().message() << "\n";
+      return kExitInvalidInput;
+    }
+    lab::LabNames names{*name, lab::kDefaultRunDir};
+    auto st = lab::LoadState(names);
+    if (!st.ok()) {
+      term.err << me << ": error: lab " << *name << ": " << st.status().message() << "\n";
+      return kExitInvalidInput;
+    }
+    auto out = lab::ApplyToServer(names, *st, lab::SelfExecutable());
+    if (!out.ok()) {
+      term.err << me << ": error: " << out.status().message() << "\n";
+      return absl::IsFailedPrecondition(out.status()) || absl::IsInvalidArgument(out.status())
+                 ? kExitInvalidInput
+                 : kExitError;
+    }
+    term.out << *out;
     return kExitOk;
   }
 
@@ -291,6 +327,14 @@ class LabCommand : public Subcommand {
     }
     j["agent"] = hosts.empty() ? nlohmann::ordered_json::object() : hosts[0]["agent"];
     j["core_netns"] = st.core_netns;
+    j["control_plane"] = st.control_plane;
+    if (st.control_plane == "server") {
+      j["server"] = {{"pid", st.server.pid},
+                     {"running", lab::IsRunning(st.server)},
+                     {"url", st.server_url},
+                     {"agents_address", st.server_agents_address},
+                     {"data_dir", st.server_dir}};
+    }
     j["hosts"] = hosts;
     nlohmann::ordered_json ws = nlohmann::ordered_json::array();
     for (const auto& w : st.workloads) {
@@ -365,6 +409,12 @@ class LabCommand : public Subcommand {
     term.out << "Lab " << st->name << " (" << st->phase << "), from " << st->lab_file << "\n"
              << "  policies:  " << st->policies << "\n";
     if (!st->core_netns.empty()) term.out << "  core:      netns " << st->core_netns << "\n";
+    if (st->control_plane == "server") {
+      term.out << "  server:    pid " << st->server.pid << ", "
+               << (lab::IsRunning(st->server) ? "running" : "not running") << ", " << st->server_url
+               << " in the core netns, agents join " << st->server_agents_address << "\n";
+      if (!lab::IsRunning(st->server)) healthy = false;
+    }
     for (const auto& h : j["hosts"]) {
       const auto& a = h["agent"];
       term.out << "  host " << h["name"].get<std::string>() << ": netns "
@@ -673,6 +723,8 @@ class LabCommand : public Subcommand {
   CLI::App* up_ = nullptr;
   CLI::App* down_ = nullptr;
   CLI::App* status_ = nullptr;
+  CLI::App* apply_ = nullptr;
+  std::string control_plane_;
   CLI::App* probe_ = nullptr;
   CLI::App* serve_ = nullptr;
   std::string lab_file_, policies_, name_, pin_root_;

@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "lab/cni.h"
 #include "lab/netns.h"
 #include "lab/process.h"
@@ -134,6 +135,34 @@ absl::Status DisableDad(const std::string& netns_name) {
 // The host's end of its underlay link (in the host's netns).
 constexpr const char* kUnderlayInterface = "underlay";
 
+// The lab's server: the name in its certificate (the agents check it), its ports in the core
+// netns (the REST API on the core's loopback only).
+constexpr const char* kServerName = "bulkhead-lab-server";
+constexpr int kServerRestPort = 8443;
+constexpr int kServerAgentsPort = 8444;
+
+// Runs `bulkhead ARGS` in the lab's core netns; its stdout, or an error with its stderr.
+absl::StatusOr<std::string> RunInCore(const LabState& st, const std::string& bulkhead,
+                                      const std::vector<std::string>& args) {
+  auto ns = OpenNetns(NetnsPath(st.core_netns));
+  if (!ns.ok()) return ns.status();
+  SpawnSpec spec;
+  spec.path = bulkhead;
+  spec.argv = {bulkhead};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.env = CurrentEnvironment();
+  spec.netns_fd = ns->get();
+  auto r = RunCaptured(spec, "", std::chrono::seconds(60));
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) {
+    return absl::Status(
+        r->exit_code == 2 ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kInternal,
+        absl::StrCat("bulkhead ", args.empty() ? "" : args[0], " exited ", r->exit_code, ": ",
+                     r->err, r->out));
+  }
+  return r->out;
+}
+
 // The `ip` binary (iproute2) that makes the underlay's veths, addresses and routes.
 std::string FindIp() {
   for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
@@ -198,6 +227,11 @@ class Builder {
     for (const auto& plugin : {kLoopbackPlugin, kBridgePlugin, "host-local", kBulkheadPlugin}) {
       if (auto p = FindPlugin(plugin, o_.cni_path); !p.ok()) return p.status();
     }
+    if (o_.server && !spec_.MultiHost()) {
+      return absl::InvalidArgumentError(
+          "--control-plane server needs a lab with several hosts (spec.hosts): the server runs "
+          "in the core netns of their underlay");
+    }
     if (spec_.MultiHost()) {
       ip_ = FindIp();
       if (ip_.empty()) {
@@ -234,6 +268,11 @@ class Builder {
     st_.pin_root = pin_root_;
     st_.cni_path = o_.cni_path;
     if (multi) st_.core_netns = names_.CoreNetns();
+    if (o_.server) {
+      st_.control_plane = "server";
+      st_.server_dir = names_.StateDir() + "/server";
+      st_.server_url = absl::StrCat("https://127.0.0.1:", kServerRestPort);
+    }
     for (size_t i = 0; i < spec_.hosts.size(); ++i) {
       const LabHost& lh = spec_.hosts[i];
       LabNames::HostPaths p = names_.ForHost(lh.name, multi, pin_root_);
@@ -279,6 +318,9 @@ class Builder {
     for (auto& h : st_.hosts) {
       if (auto s = Host(h); !s.ok()) return Annotate(s, "host " + h.name);
     }
+    if (o_.server) {
+      if (auto s = StartControlPlane(); !s.ok()) return Annotate(s, "the lab's server");
+    }
     // The agents start together and are waited for together: their start is most of `up`.
     for (auto& h : st_.hosts) {
       if (auto s = StartAgent(h); !s.ok()) return Annotate(s, AgentName(h));
@@ -292,7 +334,9 @@ class Builder {
     for (auto& w : st_.workloads) {
       if (auto s = StartServer(w); !s.ok()) return Annotate(s, "server of " + w.id);
     }
-    if (multi) {
+    if (o_.server) {
+      if (auto s = WaitPeersFromServer(); !s.ok()) return s;
+    } else if (multi) {
       if (auto s = Peers(); !s.ok()) return s;
     }
     if (auto s = WriteFileAtomic(names_.ClusterPath(), ClusterInventoryYaml(spec_, st_)); !s.ok()) {
@@ -461,10 +505,24 @@ class Builder {
     if (!ns.ok()) return ns.status();
     SpawnSpec spec;
     spec.path = o_.bulkhead_binary;
-    spec.argv = {o_.bulkhead_binary, "agent",        "--policies",  o_.policies,
-                 "--inventory",      h.inventory,    "--state-dir", h.agent_state_dir,
+    spec.argv = {o_.bulkhead_binary, "agent",        "--state-dir", h.agent_state_dir,
                  "--socket",         h.agent_socket, "--pin-root",  h.pin_root};
-    if (spec_.MultiHost()) {
+    if (o_.server) {
+      // Joins the lab's server as node HOST; policies and namespaces come from the server,
+      // the other hosts' workloads too (as peers).
+      for (const std::string& a :
+           {std::string("--server"), st_.server_agents_address, std::string("--token"), join_token_,
+            std::string("--node-name"), h.name, std::string("--tls-server-name"),
+            std::string(kServerName)}) {
+        spec.argv.push_back(a);
+      }
+    } else {
+      for (const std::string& a :
+           {std::string("--policies"), o_.policies, std::string("--inventory"), h.inventory}) {
+        spec.argv.push_back(a);
+      }
+    }
+    if (spec_.MultiHost() && !o_.server) {
       // Its node name: inventory workloads of other hosts are its peers.
       spec.argv.emplace_back("--node");
       spec.argv.push_back(h.name);
@@ -493,8 +551,15 @@ class Builder {
       if (status.ok()) {
         std::string revision = status->value("revision", std::string());
         std::string err = status->value("last_error", std::string());
-        if (!err.empty()) {
+        // A server-mode agent reports the wait for its first snapshot as its error, and a
+        // set it refused is acked to the server: wait, and name the error at the deadline.
+        if (!err.empty() && !o_.server) {
           return absl::InvalidArgumentError("it refused the policies or inventory:\n" + err);
+        }
+        if (!err.empty()) {
+          last = err;
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          continue;
         }
         if (status->value("ready", false) && revision != old_revision) {
           progress_ << "lab " << o_.name << ": " << AgentName(h) << " (pid " << h.agent.pid
@@ -510,6 +575,124 @@ class Builder {
     return absl::DeadlineExceededError(absl::StrCat("not ready after ", o_.agent_timeout.count(),
                                                     " ms (", last, "); the end of ", h.agent_log,
                                                     ":\n", TailOfFile(h.agent_log, 20)));
+  }
+
+  // `bulkhead server init` (its CA, certificate and admin token in STATE/server), the server
+  // in the core netns (REST on its loopback, the agents' gRPC on every address), a join
+  // token, and the lab's policies and namespaces applied over REST.
+  absl::Status StartControlPlane() {
+    SpawnSpec init;
+    init.path = o_.bulkhead_binary;
+    init.argv = {o_.bulkhead_binary, "server", "init",     "--data-dir",
+                 st_.server_dir,     "--name", kServerName};
+    init.env = CurrentEnvironment();
+    auto r = RunCaptured(init, "", std::chrono::seconds(60));
+    if (!r.ok()) return r.status();
+    if (r->exit_code != 0) {
+      return absl::InternalError("bulkhead server init: " + r->err);
+    }
+    std::string log_path = names_.StateDir() + "/server.log";
+    int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log < 0) return Errno("opening " + log_path);
+    Fd log_fd(log);
+    auto ns = OpenNetns(NetnsPath(st_.core_netns));
+    if (!ns.ok()) return ns.status();
+    // The agents reach the core over their own link; the server listens on every address.
+    const HostState& first = st_.hosts.front();
+    std::string core = AddressPart(first.core_addresses.front());
+    bool v6 = core.find(':') != std::string::npos;
+    SpawnSpec spec;
+    spec.path = o_.bulkhead_binary;
+    spec.argv = {o_.bulkhead_binary, "server",
+                 "--data-dir",       st_.server_dir,
+                 "--listen",         absl::StrCat("127.0.0.1:", kServerRestPort),
+                 "--grpc-listen",    absl::StrCat(v6 ? "[::]:" : "0.0.0.0:", kServerAgentsPort)};
+    spec.env = CurrentEnvironment();
+    spec.netns_fd = ns->get();
+    spec.new_session = true;
+    spec.stdout_fd = log_fd.get();
+    spec.stderr_fd = log_fd.get();
+    auto pid = Spawn(spec);
+    if (!pid.ok()) return pid.status();
+    if (auto rec = RecordProcess(*pid)) st_.server = *rec;
+    if (auto s = Save(); !s.ok()) return s;
+    // A join token, once the REST API answers.
+    auto deadline = std::chrono::steady_clock::now() + o_.agent_timeout;
+    std::string last;
+    while (join_token_.empty()) {
+      if (!IsRunning(st_.server) || std::chrono::steady_clock::now() > deadline) {
+        return absl::InternalError(absl::StrCat(
+            IsRunning(st_.server) ? "no join token from it (" + last + ")" : "it exited",
+            "; the end of ", log_path, ":\n", TailOfFile(log_path, 20)));
+      }
+      auto out =
+          InCore({"token", "create", "--server", st_.server_url, "--ca", st_.server_dir + "/ca.crt",
+                  "--token-file", st_.server_dir + "/admin.token", "--ttl", "24h"});
+      if (out.ok()) {
+        size_t at = out->find("bhj_");
+        if (at != std::string::npos) {
+          size_t end = out->find_first_of(" \n\t", at);
+          join_token_ = out->substr(at, end == std::string::npos ? end : end - at);
+          break;
+        }
+      }
+      last = out.ok() ? "no token in its output" : std::string(out.status().message());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    st_.server_agents_address = v6 ? absl::StrCat("[", core, "]:", kServerAgentsPort)
+                                   : absl::StrCat(core, ":", kServerAgentsPort);
+    if (auto s =
+            WriteFileAtomic(names_.StateDir() + "/namespaces.yaml", NamespaceObjectsYaml(spec_));
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = Save(); !s.ok()) return s;
+    auto applied = ApplyToServer(names_, st_, o_.bulkhead_binary);
+    if (!applied.ok()) return applied.status();
+    progress_ << "lab " << o_.name << ": server (pid " << st_.server.pid << ") in "
+              << st_.core_netns << ", agents join " << st_.server_agents_address << "; "
+              << absl::StrJoin(absl::StrSplit(*applied, '\n', absl::SkipEmpty()), "; ") << "\n";
+    return absl::OkStatus();
+  }
+
+  // Runs `bulkhead ARGS` in the core netns; its stdout, or an error with its stderr.
+  absl::StatusOr<std::string> InCore(const std::vector<std::string>& args) {
+    return RunInCore(st_, o_.bulkhead_binary, args);
+  }
+
+  // Server mode: each agent has every other host's workload as a peer (the server passes
+  // endpoints between agents) and no namespace held at deny.
+  absl::Status WaitPeersFromServer() {
+    for (const auto& h : st_.hosts) {
+      size_t want = 0;
+      for (const auto& w : st_.workloads) want += w.host != h.name;
+      auto deadline = std::chrono::steady_clock::now() + o_.agent_timeout;
+      std::string last;
+      for (;;) {
+        auto status = agent_status_(h.agent_socket);
+        if (status.ok()) {
+          const auto& srv = status->value("server", Json::object());
+          size_t peers = srv.value("peers", size_t{0});
+          bool held = !srv.value("held_namespaces", Json::array()).empty() ||
+                      !srv.value("pending_namespaces", Json::array()).empty();
+          std::string err = status->value("last_error", std::string());
+          if (peers == want && !held && err.empty() && status->value("ready", false)) break;
+          last = absl::StrCat(peers, " of ", want, " peers", held ? ", namespaces held" : "",
+                              err.empty() ? "" : ", " + err);
+        } else {
+          last = std::string(status.status().message());
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+          return absl::DeadlineExceededError(
+              absl::StrCat(AgentName(h), " did not get its peers from the server (", last,
+                           "); the end of ", h.agent_log, ":\n", TailOfFile(h.agent_log, 20)));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      progress_ << "lab " << o_.name << ": " << AgentName(h) << " has its " << want
+                << " peers from the server\n";
+    }
+    return absl::OkStatus();
   }
 
   // Standalone agents learn the other hosts' workloads (their peers) from their inventory:
@@ -624,6 +807,7 @@ class Builder {
   };
   std::map<std::string, HostRuntime> runtimes_;
   std::string ip_;
+  std::string join_token_;
 };
 
 }  // namespace
@@ -657,6 +841,28 @@ std::string PeerInventoryYaml(const LabSpec& spec, const LabState& state, const 
   }
   if (!workloads.empty()) out += "  workloads:\n" + workloads;
   return out;
+}
+
+std::string NamespaceObjectsYaml(const LabSpec& spec) {
+  std::string out = "# The lab's namespaces, for its server (written by `bulkhead lab up`).\n";
+  for (const auto& ns : spec.namespaces) {
+    out += "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + Q(ns.name) +
+           "\n  labels: " + LabelsFlow(ns.labels) + "\n";
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> ApplyToServer(const LabNames& names, const LabState& state,
+                                          const std::string& bulkhead_binary) {
+  if (state.control_plane != "server") {
+    return absl::FailedPreconditionError("lab " + state.name + " has no server: its agents watch " +
+                                         state.policies);
+  }
+  return RunInCore(
+      state, bulkhead_binary,
+      {"apply", "--server", state.server_url, "--ca", state.server_dir + "/ca.crt", "--token-file",
+       state.server_dir + "/admin.token", "-f", state.policies, "-f",
+       names.StateDir() + "/namespaces.yaml", "--prune", "-m", "bulkhead lab " + state.name});
 }
 
 UnderlayLink Underlay(size_t index, bool v4, bool v6) {
@@ -879,6 +1085,10 @@ DownReport Down(const LabNames& names, std::ostream& progress) {
       if (auto s = StopProcess(h.agent, std::chrono::milliseconds(5000)); !s.ok()) {
         r.warnings.push_back("agent of " + h.name + ": " + std::string(s.message()));
       }
+    }
+    processes.push_back(st->server);
+    if (auto s = StopProcess(st->server, std::chrono::milliseconds(5000)); !s.ok()) {
+      r.warnings.push_back("server: " + std::string(s.message()));
     }
   }
   // 3. Whatever still lives in the lab's namespaces (processes that were started but not yet

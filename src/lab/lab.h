@@ -38,6 +38,9 @@ struct UpOptions {
   std::string run_dir = kDefaultRunDir;
   std::chrono::milliseconds agent_timeout{30000};
   bool keep_on_failure = false;  // leave a failed lab for inspection (down removes it)
+  // Several hosts only: one `bulkhead server` in the core netns, the agents joined to it and
+  // the policies applied over its REST API, instead of standalone agents on the policy dir.
+  bool server = false;
 };
 
 // Builds the lab. On failure everything made so far is removed (unless keep_on_failure)
@@ -71,6 +74,15 @@ std::string ClusterInventoryYaml(const LabSpec& spec, const LabState& state);
 // The Inventory of the standalone agent of `host` in a lab with several hosts: the namespaces
 // and the other hosts' workloads with `node`, addresses and named ports (its peers).
 std::string PeerInventoryYaml(const LabSpec& spec, const LabState& state, const std::string& host);
+
+// The lab's Namespace objects (name, labels) for its server: in server mode namespaces reach
+// the agents from the server's set, not from an inventory.
+std::string NamespaceObjectsYaml(const LabSpec& spec);
+
+// Server mode: applies the lab's policy directory and its Namespace objects to the lab's
+// server (`bulkhead apply --prune` run in the core netns). Returns what apply printed.
+absl::StatusOr<std::string> ApplyToServer(const LabNames& names, const LabState& state,
+                                          const std::string& bulkhead_binary);
 
 // Host `index`'s link to the core router of a lab with several hosts (CIDRs of the families
 // asked for; the layout is in lab_file.h at kUnderlayIpv4).

@@ -179,6 +179,11 @@ Json StateToJson(const LabState& s) {
               {"cni_path", s.cni_path},
               {"core_netns", s.core_netns},
               {"core_created", s.core_created},
+              {"control_plane", s.control_plane},
+              {"server_dir", s.server_dir},
+              {"server_url", s.server_url},
+              {"server_agents_address", s.server_agents_address},
+              {"server", ProcessJson(s.server)},
               {"hosts", hosts},
               {"workloads", workloads}};
 }
@@ -201,6 +206,11 @@ absl::StatusOr<LabState> StateFromJson(const Json& j) {
     s.cni_path = j.value("cni_path", std::vector<std::string>{});
     s.core_netns = j.value("core_netns", "");
     s.core_created = j.value("core_created", false);
+    s.control_plane = j.value("control_plane", "standalone");
+    s.server_dir = j.value("server_dir", "");
+    s.server_url = j.value("server_url", "");
+    s.server_agents_address = j.value("server_agents_address", "");
+    s.server = ProcessFrom(j.value("server", Json()));
     if (version == 1) {
       HostState h;
       h.name = std::string(kDefaultHostName);

@@ -101,6 +101,13 @@ struct LabState {
   bool bpffs_mounted = false;  // this lab mounted bpffs on /sys/fs/bpf (left mounted by down)
   std::string core_netns;      // empty in a one-host lab
   bool core_created = false;
+  // "standalone" (agents on the policy dir) or "server" (one `bulkhead server` in the core
+  // netns; its data dir, REST URL there, the agents' address, pid).
+  std::string control_plane = "standalone";
+  std::string server_dir;
+  std::string server_url;
+  std::string server_agents_address;
+  ProcessRecord server;
   std::vector<HostState> hosts;
   std::vector<WorkloadState> workloads;
 
