@@ -58,5 +58,6 @@ std::unique_ptr<Subcommand> RegisterMode(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterAudit(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterToken(CLI::App& root);
 std::unique_ptr<Subcommand> RegisterAgents(CLI::App& root);
+std::unique_ptr<Subcommand> RegisterIdentities(CLI::App& root);
 
 }  // namespace bulkhead::cli

@@ -14,10 +14,10 @@ namespace {
 // the subcommands live in a static library, and a linker drops objects that nothing
 // references, static registrars included.
 constexpr RegisterFn kSubcommands[] = {
-    &RegisterSimulate, &RegisterExplain, &RegisterAgent,    &RegisterEndpoints, &RegisterObserve,
-    &RegisterLab,      &RegisterServer,  &RegisterApply,    &RegisterDiff,      &RegisterGet,
-    &RegisterDelete,   &RegisterHistory, &RegisterRollback, &RegisterMode,      &RegisterAudit,
-    &RegisterToken,    &RegisterAgents,
+    &RegisterSimulate, &RegisterExplain, &RegisterAgent,      &RegisterEndpoints, &RegisterObserve,
+    &RegisterLab,      &RegisterServer,  &RegisterApply,      &RegisterDiff,      &RegisterGet,
+    &RegisterDelete,   &RegisterHistory, &RegisterRollback,   &RegisterMode,      &RegisterAudit,
+    &RegisterToken,    &RegisterAgents,  &RegisterIdentities,
 };
 
 int Main(int argc, char** argv) {

@@ -108,6 +108,27 @@ absl::Status ValidateIdentityKey(std::string_view key, std::string_view what) {
     return absl::InvalidArgumentError(
         absl::StrCat("identity key ", std::string(what), " is empty"));
   }
+  // Keys travel as protobuf strings and are stored in JSON: both need UTF-8. Control
+  // characters have no place in label text and would garble `bulkhead identities`.
+  for (size_t i = 0; i < key.size();) {
+    auto c = static_cast<unsigned char>(key[i]);
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xe  ? 3
+                 : (c >> 3) == 0x1e ? 4
+                                    : 0;
+    bool ok = len > 0 && i + len <= key.size() && (len > 1 || (c >= 0x20 && c != 0x7f));
+    for (size_t k = 1; ok && k < len; ++k) {
+      ok = (static_cast<unsigned char>(key[i + k]) & 0xc0) == 0x80;
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat("identity key ", std::string(what),
+                                                     " has a control character or is not "
+                                                     "valid UTF-8 at byte ",
+                                                     i));
+    }
+    i += len;
+  }
   if (key.size() > kMaxIdentityKeyBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("identity key ", std::string(what), " ('", std::string(key.substr(0, 64)),

@@ -17,6 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -24,6 +26,7 @@
 #include "bulkhead/v1/agent.grpc.pb.h"
 #include "server/agent_registry.h"
 #include "server/api_client.h"
+#include "server/identities.h"
 #include "server/server.h"
 
 namespace bulkhead::server {
@@ -86,7 +89,8 @@ class TestAgent {
     std::vector<std::string> deletes;
   };
 
-  TestAgent(int port, Credentials creds, bool auto_ack, std::vector<Endpoint> endpoints = {}) {
+  TestAgent(int port, Credentials creds, bool auto_ack, std::vector<Endpoint> endpoints = {},
+            std::optional<std::set<std::string>> identity_keys = std::nullopt) {
     agentlink::SyncOptions o;
     o.server = "127.0.0.1:" + std::to_string(port);
     o.credentials = std::move(creds);
@@ -113,8 +117,17 @@ class TestAgent {
       ++endpoint_updates_;
       cv_.notify_all();
     };
+    cb.on_identities = [this](const std::map<std::string, uint32_t>& pins) {
+      std::lock_guard<std::mutex> lock(mu_);
+      pins_ = pins;
+      ++pin_updates_;
+      cv_.notify_all();
+    };
     client_ = std::make_unique<agentlink::SyncClient>(o, cb);
     EXPECT_TRUE(client_->SetEndpoints(std::move(endpoints)).ok());
+    if (identity_keys) {
+      EXPECT_TRUE(client_->SetIdentityKeys(*identity_keys).ok());
+    }
     client_->Start();
   }
 
@@ -138,6 +151,8 @@ class TestAgent {
   std::vector<Seen> seen_;
   int64_t revision_ = -1;
   int endpoint_updates_ = 0;
+  std::map<std::string, uint32_t> pins_;  // the last on_identities
+  int pin_updates_ = 0;
 
  private:
   std::unique_ptr<agentlink::SyncClient> client_;
@@ -753,6 +768,141 @@ TEST_F(AgentServiceTest, AnAgentAwayTurnsStaleKeepsItsEndpointsForTheGracePeriod
   ASSERT_TRUE(Eventually([&] { return b.client().endpoints().count("node-a/shop/web-1") == 1; }));
   EXPECT_EQ(Record("node-a")->health, "ok");
   EXPECT_FALSE(Record("node-a")->endpoints_removed);
+}
+
+// Identities: the server numbers each key once for the cluster.
+using Pins = std::map<std::string, uint32_t>;
+
+TEST_F(AgentServiceTest, TwoAgentsWithOverlappingKeysGetTheSameNumbers) {
+  // a's keys are set before it connects (they follow its Hello), b's once it is connected.
+  TestAgent a(port_, MustJoin("node-a"), true, {Ep("shop", "web-1", "10.0.0.1")},
+              std::set<std::string>{"app=web", "app=db"});
+  TestAgent b(port_, MustJoin("node-b"), true, {Ep("shop", "db-1", "10.0.1.1")});
+  ASSERT_TRUE(a.WaitFor([&] { return a.pins_.size() == 2; }));
+  ASSERT_TRUE(b.WaitForRevision(0));
+  ASSERT_TRUE(b.client().SetIdentityKeys({"app=db", "app=cache"}).ok());
+  ASSERT_TRUE(b.WaitFor([&] { return b.pins_.size() == 2; }));
+  EXPECT_EQ(a.client().identity_pins(), (Pins{{"app=db", 256}, {"app=web", 257}}));
+  EXPECT_EQ(b.client().identity_pins(), (Pins{{"app=cache", 258}, {"app=db", 256}}));
+
+  // GET /api/v1/identities (and the same through `bulkhead identities -o json`).
+  auto rest = Rest();
+  ASSERT_TRUE(rest);
+  auto r = rest->Get("/api/v1/identities");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->status, 200) << r->body.dump();
+  auto ids = r->body.at("identities");
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(ids[0].at("number"), 256);
+  EXPECT_EQ(ids[0].at("key"), "app=db");
+  EXPECT_EQ(ids[0].at("holders"), nlohmann::json::array({"node-a", "node-b"}));
+  EXPECT_EQ(ids[2].at("holders"), nlohmann::json::array({"node-b"}));
+
+  // a drops app=db (b keeps it) and adds app=api: the lowest free number.
+  ASSERT_TRUE(a.client().SetIdentityKeys({"app=web", "app=api"}).ok());
+  ASSERT_TRUE(a.WaitFor([&] { return a.pins_.count("app=api") == 1; }));
+  EXPECT_EQ(a.client().identity_pins(), (Pins{{"app=api", 259}, {"app=web", 257}}));
+  // b drops app=cache: freed, and the next new key gets its number.
+  ASSERT_TRUE(b.client().SetIdentityKeys({"app=db"}).ok());
+  ASSERT_TRUE(b.WaitFor([&] { return b.pins_.size() == 1; }));
+  ASSERT_TRUE(b.client().SetIdentityKeys({"app=db", "app=queue"}).ok());
+  ASSERT_TRUE(b.WaitFor([&] { return b.pins_.size() == 2; }));
+  EXPECT_EQ(b.client().identity_pins(), (Pins{{"app=db", 256}, {"app=queue", 258}}));
+
+  // An invalid key is refused by the library: nothing sent, the pins stay.
+  absl::Status bad = b.client().SetIdentityKeys({"app=db", ""});
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << bad;
+  EXPECT_EQ(b.client().identity_pins().size(), 2u);
+}
+
+TEST_F(AgentServiceTest, IdentitiesOfAnAgentAwayStayForTheGracePeriodThenAreFreed) {
+  auto a = std::make_unique<TestAgent>(port_, MustJoin("node-a"), true,
+                                       std::vector<Endpoint>{Ep("shop", "web-1", "10.0.0.1")},
+                                       std::set<std::string>{"app=web", "app=shared"});
+  TestAgent b(port_, MustJoin("node-b"), true, {Ep("shop", "db-1", "10.0.1.1")},
+              std::set<std::string>{"app=db", "app=shared"});
+  ASSERT_TRUE(a->WaitFor([&] { return a->pins_.size() == 2; }));
+  ASSERT_TRUE(b.WaitFor([&] { return b.pins_.size() == 2; }));
+  Pins a_pins = a->client().identity_pins();
+  Credentials a_creds = *agentlink::LoadCredentials((dir_ / "agent-node-a").string());
+  ClusterIdentities ids(server_->store());
+  auto holders = [&] {
+    std::map<std::string, std::set<std::string>> out;
+    auto list = ids.List();
+    EXPECT_TRUE(list.ok()) << list.status();
+    for (const IdentityRecord& r : list.ok() ? *list : std::vector<IdentityRecord>{}) {
+      out[r.key] = r.holders;
+    }
+    return out;
+  };
+
+  a.reset();
+  ASSERT_TRUE(Eventually([&] { return !Record("node-a")->connected; }));
+  Advance(absl::Seconds(31));
+  ASSERT_TRUE(server_->agents()->Sweep().ok());
+  EXPECT_EQ(Record("node-a")->health, "stale");
+  // Stale but within its grace: it keeps its keys.
+  EXPECT_EQ(holders()["app=web"], (std::set<std::string>{"node-a"}));
+
+  Advance(absl::Minutes(5));
+  ASSERT_TRUE(server_->agents()->Sweep().ok());
+  auto after = holders();
+  EXPECT_EQ(after.count("app=web"), 0u);  // freed with its endpoints
+  EXPECT_EQ(after["app=shared"], (std::set<std::string>{"node-b"}));
+  EXPECT_EQ(b.client().identity_pins().at("app=shared"), a_pins.at("app=shared"));
+
+  // It comes back and holds its keys again; app=shared keeps its number throughout.
+  TestAgent again(port_, a_creds, true, {Ep("shop", "web-1", "10.0.0.1")},
+                  std::set<std::string>{"app=web", "app=shared"});
+  ASSERT_TRUE(again.WaitFor([&] { return again.pins_.size() == 2; }));
+  EXPECT_EQ(again.client().identity_pins().at("app=shared"), a_pins.at("app=shared"));
+  EXPECT_EQ(holders()["app=web"], (std::set<std::string>{"node-a"}));
+}
+
+TEST_F(AgentServiceTest, ANumberChangedInTheStoreIsSentAgainToItsHolders) {
+  TestAgent a(port_, MustJoin("node-a"), true, {Ep("shop", "web-1", "10.0.0.1")},
+              std::set<std::string>{"app=web", "app=db"});
+  ASSERT_TRUE(a.WaitFor([&] { return a.pins_.size() == 2; }));
+  ASSERT_EQ(a.client().identity_pins().at("app=db"), 256u);
+  // By hand (no server does this): app=db's records go and its number names another key.
+  // The session sees its key gone, holds its keys again and sends the new numbers.
+  auto t = server_->store()->Txn(
+      {}, {store::Op::Delete(IdentityKeyRecordKey("app=db")),
+           store::Op::Put(IdentityNumberRecordKey(256), R"({"key":"intruder"})")});
+  ASSERT_TRUE(t.ok() && t->succeeded);
+  ASSERT_TRUE(a.WaitFor([&] { return a.pins_.count("app=db") && a.pins_.at("app=db") != 256; }));
+  EXPECT_EQ(a.client().identity_pins(), (Pins{{"app=db", 258}, {"app=web", 257}}));
+}
+
+TEST_F(AgentServiceTest, AnInvalidIdentityKeyEndsTheStreamWithARefusal) {
+  Credentials c = MustJoin("node-1");
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = c.ca_pem;
+  tls.pem_private_key = c.key_pem;
+  tls.pem_cert_chain = c.cert_pem;
+  auto stub = v1::AgentService::NewStub(grpc::CreateChannel(Target(), grpc::SslCredentials(tls)));
+  grpc::ClientContext ctx;
+  auto stream = stub->Sync(&ctx);
+  v1::AgentMessage hello;
+  hello.mutable_hello();
+  ASSERT_TRUE(stream->Write(hello));
+  v1::AgentMessage keys;
+  keys.mutable_identity_keys()->add_keys("app=web");
+  keys.mutable_identity_keys()->add_keys("");
+  ASSERT_TRUE(stream->Write(keys));
+  v1::ServerMessage m;
+  bool refused = false;
+  while (stream->Read(&m)) {
+    if (!m.has_refusal()) continue;
+    refused = true;
+    EXPECT_EQ(m.refusal().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+    EXPECT_NE(m.refusal().message().find("is empty"), std::string::npos) << m.refusal().message();
+  }
+  EXPECT_TRUE(refused);
+  stream->Finish();
+  auto list = ClusterIdentities(server_->store()).List();
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
 }
 
 }  // namespace
