@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/agent_registry.h"
+#include "server/identities.h"
 
 namespace bulkhead::server {
 namespace {
@@ -363,6 +364,19 @@ struct RestServer::Impl {
         list.push_back(j);
       }
       SendJson(res, 200, {{"revision", *head}, {"agents", list}});
+    });
+
+    http->Get("/api/v1/identities", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!Authorize(req, res, Permission::kReadPolicy, "identities")) return;
+      absl::StatusOr<std::vector<IdentityRecord>> ids = ClusterIdentities(ctx.store).List();
+      if (!ids.ok()) {
+        return SendError(res, HttpStatusOf(ids.status()), std::string(ids.status().message()));
+      }
+      json list = json::array();
+      for (const IdentityRecord& r : *ids) {
+        list.push_back({{"number", r.number}, {"key", r.key}, {"holders", r.holders}});
+      }
+      SendJson(res, 200, {{"identities", list}});
     });
 
     http->Post("/api/v1/apply", [this](const httplib::Request& req, httplib::Response& res) {
