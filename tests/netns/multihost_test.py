@@ -5,7 +5,9 @@
 # survive the underlay (no masquerade); the kernel's matrix (TCP+UDP, ports 80 and 8080, IPv4
 # and IPv6) equals `bulkhead simulate --matrix` for a fixed set of policies that select across
 # hosts and for a random set; a policy change flips a cross-host verdict on every agent; `lab
-# down` leaves nothing. Reuses differential_test.py's lab, generator and probes.
+# down` leaves nothing. Runs with the lab's server (agents joined to `bulkhead server` in the
+# core netns, policies applied over REST with `lab apply`), then the fixed set and its flip
+# with standalone agents. Reuses differential_test.py's lab, generator and probes.
 #
 #   multihost_test.py PATH/TO/bulkhead     (root; bulkhead-cni next to it; ctest label netns)
 #
@@ -74,13 +76,19 @@ def flipped(docs):
 
 
 class MultiHostRun:
-    def __init__(self, bulkhead, seed):
+    """One lab of 3 hosts with `mode` as its control plane: "server" (one bulkhead server in
+    the lab, policies applied over REST with `lab apply`) or "standalone" (agents watch the
+    policy dir)."""
+
+    def __init__(self, bulkhead, seed, mode, full):
         self.bh = bulkhead
         self.seed = seed
+        self.mode = mode
+        self.full = full  # also the source-address check and a random set
         self.rng = random.Random(seed)
         self.failures = 0
         self.tmp = tempfile.mkdtemp(prefix="bh-multihost-")
-        self.name = f"mh{os.getpid() % 10000:04d}{self.rng.randrange(256):02x}"
+        self.name = f"mh{os.getpid() % 10000:04d}{mode[:2]}{self.rng.randrange(256):02x}"
         self.lab = None
         self.policy_file = None
         self.t0 = time.monotonic()
@@ -120,6 +128,13 @@ class MultiHostRun:
         """Writes the set and waits until every host's agent applied a new revision."""
         before = self.revisions()
         diff.write_file_atomically(self.policy_file, diff.set_text(docs, self.seed, label))
+        if self.mode == "server":
+            r = self.lab.cmd("lab", "apply", "--name", self.name)
+            self.log(f"[{label}] lab apply: {' '.join(r.stdout.split())}")
+            words = r.stdout.split()
+            want = int(words[words.index("revision") + 1].rstrip(")"))
+            self.wait_enforced(want, label)
+            return
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             now = self.revisions()
@@ -134,6 +149,27 @@ class MultiHostRun:
         raise diff.LabError(f"[{label}] not every agent applied the policies within 30 s: "
                             f"{self.revisions()}")
 
+    def wait_enforced(self, revision, label):
+        """Server mode: every agent enforces the server's `revision` (its acked state)."""
+        deadline = time.monotonic() + 30
+        while True:
+            got = {}
+            for h in self.lab.status["hosts"]:
+                r = self.lab.cmd("agent", "status", "--socket", h["agent_socket"], "-o", "json",
+                                 check=False, timeout=10)
+                try:
+                    srv = json.loads(r.stdout).get("server", {})
+                    got[h["name"]] = (srv.get("enforced_revision"), srv.get("last_error"))
+                except json.JSONDecodeError:
+                    got[h["name"]] = (None, r.stderr.strip())
+            if all(e == revision for e, _ in got.values()):
+                self.log(f"[{label}] every agent enforces server revision {revision}")
+                return
+            if time.monotonic() > deadline:
+                raise diff.LabError(f"[{label}] not every agent enforces server revision "
+                                    f"{revision} within 30 s: {got}")
+            time.sleep(0.1)
+
     # -- checks --
     def check_topology(self):
         st = self.lab.status
@@ -142,6 +178,10 @@ class MultiHostRun:
             self.fail(f"hosts {sorted(hosts)}, want {HOSTS}")
         if not st["core_netns"]:
             self.fail("no core netns in the lab's status")
+        if st["control_plane"] != self.mode:
+            self.fail(f"control plane {st['control_plane']}, want {self.mode}")
+        if self.mode == "server" and not st["server"]["running"]:
+            self.fail(f"the lab's server does not run: {st['server']}")
         for name, h in hosts.items():
             if not (h["agent"]["ready"] and h["agent"]["endpoints"] == 3):
                 self.fail(f"agent of {name}: {h['agent']} (want ready with 3 endpoints)")
@@ -244,10 +284,14 @@ print(c.recv(100).decode())
         diff.write_file_atomically(self.policy_file, "# (no policy yet)\n")
         self.lab = diff.Lab(self.bh, self.name, self.lab_file(), policies, log=self.log)
         t = time.monotonic()
-        self.lab.up()
-        self.log(f"up in {time.monotonic() - t:.1f} s")
+        self.lab.up_done = True  # from here on, down() has something to remove
+        self.lab.cmd("lab", "up", "-f", self.lab.lab_file, "--policies", policies, "--name",
+                     self.name, "--control-plane", self.mode, "-o", "json", timeout=300)
+        self.lab.refresh()
+        self.log(f"lab {self.name} ({self.mode}): up in {time.monotonic() - t:.1f} s")
         self.check_topology()
-        self.check_source_addresses()
+        if self.full:
+            self.check_source_addresses()
 
         self.write_policies(FIXED, "fixed")
         sim = self.compare("fixed")
@@ -269,9 +313,10 @@ print(c.recv(100).decode())
                     self.fail(f"[flipped] probe {FLIP[0]} -> {FLIP[1]} TCP/{port} IPv{fam}: "
                               f"{seen}, want {diff.word(want)}")
 
-        docs = diff.generate_set(self.rng)
-        self.write_policies(docs, "random")
-        self.compare("random", must_cross=False)
+        if self.full:
+            docs = diff.generate_set(self.rng)
+            self.write_policies(docs, "random")
+            self.compare("random", must_cross=False)
 
     def cleanup(self):
         ok = True
@@ -316,19 +361,26 @@ def main(argv):
     if not os.access(os.path.join(os.path.dirname(bulkhead), "bulkhead-cni"), os.X_OK):
         print(f"FAIL: bulkhead-cni is not built next to {bulkhead}", file=sys.stderr)
         return 1
-    run = MultiHostRun(bulkhead, diff.seed_from_env())
+    seed = diff.seed_from_env()
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        run.run()
-    except (diff.LabError, RuntimeError, subprocess.SubprocessError, KeyboardInterrupt) as e:
-        run.fail(str(e))
-    finally:
-        run.cleanup()
-    run.log("PASS" if run.failures == 0 else f"FAILED: {run.failures} failures")
-    return 0 if run.failures == 0 else 1
+    failures = 0
+    # The server (the default with several hosts) in full; the standalone fallback with the
+    # fixed set and its flip.
+    for mode, full in (("server", True), ("standalone", False)):
+        run = MultiHostRun(bulkhead, seed, mode, full)
+        try:
+            run.run()
+        except (diff.LabError, RuntimeError, subprocess.SubprocessError, KeyboardInterrupt) as e:
+            run.fail(str(e))
+        finally:
+            run.cleanup()
+        failures += run.failures
+        run.log(f"{mode}: " + ("ok" if run.failures == 0 else f"{run.failures} failures"))
+    print("PASS" if failures == 0 else f"FAILED: {failures} failures", flush=True)
+    return 0 if failures == 0 else 1
 
 
 if __name__ == "__main__":
