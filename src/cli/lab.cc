@@ -74,7 +74,8 @@ class LabCommand : public Subcommand {
     app_->require_subcommand(1);
     app_->footer("Labs keep their state in /run/bulkhead/lab/NAME. See docs/lab.md.");
 
-    up_ = app_->add_subcommand("up", "Build a lab from a Lab file and start its agent");
+    up_ =
+        app_->add_subcommand("up", "Build a lab from a Lab file and start its agents (and server)");
     up_->add_option("-f,--file", lab_file_, "Lab file (kind: Lab)")->required()->type_name("FILE");
     up_->add_option("--policies", policies_, "Policy directory the lab's agent enforces (watched)")
         ->required()

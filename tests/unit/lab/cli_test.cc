@@ -127,7 +127,9 @@ TEST_F(LabCli, ServeRefusesBadArguments) {
   EXPECT_EQ(r.code, 2);
   EXPECT_TRUE(Contains(r, "--port \"80/ICMP\" is not PORT/TCP|UDP|SCTP")) << r.out;
   // Hidden from help: an implementation detail of `lab up`.
-  EXPECT_FALSE(Contains(Bulkhead("lab --help"), "serve"));
+  // (A listed subcommand starts its line: "  serve  ...".)
+  EXPECT_FALSE(Contains(Bulkhead("lab --help"), "\n  serve "));
+  EXPECT_TRUE(Contains(Bulkhead("lab --help"), "\n  probe "));
 }
 
 }  // namespace

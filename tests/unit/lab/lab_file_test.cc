@@ -327,7 +327,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownHost",
                 std::string(kHead) + "spec:\n  hosts: [a, b]\n" + kNs +
                     "  workloads:\n  - {namespace: x, name: w, host: c}\n",
-                "lab.yaml:8:37: error: Lab t: spec.workloads[0].host: host \"c\" is not in "
+                "lab.yaml:8:35: error: Lab t: spec.workloads[0].host: host \"c\" is not in "
                 "spec.hosts (\"a\", \"b\")"},
         BadCase{"DuplicateHost",
                 std::string(kHead) + "spec:\n  hosts: [a, a]\n" + kNs +

@@ -237,6 +237,76 @@ spec:
   EXPECT_EQ(a->named_ports[1].protocol, policy::Protocol::kSCTP);
 }
 
+// Several hosts: each standalone agent's inventory has the other hosts' workloads (with their
+// node, addresses and named ports) and not its own; the server gets Namespace objects.
+TEST(LabInventories, PeersAndNamespacesOfSeveralHosts) {
+  auto parsed = ParseLab(R"(apiVersion: bulkhead.io/v1alpha1
+kind: Lab
+metadata: {name: mh}
+spec:
+  hosts: [a, b]
+  namespaces: [{name: x, labels: {team: x}}]
+  workloads:
+  - {namespace: x, name: p, host: a, ports: [{name: http, port: 80}]}
+  - {namespace: x, name: q, host: b}
+  - {namespace: x, name: r, host: b}
+)",
+                         "mh.yaml");
+  ASSERT_TRUE(parsed.ok()) << (parsed.diagnostics.empty() ? "" : parsed.diagnostics[0].ToString());
+  LabState st;
+  for (const char* id : {"x/p", "x/q", "x/r"}) {
+    WorkloadState w;
+    w.id = id;
+    w.host = parsed.spec.FindWorkload(id)->host;
+    w.ips = {std::string("10.210.0.") + (id[2] == 'p' ? "2" : id[2] == 'q' ? "130" : "131")};
+    st.workloads.push_back(w);
+  }
+  std::string yaml = PeerInventoryYaml(parsed.spec, st, "b");
+  auto inv = policy::LoadString(yaml, "inventory.yaml");
+  ASSERT_TRUE(inv.ok()) << yaml;
+  ASSERT_EQ(inv.cluster.workloads.size(), 1u) << yaml;
+  const policy::Workload& p = inv.cluster.workloads[0];
+  EXPECT_EQ(p.Id(), "x/p");
+  EXPECT_EQ(p.node, "a");
+  EXPECT_EQ(p.ips[0].ToString(), "10.210.0.2");
+  ASSERT_EQ(p.named_ports.size(), 1u);
+  EXPECT_EQ(PeerInventoryYaml(parsed.spec, st, "a").find("x/p"), std::string::npos);
+
+  // simulate's view names every workload's node.
+  auto cluster = policy::LoadString(ClusterInventoryYaml(parsed.spec, st), "cluster.yaml");
+  ASSERT_TRUE(cluster.ok());
+  for (const auto& w : cluster.cluster.workloads) EXPECT_FALSE(w.node.empty()) << w.Id();
+
+  auto ns = policy::LoadString(NamespaceObjectsYaml(parsed.spec), "namespaces.yaml");
+  ASSERT_TRUE(ns.ok()) << NamespaceObjectsYaml(parsed.spec);
+  const policy::Namespace* x = ns.cluster.FindNamespace("x");
+  ASSERT_NE(x, nullptr);
+  EXPECT_EQ(x->labels.at("team"), "x");
+}
+
+TEST(LabUnderlay, PointToPointLinksPerHost) {
+  UnderlayLink l0 = Underlay(0, true, true);
+  EXPECT_EQ(l0.core_interface, "uh0");
+  EXPECT_EQ(l0.core, (std::vector<std::string>{"100.64.0.1/30", "fd00:b4:ff::1/64"}));
+  EXPECT_EQ(l0.host, (std::vector<std::string>{"100.64.0.2/30", "fd00:b4:ff::2/64"}));
+  UnderlayLink l63 = Underlay(63, true, false);
+  EXPECT_EQ(l63.core, (std::vector<std::string>{"100.64.0.253/30"}));
+  EXPECT_EQ(l63.host, (std::vector<std::string>{"100.64.0.254/30"}));
+  EXPECT_EQ(Underlay(17, false, true).host, (std::vector<std::string>{"fd00:b4:ff:11::2/64"}));
+
+  // A host's CNI network: its share, its own store and agent socket.
+  HostState h;
+  h.bridge = "bhbr1";
+  h.ipam_dir = "/run/x/hosts/a/ipam";
+  h.agent_socket = "/run/x/hosts/a/agent.sock";
+  h.subnets = {"10.210.0.0/25", "fd00::/65"};
+  nlohmann::json c = HostConflist(LabNames{"mh", "/run/x"}, h);
+  EXPECT_EQ(c["plugins"][0]["ipam"]["ranges"][1][0]["subnet"], "fd00::/65");
+  EXPECT_EQ(c["plugins"][0]["ipam"]["routes"][1]["dst"], "::/0");
+  EXPECT_EQ(c["plugins"][0]["ipam"]["dataDir"], h.ipam_dir);
+  EXPECT_EQ(c["plugins"][1]["agentSocket"], h.agent_socket);
+}
+
 TEST(LabCniPath, DefaultsPutOurOwnDirectoryFirst) {
   EXPECT_EQ(DefaultCniPath("/opt/bh/bin/bulkhead"),
             (std::vector<std::string>{"/opt/bh/bin", "/usr/lib/cni", "/opt/cni/bin"}));
