@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -181,6 +183,72 @@ TEST(ClusterIdentitiesTest, ManyKeysSpanSeveralTransactions) {
   for (const auto& [k, n] : *p) EXPECT_EQ(n, expected++) << k;
   ASSERT_TRUE(ids.Hold("node-a", {}).ok());
   EXPECT_TRUE(CheckedRecords(store.get()).empty());
+}
+
+// A store that runs `before_next_txn` once, just before the next transaction reaches the
+// real store: another replica's writes land between an allocator's read and its write.
+class InterleavingStore : public store::IStore {
+ public:
+  explicit InterleavingStore(store::IStore* real) : real_(real) {}
+  absl::StatusOr<store::Range> GetRange(std::string_view begin, std::string_view end,
+                                        const store::ReadOptions& options) override {
+    return real_->GetRange(begin, end, options);
+  }
+  absl::StatusOr<store::TxnResult> Txn(const std::vector<store::Compare>& conditions,
+                                       const std::vector<store::Op>& ops) override {
+    if (before_next_txn) {
+      auto f = std::move(before_next_txn);
+      before_next_txn = nullptr;
+      f();
+    }
+    return real_->Txn(conditions, ops);
+  }
+  absl::StatusOr<std::unique_ptr<store::IWatch>> Watch(std::string prefix, int64_t start,
+                                                       store::WatchCallback cb) override {
+    return real_->Watch(std::move(prefix), start, std::move(cb));
+  }
+  absl::Status Compact(int64_t revision) override { return real_->Compact(revision); }
+  std::string Describe() const override { return "interleaving " + real_->Describe(); }
+
+  std::function<void()> before_next_txn;
+
+ private:
+  store::IStore* real_;
+};
+
+TEST(ClusterIdentitiesTest, AReplicaThatReadBeforeAnotherWroteNeverGivesAKeyASecondNumber) {
+  testing::TempStore store;
+  InterleavingStore racing(store.get());
+  ClusterIdentities a(&racing), b(store.get());
+  ASSERT_TRUE(b.Hold("node-x", {"old"}).ok());  // 256
+  // a reads (256 taken) and would create "new" at 257; meanwhile b frees 256 and creates
+  // "new" there. a's create must fail and a must join b's number.
+  racing.before_next_txn = [&] {
+    ASSERT_TRUE(b.Hold("node-x", {}).ok());
+    absl::StatusOr<Pins> p = b.Hold("node-b", {"new"});
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->at("new"), 256u);
+  };
+  absl::StatusOr<Pins> p = a.Hold("node-a", {"new"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->at("new"), 256u);
+  auto records = CheckedRecords(store.get());
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records["new"].holders, (std::set<std::string>{"node-a", "node-b"}));
+}
+
+TEST(ClusterIdentitiesTest, AReplicaThatReadBeforeAnotherWroteNeverGivesANumberASecondKey) {
+  testing::TempStore store;
+  InterleavingStore racing(store.get());
+  ClusterIdentities a(&racing), b(store.get());
+  // a reads (nothing taken) and would create "p" at 256; meanwhile b creates "q" at 256.
+  racing.before_next_txn = [&] { ASSERT_TRUE(b.Hold("node-b", {"q"}).ok()); };
+  absl::StatusOr<Pins> p = a.Hold("node-a", {"p"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->at("p"), 257u);
+  auto records = CheckedRecords(store.get());
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records["q"].number, 256u);
 }
 
 // Two allocators (as two server replicas) on one store, threads holding overlapping sets of
