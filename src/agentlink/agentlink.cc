@@ -328,7 +328,8 @@ class SyncClient::Impl {
   absl::Status SetIdentityKeys(std::set<std::string> keys) {
     size_t i = 0;
     for (const std::string& k : keys) {
-      if (absl::Status s = server::ValidateIdentityKey(k, absl::StrCat("#", i)); !s.ok()) return s;
+      if (absl::Status s = server::ValidateIdentityKey(k, absl::StrCat("keys[", i, "]")); !s.ok())
+        return s;
       ++i;
     }
     std::lock_guard<std::mutex> lock(write_mu_);

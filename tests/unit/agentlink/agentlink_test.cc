@@ -143,5 +143,19 @@ TEST(SyncClientTest, InvalidEndpointsAreRefusedBeforeAnythingIsSent) {
   EXPECT_NE(client.SetEndpoints({good, good}).message().find("listed twice"), std::string::npos);
 }
 
+TEST(SyncClientTest, InvalidIdentityKeysAreRefusedBeforeAnythingIsSent) {
+  SyncClient client(SyncOptions{}, SyncCallbacks{});  // never started: nothing is sent
+  EXPECT_TRUE(client.SetIdentityKeys({"app=web", "ns:team=shop,app=db,sa:default"}).ok());
+  EXPECT_TRUE(client.SetIdentityKeys({}).ok());  // an agent without keys holds none
+  absl::Status empty = client.SetIdentityKeys({"app=web", ""});
+  EXPECT_EQ(empty.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(empty.message().find("keys[0] is empty"), std::string::npos) << empty;
+  absl::Status big = client.SetIdentityKeys({std::string(server::kMaxIdentityKeyBytes + 1, 'a')});
+  EXPECT_EQ(big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(big.message().find("8193 bytes"), std::string::npos) << big;
+  EXPECT_EQ(client.SetIdentityKeys({"bad\xff"}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(client.identity_pins().empty());  // nothing from a server yet
+}
+
 }  // namespace
 }  // namespace bulkhead::agentlink

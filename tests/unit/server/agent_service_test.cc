@@ -187,6 +187,7 @@ class AgentServiceTest : public ::testing::Test {
     o.agents.stale_after = absl::Seconds(30);
     o.agents.endpoint_grace = absl::Minutes(5);
     o.agents.sweep_interval = absl::ZeroDuration();  // the tests sweep
+    o.agents.identities = identity_range_;
     if (background_sweeps) {
       // The real clock and the sweeper thread, with timeouts so short that any pass after
       // the agent left finds it stale and past its grace.
@@ -295,6 +296,7 @@ class AgentServiceTest : public ::testing::Test {
   int port_ = 0;
   std::mutex clock_mu_;
   absl::Time now_ = absl::Now();  // advanced by hand (join tokens expire by the real clock)
+  ClusterIdentitiesOptions identity_range_;
 };
 
 TEST_F(AgentServiceTest, DiscoveryReturnsTheCaOnlyForTheRightToken) {
@@ -797,6 +799,16 @@ TEST_F(AgentServiceTest, TwoAgentsWithOverlappingKeysGetTheSameNumbers) {
   EXPECT_EQ(ids[0].at("key"), "app=db");
   EXPECT_EQ(ids[0].at("holders"), nlohmann::json::array({"node-a", "node-b"}));
   EXPECT_EQ(ids[2].at("holders"), nlohmann::json::array({"node-b"}));
+  auto [rc, out] = Cli({"identities"});
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(out,
+            "NUMBER  HOLDERS        KEY\n"
+            "256     node-a,node-b  app=db\n"
+            "257     node-a         app=web\n"
+            "258     node-b         app=cache\n");
+  auto [rc_json, json_out] = Cli({"identities", "-o", "json"});
+  ASSERT_EQ(rc_json, 0);
+  EXPECT_EQ(nlohmann::json::parse(json_out), r->body);
 
   // a drops app=db (b keeps it) and adds app=api: the lowest free number.
   ASSERT_TRUE(a.client().SetIdentityKeys({"app=web", "app=api"}).ok());
@@ -872,6 +884,35 @@ TEST_F(AgentServiceTest, ANumberChangedInTheStoreIsSentAgainToItsHolders) {
   ASSERT_TRUE(t.ok() && t->succeeded);
   ASSERT_TRUE(a.WaitFor([&] { return a.pins_.count("app=db") && a.pins_.at("app=db") != 256; }));
   EXPECT_EQ(a.client().identity_pins(), (Pins{{"app=db", 258}, {"app=web", 257}}));
+}
+
+TEST_F(AgentServiceTest, MoreKeysThanFreeNumbersAreRefusedAndNothingIsAllocated) {
+  server_.reset();
+  identity_range_.first = 256;
+  identity_range_.last = 258;  // three numbers
+  StartServer(0);
+  TestAgent a(port_, MustJoin("node-a"), true, {Ep("shop", "web-1", "10.0.0.1")},
+              std::set<std::string>{"app=web", "app=db"});
+  ASSERT_TRUE(a.WaitFor([&] { return a.pins_.size() == 2; }));
+  TestAgent b(port_, MustJoin("node-b"), true, {Ep("shop", "db-1", "10.0.1.1")},
+              std::set<std::string>{"app=db", "app=x", "app=y"});
+  // b's stream ends with the refusal (and again after each reconnect): it has no pins.
+  ASSERT_TRUE(Eventually([&] {
+    return b.client().stats().last_error.code() == absl::StatusCode::kResourceExhausted;
+  }));
+  EXPECT_NE(b.client().stats().last_error.message().find(
+                "node node-b needs 2 new identities but only 1 of 3 numbers (256-258) are free"),
+            std::string::npos)
+      << b.client().stats().last_error;
+  EXPECT_TRUE(b.client().identity_pins().empty());
+  auto list = ClusterIdentities(server_->store()).List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);  // a's two keys; b holds nothing, not even app=db
+  for (const IdentityRecord& r : *list) EXPECT_EQ(r.holders, (std::set<std::string>{"node-a"}));
+  // With fewer keys it fits.
+  ASSERT_TRUE(b.client().SetIdentityKeys({"app=db", "app=x"}).ok());
+  ASSERT_TRUE(b.WaitFor([&] { return b.pins_.size() == 2; }));
+  EXPECT_EQ(b.client().identity_pins(), (Pins{{"app=db", 256}, {"app=x", 258}}));
 }
 
 TEST_F(AgentServiceTest, AnInvalidIdentityKeyEndsTheStreamWithARefusal) {
