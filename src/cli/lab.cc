@@ -403,6 +403,7 @@ class LabCommand : public Subcommand {
     for (const auto& w : st->workloads) {
       if (!w.ports.empty() && !lab::IsRunning(w.server)) healthy = false;
     }
+    if (st->control_plane == "server" && !lab::IsRunning(st->server)) healthy = false;
     if (output_ == "json") {
       term.out << j.dump(2) << "\n";
       return healthy ? kExitOk : kExitError;
@@ -414,7 +415,6 @@ class LabCommand : public Subcommand {
       term.out << "  server:    pid " << st->server.pid << ", "
                << (lab::IsRunning(st->server) ? "running" : "not running") << ", " << st->server_url
                << " in the core netns, agents join " << st->server_agents_address << "\n";
-      if (!lab::IsRunning(st->server)) healthy = false;
     }
     for (const auto& h : j["hosts"]) {
       const auto& a = h["agent"];

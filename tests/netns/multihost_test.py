@@ -182,6 +182,9 @@ class MultiHostRun:
             self.fail(f"control plane {st['control_plane']}, want {self.mode}")
         if self.mode == "server" and not st["server"]["running"]:
             self.fail(f"the lab's server does not run: {st['server']}")
+        r = self.lab.cmd("lab", "status", "--name", self.name, check=False)
+        if r.returncode != 0 or f"host {HOSTS[2]}:" not in r.stdout:
+            self.fail(f"lab status exited {r.returncode} (want 0, healthy):\n{r.stdout}{r.stderr}")
         for name, h in hosts.items():
             if not (h["agent"]["ready"] and h["agent"]["endpoints"] == 3):
                 self.fail(f"agent of {name}: {h['agent']} (want ready with 3 endpoints)")
