@@ -7,7 +7,7 @@
 # hosts and for a random set; a policy change flips a cross-host verdict on every agent; `lab
 # down` leaves nothing. Runs with the lab's server (agents joined to `bulkhead server` in the
 # core netns, policies applied over REST with `lab apply`), then the fixed set and its flip
-# with standalone agents. Reuses differential_test.py's lab, generator and probes.
+# with standalone agents, then `lab up` killed -9 midway and `lab down`. Reuses differential_test.py's lab, generator and probes.
 #
 #   multihost_test.py PATH/TO/bulkhead     (root; bulkhead-cni next to it; ctest label netns)
 #
@@ -347,6 +347,59 @@ print(c.recv(100).decode())
             self.failures += 1
 
 
+def killed_up(bulkhead, seed):
+    """`lab up` of 3 hosts killed with -9 once its server and agents run, then `lab down`:
+    nothing of the lab is left (netns, state, pins, the server and agent processes)."""
+    name = f"mh{os.getpid() % 10000:04d}k{random.Random(seed).randrange(256):02x}"
+    tmp = tempfile.mkdtemp(prefix="bh-multihost-k-")
+    failures = []
+    try:
+        run = MultiHostRun(bulkhead, seed, "server", False)
+        run.name = name
+        shutil.rmtree(run.tmp, ignore_errors=True)
+        run.tmp = tmp
+        os.mkdir(os.path.join(tmp, "policies"))
+        lab = run.lab_file()
+        up = subprocess.Popen([bulkhead, "lab", "up", "-f", lab, "--policies",
+                               os.path.join(tmp, "policies"), "--name", name],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seen = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = up.stderr.readline()
+            if not line:
+                break
+            seen += line
+            if "ready, revision" in line:  # the server and (at least) one agent run
+                break
+        up.kill()
+        up.wait()
+        if "ready, revision" not in seen:
+            failures.append(f"lab up never got to its agents:\n{seen}")
+        r = subprocess.run([bulkhead, "lab", "down", "--name", name], capture_output=True,
+                           text=True, check=False)
+        if r.returncode != 0:
+            failures.append(f"lab down after a killed up exited {r.returncode}:\n{r.stderr}")
+    finally:
+        left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                          text=True).stdout.split()
+                if n.startswith(f"bhlab-{name}_")]
+        left += [p for p in (f"/run/bulkhead/lab/{name}", f"/sys/fs/bpf/bulkhead/lab-{name}")
+                 if os.path.exists(p)]
+        left += [f"process {p}" for p in subprocess.run(
+            ["pgrep", "-f", f"/run/bulkhead/lab/{name}/"], capture_output=True,
+            text=True).stdout.split()]
+        if left:
+            failures.append(f"left after lab down of the killed up: {left}")
+            subprocess.run([bulkhead, "lab", "down", "--name", name], capture_output=True,
+                           check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+    for f in failures:
+        print("FAIL: " + f, file=sys.stderr, flush=True)
+    print(f"killed up then down: {'ok' if not failures else 'FAILED'}", flush=True)
+    return len(failures)
+
+
 def in_subnet(ip, cidr):
     import ipaddress
     return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
@@ -382,6 +435,7 @@ def main(argv):
             run.cleanup()
         failures += run.failures
         run.log(f"{mode}: " + ("ok" if run.failures == 0 else f"{run.failures} failures"))
+    failures += killed_up(bulkhead, seed)
     print("PASS" if failures == 0 else f"FAILED: {failures} failures", flush=True)
     return 0 if failures == 0 else 1
 
