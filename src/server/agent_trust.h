@@ -49,9 +49,10 @@ struct EndpointFields {
 absl::Status ValidateEndpointFields(const EndpointFields& e);
 
 // An identity key as agents send it (identity::IdentityKey::ToString()): not empty, valid
-// UTF-8 without control characters, and at most kMaxIdentityKeyBytes (a key becomes part of a store key; etcd limits requests to
-// 1.5 MiB and a node's keys travel together). Checked by the agent before it sends and by
-// the server before it allocates. `what` names the key in the message ("keys[3]").
+// UTF-8 without control characters, and at most kMaxIdentityKeyBytes (a key becomes part of a store
+// key; etcd limits requests to 1.5 MiB and a node's keys travel together). Checked by the agent
+// before it sends and by the server before it allocates. `what` names the key in the message
+// ("keys[3]").
 inline constexpr size_t kMaxIdentityKeyBytes = 8192;
 absl::Status ValidateIdentityKey(std::string_view key, std::string_view what);
 

@@ -179,7 +179,7 @@ absl::StatusOr<std::map<std::string, uint32_t>> ClusterIdentities::Hold(
 }
 
 absl::Status ClusterIdentities::ReleaseNode(const std::string& node,
-                                            std::optional<store::Compare> guard) {
+                                            const std::optional<store::Compare>& guard) {
   return Release(node, nullptr, guard);
 }
 

@@ -72,7 +72,7 @@ class ClusterIdentities {
   // every transaction also requires the guard key to be at the guard's mod revision, and the
   // call stops with FailedPrecondition when it is not (the agent record changed: the agent
   // came back and holds its keys again).
-  absl::Status ReleaseNode(const std::string& node, std::optional<store::Compare> guard);
+  absl::Status ReleaseNode(const std::string& node, const std::optional<store::Compare>& guard);
 
   // Every allocated identity, by number.
   absl::StatusOr<std::vector<IdentityRecord>> List();
