@@ -111,7 +111,7 @@ class Fleet {
       cb.on_policy = [this, raw](const agentlink::PolicyUpdate&,
                                  const agentlink::PolicyState& state) {
         Seen(raw, state.revision);
-        raw->client->Ack(state.revision, absl::OkStatus());
+        if (ack_) raw->client->Ack(state.revision, absl::OkStatus());
       };
       cb.on_endpoints = [raw](const agentlink::EndpointUpdate&,
                               const std::map<std::string, agentlink::Endpoint>& all) {
@@ -171,6 +171,9 @@ class Fleet {
     return out;
   }
   size_t size() const { return agents_.size(); }
+  // Off: the agents stop acking, so that a run shows the delivery's cost without the acks'.
+  void set_ack(bool on) { ack_ = on; }
+  bool ack() const { return ack_; }
 
  private:
   struct Agent {
@@ -197,6 +200,7 @@ class Fleet {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<int64_t, std::vector<Clock::time_point>> arrivals_;
+  std::atomic<bool> ack_{true};
 };
 
 std::string ErrorOf(const absl::StatusOr<bulkhead::server::ApiResponse>& r) {
@@ -245,6 +249,7 @@ bool Eventually(Pred pred, std::chrono::milliseconds every) {
 
 struct Row {
   int agents = 0;
+  bool acks = true;
   std::vector<double> apply_ms;        // request sent -> apply returned
   std::vector<double> after_apply_ms;  // apply returned -> the last agent has it (>= 0)
   std::vector<double> from_send_ms;    // request sent -> the last agent has it
@@ -261,6 +266,7 @@ bool Measure(ServerProcess& server, ApiClient& api, Fleet& fleet, int changes, i
              Row* row) {
   std::set<std::string> nodes = fleet.Nodes();
   row->agents = static_cast<int>(fleet.size());
+  row->acks = fleet.ack();
   double server_cpu0 = CpuSeconds(server.pid());
   double self_cpu0 = SelfCpuSeconds();
   for (int c = 0; c < changes; ++c) {
@@ -278,6 +284,7 @@ bool Measure(ServerProcess& server, ApiClient& api, Fleet& fleet, int changes, i
     }
     row->from_send_ms.push_back(Ms(*last - sent));
     row->after_apply_ms.push_back(std::max(0.0, Ms(*last - returned)));
+    if (!fleet.ack()) continue;
     bool acked = Eventually(
         [&] {
           ++row->polls;
@@ -292,7 +299,7 @@ bool Measure(ServerProcess& server, ApiClient& api, Fleet& fleet, int changes, i
   }
   row->server_cpu_ms = (CpuSeconds(server.pid()) - server_cpu0) * 1000 / changes;
   row->bench_cpu_ms = (SelfCpuSeconds() - self_cpu0) * 1000 / changes;
-  if (fleet.size() > 0) {
+  if (fleet.size() > 0 && fleet.ack()) {
     // What one poll of the agents list costs the server, with no change in flight.
     const int polls = 100;
     double cpu0 = CpuSeconds(server.pid());
@@ -320,11 +327,12 @@ void PrintRows(const std::vector<Row>& rows) {
     double polls_cpu = r.poll_cpu_ms * r.polls / static_cast<double>(r.apply_ms.size());
     std::printf(
         "%-34s %7.2f %7.2f %7.2f %7s | %7.2f %7.2f %7.2f | %7.1f %7.1f | %8.2f %8.2f %8.2f\n",
-        (std::to_string(r.agents) + " agents").c_str(), Percentile(r.from_send_ms, 0.5),
-        Percentile(r.from_send_ms, 0.99), Percentile(r.from_send_ms, 1), "",
-        Percentile(r.after_apply_ms, 0.5), Percentile(r.after_apply_ms, 0.99),
-        Percentile(r.after_apply_ms, 1), Percentile(r.ack_ms, 0.5), Percentile(r.ack_ms, 0.99),
-        r.server_cpu_ms, polls_cpu, r.bench_cpu_ms);
+        (std::to_string(r.agents) + (r.acks ? " agents" : " agents, acks off")).c_str(),
+        Percentile(r.from_send_ms, 0.5), Percentile(r.from_send_ms, 0.99),
+        Percentile(r.from_send_ms, 1), "", Percentile(r.after_apply_ms, 0.5),
+        Percentile(r.after_apply_ms, 0.99), Percentile(r.after_apply_ms, 1),
+        Percentile(r.ack_ms, 0.5), Percentile(r.ack_ms, 0.99), r.server_cpu_ms, polls_cpu,
+        r.bench_cpu_ms);
   }
   std::printf(
       "\n(server CPU includes the polls of the agents list; '(polls)' is their share, "
@@ -333,11 +341,11 @@ void PrintRows(const std::vector<Row>& rows) {
     if (r.agents == 0) continue;
     double apply_p50 = Percentile(r.apply_ms, 0.5);
     std::printf(
-        "%d agents: p50 sent->all %.2fx the baseline apply (apply itself now %.2fx); median "
+        "%d agents%s: p50 sent->all %.2fx the baseline apply (apply itself now %.2fx); median "
         "agent %.2f ms, p99 agent %.2f ms after the apply was sent; server CPU per change "
         "without polls %.2f ms (%.2fx the baseline apply's, %.3f ms per agent beyond it)\n",
-        r.agents, Percentile(r.from_send_ms, 0.5) / base_p50, apply_p50 / base_p50,
-        Percentile(r.agent_ms, 0.5), Percentile(r.agent_ms, 0.99),
+        r.agents, r.acks ? "" : " (acks off)", Percentile(r.from_send_ms, 0.5) / base_p50,
+        apply_p50 / base_p50, Percentile(r.agent_ms, 0.5), Percentile(r.agent_ms, 0.99),
         r.server_cpu_ms - r.poll_cpu_ms * r.polls / static_cast<double>(r.apply_ms.size()),
         (r.server_cpu_ms - r.poll_cpu_ms * r.polls / static_cast<double>(r.apply_ms.size())) /
             base.server_cpu_ms,
@@ -424,6 +432,15 @@ bool Propagation(const Options& opt, const std::filesystem::path& root) {
     Row row;
     if (!Measure(server, *api, fleet, opt.changes, &next_change, &row)) return false;
     rows.push_back(std::move(row));
+  }
+  {
+    // The same changes to the same agents with their acks off: the delivery alone, so that
+    // the difference is what the acks cost the server.
+    fleet.set_ack(false);
+    Row row;
+    if (!Measure(server, *api, fleet, opt.changes, &next_change, &row)) return false;
+    rows.push_back(std::move(row));
+    fleet.set_ack(true);
   }
   std::printf(
       "\n== propagation: SQLite store, %d changes per row, %d endpoints per agent in %d "
