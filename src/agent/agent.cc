@@ -544,6 +544,8 @@ absl::StatusOr<policy::Cluster> Agent::Compose(policy::Cluster files) const {
       cluster.policies.push_back(*std::move(p));
     }
   }
+  // Registered endpoints and peers take the modes set centrally for their names too.
+  policy::ApplyWorkloadModes(cluster);
   return cluster;
 }
 
@@ -552,6 +554,7 @@ policy::Cluster Agent::LastGoodFiles() const {
   files.namespaces = files_cluster_->namespaces;
   files.workloads = files_cluster_->workloads;
   files.nodes = files_cluster_->nodes;
+  files.workload_modes = files_cluster_->workload_modes;
   if (compiler_ != nullptr) {
     for (const policy::Policy* p : compiler_->policies()) {
       if (!IsHeld(*p)) files.policies.push_back(*p);  // Compose decides those again
@@ -820,6 +823,7 @@ absl::Status Agent::Reload(bool force) {
     files_now->namespaces = loaded.cluster.namespaces;
     files_now->workloads = loaded.cluster.workloads;
     files_now->nodes = loaded.cluster.nodes;
+    files_now->workload_modes = loaded.cluster.workload_modes;
   }
   auto cluster = Compose(reuse ? LastGoodFiles() : std::move(loaded.cluster));
   if (!cluster.ok()) {

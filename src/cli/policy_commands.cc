@@ -364,7 +364,8 @@ class RollbackCommand : public ServerCommand {
 class ModeCommand : public ServerCommand {
  public:
   explicit ModeCommand(CLI::App& root) {
-    app_ = root.add_subcommand("mode", "Set the enforcement mode of a namespace or a policy");
+    app_ = root.add_subcommand("mode",
+                               "Set the enforcement mode of a namespace, a workload or a policy");
     set_ = app_->add_subcommand("set", "Set a mode: learn, audit or enforce");
     app_->require_subcommand(1);
     AddServerFlags(set_, &flags_);
@@ -374,7 +375,11 @@ class ModeCommand : public ServerCommand {
     auto* ns = set_->add_option("--namespace", namespace_, "A namespace");
     auto* pol =
         set_->add_option("--policy", policy_, "A stored policy: KIND/NAME or KIND/NAMESPACE/NAME");
+    auto* wl = set_->add_option("--workload", workload_,
+                                "A workload: NAMESPACE/NAME (stored as a WorkloadMode object)");
     ns->excludes(pol);
+    wl->excludes(ns);
+    wl->excludes(pol);
     set_->add_option("-n", policy_namespace_, "Namespace of --policy KIND/NAME");
   }
 
@@ -394,8 +399,19 @@ class ModeCommand : public ServerCommand {
       body["kind"] = parts[0];
       body["name"] = parts.back();
       body["namespace"] = parts.size() == 3 ? parts[1] : policy_namespace_;
+    } else if (!workload_.empty()) {
+      std::vector<std::string> parts = absl::StrSplit(workload_, '/');
+      if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+        term.err << cmd << ": error: --workload '" << workload_ << "' must be NAMESPACE/NAME\n";
+        return kExitInvalidInput;
+      }
+      body["kind"] = "WorkloadMode";
+      body["namespace"] = parts[0];
+      body["name"] = parts[1];
     } else {
-      term.err << cmd << ": error: name what to set: --namespace NS or --policy KIND/[NS/]NAME\n";
+      term.err << cmd
+               << ": error: name what to set: --namespace NS, --workload NS/NAME or --policy "
+                  "KIND/[NS/]NAME\n";
       return kExitInvalidInput;
     }
     auto client = ConnectOrReport(flags_, cmd, term);
@@ -408,7 +424,7 @@ class ModeCommand : public ServerCommand {
 
  private:
   CLI::App* set_ = nullptr;
-  std::string mode_, namespace_, policy_, policy_namespace_;
+  std::string mode_, namespace_, policy_, policy_namespace_, workload_;
 };
 
 }  // namespace

@@ -21,6 +21,7 @@ class Assembler {
     AddNodes();
     MergeWorkloads();
     AddPolicies();
+    AddWorkloadModes();
     AddImplicitNamespaces();
     CheckDuplicateIps();
     WarnAboutLabelGaps();
@@ -63,6 +64,17 @@ class Assembler {
       }
       Report(Diagnostic::Severity::kError, key.where, key.object, key.field, msg);
     }
+  }
+
+  // Overrides sorted by workload id (duplicates were reported by CheckDuplicateObjects), then
+  // applied to the workloads of this input.
+  void AddWorkloadModes() {
+    std::map<std::string, WorkloadModeOverride> by_id;
+    for (WorkloadModePiece& piece : in_.workload_modes) {
+      by_id.emplace(piece.override_.Id(), std::move(piece.override_));
+    }
+    for (auto& [id, o] : by_id) cluster_.workload_modes.push_back(std::move(o));
+    ApplyWorkloadModes(cluster_);
   }
 
   void AddNamespaces() {

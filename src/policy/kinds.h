@@ -51,6 +51,11 @@ struct PolicyPiece {
   SourceRef name_where;         // where metadata.name is
 };
 
+struct WorkloadModePiece {
+  WorkloadModeOverride override_;
+  std::string object;
+};
+
 // Everything the decoders produced, in input order.
 struct Collected {
   std::vector<ObjectKey> keys;
@@ -58,6 +63,7 @@ struct Collected {
   std::vector<WorkloadPiece> workloads;
   std::vector<NodePiece> nodes;
   std::vector<PolicyPiece> policies;
+  std::vector<WorkloadModePiece> workload_modes;
 };
 
 // What the dispatcher has read of an object before its kind decoder runs.
@@ -100,6 +106,7 @@ void DecodeBulkheadClusterPolicy(ObjectContext& ctx);
 // Inventory and DefaultDeny (native_kinds.cc).
 void DecodeInventory(ObjectContext& ctx);
 void DecodeDefaultDeny(ObjectContext& ctx);
+void DecodeWorkloadMode(ObjectContext& ctx);
 
 // Shared by the workload decoders: named ports of a pod spec's containers.
 std::vector<NamedPort> DecodeContainerPorts(Decoder& d, const Field& pod_spec);

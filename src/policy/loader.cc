@@ -95,6 +95,7 @@ const std::vector<KindInfo>& KindTable() {
       {"BulkheadPolicy", "bulkhead.io", {"v1alpha1"}, Scope::kNamespaced, true, true, DecodeBulkheadPolicy},
       {"BulkheadClusterPolicy", "bulkhead.io", {"v1alpha1"}, Scope::kCluster, true, true, DecodeBulkheadClusterPolicy},
       {"DefaultDeny", "bulkhead.io", {"v1alpha1"}, Scope::kEither, true, true, DecodeDefaultDeny},
+      {"WorkloadMode", "bulkhead.io", {"v1alpha1"}, Scope::kNamespaced, true, true, DecodeWorkloadMode},
   };
   // clang-format on
   return table;
@@ -182,6 +183,8 @@ void Append(Collected& to, const Collected& from) {
   to.workloads.insert(to.workloads.end(), from.workloads.begin(), from.workloads.end());
   to.nodes.insert(to.nodes.end(), from.nodes.begin(), from.nodes.end());
   to.policies.insert(to.policies.end(), from.policies.begin(), from.policies.end());
+  to.workload_modes.insert(to.workload_modes.end(), from.workload_modes.begin(),
+                           from.workload_modes.end());
 }
 
 class Dispatcher {

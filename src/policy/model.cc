@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 
 namespace bulkhead::policy {
 
@@ -179,6 +180,15 @@ const Workload* Cluster::FindWorkloadByIp(const IpAddr& ip) const {
     if (std::find(w.ips.begin(), w.ips.end(), ip) != w.ips.end()) return &w;
   }
   return nullptr;
+}
+
+void ApplyWorkloadModes(Cluster& cluster) {
+  if (cluster.workload_modes.empty()) return;
+  std::map<std::string, Mode> by_id;
+  for (const WorkloadModeOverride& o : cluster.workload_modes) by_id[o.Id()] = o.mode;
+  for (Workload& w : cluster.workloads) {
+    if (auto it = by_id.find(w.Id()); it != by_id.end()) w.mode = it->second;
+  }
 }
 
 }  // namespace bulkhead::policy

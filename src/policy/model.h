@@ -224,15 +224,34 @@ struct Policy {
 };
 
 // Everything a set of manifests describes, after defaulting and validation.
+// A mode set centrally for one workload (native kind WorkloadMode, what `bulkhead mode set
+// --workload` stores on the server): the workload itself may be declared anywhere (a Pod,
+// an Inventory, a CNI registration on some node), or not exist yet.
+struct WorkloadModeOverride {
+  std::string namespace_name;
+  std::string name;  // the workload's name
+  Mode mode = Mode::kEnforce;
+  SourceRef source;
+  std::string Id() const { return namespace_name + "/" + name; }
+  bool operator==(const WorkloadModeOverride&) const = default;
+};
+
 struct Cluster {
   std::vector<Namespace> namespaces;
   std::vector<Workload> workloads;
   std::vector<Node> nodes;
   std::vector<Policy> policies;
+  // Sorted by Id(), unique. Already applied to `workloads` by the loader; whoever adds
+  // workloads later (the agent's registered endpoints) calls ApplyWorkloadModes again.
+  std::vector<WorkloadModeOverride> workload_modes;
 
   const Namespace* FindNamespace(const std::string& name) const;
   const Workload* FindWorkload(const std::string& id) const;  // "namespace/name"
   const Workload* FindWorkloadByIp(const IpAddr& ip) const;
 };
+
+// Sets the mode of every workload named by an override of `cluster` (an override wins over
+// the workload's own annotation or Inventory mode: it is the operator's central decision).
+void ApplyWorkloadModes(Cluster& cluster);
 
 }  // namespace bulkhead::policy

@@ -266,4 +266,25 @@ void DecodeNativePolicyFields(Decoder& d, const Field& spec, std::optional<Mode>
   p.mode = spec_mode.value_or(annotation_mode.value_or(Mode::kEnforce));
 }
 
+// WorkloadMode: metadata.name is the workload's name in metadata.namespace; spec.mode the
+// mode. Strict: a mistyped field would silently leave the workload enforced.
+void DecodeWorkloadMode(ObjectContext& ctx) {
+  Decoder& d = *ctx.d;
+  Field spec = ctx.Spec();
+  if (!d.Map(spec, true)) return;
+  d.OnlyKnownFields(spec, {"mode"});
+  Field mode_field = d.Get(spec, "mode");
+  if (!d.String(mode_field, /*required=*/true)) return;
+  std::optional<Mode> mode = d.ModeValue(mode_field, /*allow_learn=*/true);
+  if (!mode) return;
+  if (ctx.name.empty()) return;
+  WorkloadModePiece piece;
+  piece.object = ctx.object;
+  piece.override_.namespace_name = ctx.namespace_name;
+  piece.override_.name = ctx.name;
+  piece.override_.mode = *mode;
+  piece.override_.source = ctx.source;
+  ctx.out->workload_modes.push_back(std::move(piece));
+}
+
 }  // namespace bulkhead::policy::internal

@@ -435,6 +435,13 @@ absl::StatusOr<ChangeResult> PolicyRepository::SetMode(const ObjectId& target,
       obj = json::parse(it->second.json);
     } else if (target.kind == "Namespace" && target.group.empty()) {
       obj = {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", target.name}}}};
+    } else if (target.kind == "WorkloadMode" && target.group == "bulkhead.io") {
+      // A workload's mode: workloads are reported by agents, so the mode is an object of
+      // its own, named like the workload (it may be set before the workload starts).
+      obj = {{"apiVersion", "bulkhead.io/v1alpha1"},
+             {"kind", "WorkloadMode"},
+             {"metadata", {{"name", target.name}, {"namespace", target.namespace_name}}},
+             {"spec", json::object()}};
     } else {
       result->valid = false;
       result->diagnostics.push_back(Error(target.Display(), "", "not found in the policy set"));

@@ -33,6 +33,7 @@ const std::vector<KindName>& KindNames() {
       {"BulkheadClusterPolicy", "bulkhead.io", {"bulkheadclusterpolicy", "bcp"}},
       {"DefaultDeny", "bulkhead.io", {"defaultdeny", "dd"}},
       {"Inventory", "bulkhead.io", {"inventory", "inv"}},
+      {"WorkloadMode", "bulkhead.io", {"workloadmode", "wm"}},
       {"Namespace", "", {"namespace", "namespaces", "ns"}},
       {"Node", "", {"node", "nodes"}},
   };

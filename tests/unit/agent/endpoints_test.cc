@@ -484,5 +484,44 @@ TEST_F(EndpointsTest, NoRegistrationBeforeAValidPolicy) {
   EXPECT_TRUE(a->registrations().empty());
 }
 
+// A WorkloadMode (what `bulkhead mode set --workload` stores) reaches inventory workloads and
+// registered endpoints alike, before or after they appear.
+TEST_F(EndpointsTest, WorkloadModesApplyToInventoryWorkloadsAndRegisteredEndpoints) {
+  Write("policies/modes.yaml", R"(apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: web-1, namespace: shop}
+spec: {mode: audit}
+---
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: api, namespace: shop}
+spec: {mode: learn}
+)");
+  auto a = MakeAgent();
+  ASSERT_TRUE(Add(*a, Pod("c1/eth0", "web-1", "web", "veth-c1", {"10.9.1.1"})).value("ok", false));
+  auto modes_now = [&] {
+    std::map<uint32_t, datapath::Mode> out;
+    auto eps = dp_.ListEndpoints();
+    EXPECT_TRUE(eps.ok());
+    if (eps.ok()) {
+      for (const auto& e : eps.value()) out[e.ifindex] = e.mode;
+    }
+    return out;
+  };
+  std::map<uint32_t, datapath::Mode> modes = modes_now();
+  EXPECT_EQ(modes[21], datapath::Mode::kAudit);
+  EXPECT_EQ(modes[12], datapath::Mode::kLearn);
+  // Removing the override puts the workload back to its own (default: enforce) mode.
+  Write("policies/modes.yaml", R"(apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: api, namespace: shop}
+spec: {mode: learn}
+)");
+  ASSERT_TRUE(a->Reload().ok()) << a->last_error();
+  modes = modes_now();
+  EXPECT_EQ(modes[21], datapath::Mode::kEnforce);
+  EXPECT_EQ(modes[12], datapath::Mode::kLearn);
+}
+
 }  // namespace
 }  // namespace bulkhead::agent

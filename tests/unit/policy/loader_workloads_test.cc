@@ -11,6 +11,7 @@ namespace {
 
 using testing::AllDiagnostics;
 using testing::Find;
+using testing::FindError;
 using testing::Load;
 using testing::LoadOk;
 
@@ -387,6 +388,81 @@ metadata: {name: calico}
   ASSERT_EQ(r.diagnostics.size(), 1u);
   EXPECT_EQ(r.diagnostics[0].severity, Diagnostic::Severity::kWarning);
   EXPECT_NE(r.diagnostics[0].message.find("networking.k8s.io/v1"), std::string::npos);
+}
+
+// WorkloadMode: a central mode for one workload, wherever the workload is declared.
+TEST(WorkloadModeTest, OverridesTheWorkloadsOwnModeAndIsKeptForLaterWorkloads) {
+  Cluster c = LoadOk(R"(
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: shop
+  annotations: {bulkhead.io/mode: audit}
+  labels: {app: web}
+---
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: web, namespace: shop}
+spec: {mode: learn}
+---
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: db, namespace: shop}
+spec: {mode: enforce}
+)");
+  ASSERT_EQ(c.workloads.size(), 1u);
+  EXPECT_EQ(c.workloads[0].mode, Mode::kLearn);
+  // Sorted by workload id; the override for a workload not in this input is kept.
+  ASSERT_EQ(c.workload_modes.size(), 2u);
+  EXPECT_EQ(c.workload_modes[0].Id(), "shop/db");
+  EXPECT_EQ(c.workload_modes[1].Id(), "shop/web");
+  Workload db;
+  db.namespace_name = "shop";
+  db.name = "db";
+  db.mode = Mode::kAudit;
+  c.workloads.push_back(db);
+  ApplyWorkloadModes(c);
+  EXPECT_EQ(c.workloads[1].mode, Mode::kEnforce);
+  EXPECT_EQ(c.workloads[0].mode, Mode::kLearn);
+}
+
+TEST(WorkloadModeTest, BadModesFieldsAndDuplicatesAreErrorsNamingTheField) {
+  LoadResult missing = Load(R"(
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: web, namespace: shop}
+spec: {}
+)");
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(FindError(missing, "spec.mode"), nullptr) << AllDiagnostics(missing);
+  LoadResult unknown = Load(R"(
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: web, namespace: shop}
+spec: {mode: block}
+)");
+  EXPECT_NE(FindError(unknown, "spec.mode", "unknown mode"), nullptr) << AllDiagnostics(unknown);
+  LoadResult typo = Load(R"(
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: web, namespace: shop}
+spec: {mode: audit, modee: enforce}
+)");
+  EXPECT_FALSE(typo.ok()) << AllDiagnostics(typo);
+  LoadResult twice = Load(R"(
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: web, namespace: shop}
+spec: {mode: audit}
+---
+apiVersion: bulkhead.io/v1alpha1
+kind: WorkloadMode
+metadata: {name: web, namespace: shop}
+spec: {mode: learn}
+)");
+  EXPECT_NE(FindError(twice, "metadata.name", "duplicate"), nullptr) << AllDiagnostics(twice);
+  EXPECT_TRUE(twice.cluster.workload_modes.empty());
 }
 
 }  // namespace

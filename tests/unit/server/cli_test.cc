@@ -163,6 +163,12 @@ TEST_F(PolicyCliTest, RolesTokensModeAudit) {
   EXPECT_EQ(Run({"mode", "set", "learn", "--namespace", "shop"}).exit_code, 0);
   EXPECT_EQ(Run({"mode", "set", "learn", "--policy", "np/shop/web"}).exit_code, 2);
   EXPECT_EQ(Run({"mode", "set", "audit"}).exit_code, 2);
+  Result wl = Run({"mode", "set", "audit", "--workload", "shop/web"});
+  EXPECT_EQ(wl.exit_code, 0) << wl.err;
+  EXPECT_NE(wl.out.find("WorkloadMode shop/web"), std::string::npos) << wl.out;
+  Result wm = Run({"get", "wm", "-n", "shop", "-o", "yaml"});
+  EXPECT_NE(wm.out.find("mode: audit"), std::string::npos) << wm.out << wm.err;
+  EXPECT_EQ(Run({"mode", "set", "audit", "--workload", "web"}).exit_code, 2);
 
   Result audit = Run({"audit", "--actor", "ro"});
   EXPECT_EQ(audit.exit_code, 0) << audit.err;

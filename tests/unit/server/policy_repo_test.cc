@@ -226,6 +226,19 @@ TEST_F(PolicyRepositoryTest, ModeOnPolicyAndNamespace) {
       repo_->SetMode(ObjectId{"networking.k8s.io", "NetworkPolicy", "x", "y"}, "audit", alice_);
   ASSERT_TRUE(missing.ok());
   EXPECT_FALSE(missing->valid);
+  // A workload's mode is an object of its own, created on first use, updated after.
+  ObjectId wm{"bulkhead.io", "WorkloadMode", "shop", "web-1"};
+  auto w = repo_->SetMode(wm, "learn", alice_);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE(w->committed);
+  EXPECT_EQ(w->changes[0].action, ObjectChange::Action::kCreate);
+  auto w2 = repo_->SetMode(wm, "enforce", alice_);
+  ASSERT_TRUE(w2.ok()) << w2.status();
+  ASSERT_TRUE(w2->committed);
+  EXPECT_EQ(w2->changes[0].action, ObjectChange::Action::kUpdate);
+  set = repo_->Read();
+  ASSERT_TRUE(set.ok());
+  EXPECT_NE(set->second.at(wm).json.find("\"mode\":\"enforce\""), std::string::npos);
 }
 
 TEST_F(PolicyRepositoryTest, ConcurrentAppliesEachLandOnce) {
