@@ -507,9 +507,7 @@ bool Memory(const Options& opt, const std::filesystem::path& root) {
   return true;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   Options opt;
   bool memory = true;
   for (int i = 1; i < argc; ++i) {
@@ -560,4 +558,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {  // a malformed number (std::stoi) among the options
+    std::fprintf(stderr, "propagation_bench: %s\n", e.what());
+    return 2;
+  }
 }
