@@ -848,6 +848,10 @@ std::string NamespaceObjectsYaml(const LabSpec& spec) {
   for (const auto& ns : spec.namespaces) {
     out += "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + Q(ns.name) +
            "\n  labels: " + LabelsFlow(ns.labels) + "\n";
+    // The namespace's mode (or the lab's default) as the annotation the loader reads.
+    if (auto m = spec.NamespaceMode(ns)) {
+      out += "  annotations: {bulkhead.io/mode: " + Q(policy::ModeName(*m)) + "}\n";
+    }
   }
   return out;
 }

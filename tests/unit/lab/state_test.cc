@@ -245,7 +245,7 @@ kind: Lab
 metadata: {name: mh}
 spec:
   hosts: [a, b]
-  namespaces: [{name: x, labels: {team: x}}]
+  namespaces: [{name: x, labels: {team: x}}, {name: audited, mode: audit}]
   workloads:
   - {namespace: x, name: p, host: a, ports: [{name: http, port: 80}]}
   - {namespace: x, name: q, host: b}
@@ -282,6 +282,10 @@ spec:
   const policy::Namespace* x = ns.cluster.FindNamespace("x");
   ASSERT_NE(x, nullptr);
   EXPECT_EQ(x->labels.at("team"), "x");
+  EXPECT_FALSE(x->mode.has_value());
+  const policy::Namespace* y = ns.cluster.FindNamespace("audited");
+  ASSERT_NE(y, nullptr);
+  EXPECT_EQ(y->mode, policy::Mode::kAudit);
 }
 
 TEST(LabUnderlay, PointToPointLinksPerHost) {
