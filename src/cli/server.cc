@@ -6,6 +6,7 @@
 #include <ostream>
 #include <string>
 
+#include "absl/time/time.h"
 #include "cli/command.h"
 
 namespace bulkhead::cli {
@@ -30,6 +31,14 @@ class ServerCommand : public Subcommand {
     app_->add_option("--grpc-listen", options_.grpc_listen,
                      "Agents' gRPC address (mutual TLS); empty: no agent listener")
         ->type_name("HOST:PORT")
+        ->capture_default_str();
+    app_->add_option("--agent-stale-after", stale_after_,
+                     "An agent not seen for this long is shown stale (e.g. 30s, 2m)")
+        ->type_name("DURATION")
+        ->capture_default_str();
+    app_->add_option("--endpoint-grace", endpoint_grace_,
+                     "A stale agent's endpoints (and their identities) are kept this long")
+        ->type_name("DURATION")
         ->capture_default_str();
     init_ = app_->add_subcommand(
         "init", "Create the cluster CA, the server certificate and an admin token");
@@ -64,6 +73,26 @@ class ServerCommand : public Subcommand {
       return kExitOk;
     }
     options_.version = BULKHEAD_VERSION_STRING;
+    struct DurationFlag {
+      const char* flag;
+      const std::string* text;
+      absl::Duration* into;
+      bool zero_ok;
+    };
+    for (const DurationFlag& d :
+         {DurationFlag{"--agent-stale-after", &stale_after_, &options_.agents.stale_after, false},
+          DurationFlag{"--endpoint-grace", &endpoint_grace_, &options_.agents.endpoint_grace,
+                       true}}) {
+      absl::Duration v;
+      if (!absl::ParseDuration(*d.text, &v) || v < absl::ZeroDuration() ||
+          (!d.zero_ok && v == absl::ZeroDuration()) || v == absl::InfiniteDuration()) {
+        term.err << "bulkhead server: error: " << d.flag << " '" << *d.text
+                 << "' is not a duration such as 30s, 5m or 1h"
+                 << (d.zero_ok ? "" : " (greater than zero)") << "\n";
+        return kExitInvalidInput;
+      }
+      *d.into = v;
+    }
     // Block the stop signals before any thread starts, so that only sigwait sees them.
     sigset_t stop;
     sigemptyset(&stop);
@@ -91,6 +120,8 @@ class ServerCommand : public Subcommand {
   CLI::App* init_ = nullptr;
   server::ServerOptions options_;
   server::InitOptions init_options_;
+  std::string stale_after_ = "30s";
+  std::string endpoint_grace_ = "10m";
 };
 
 }  // namespace

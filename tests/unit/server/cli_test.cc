@@ -169,6 +169,15 @@ TEST_F(PolicyCliTest, RolesTokensModeAudit) {
   Result wm = Run({"get", "wm", "-n", "shop", "-o", "yaml"});
   EXPECT_NE(wm.out.find("mode: audit"), std::string::npos) << wm.out << wm.err;
   EXPECT_EQ(Run({"mode", "set", "audit", "--workload", "web"}).exit_code, 2);
+  // The server's agent timers: a bad duration names the flag and starts nothing.
+  Result stale = Run({"server", "--data-dir", (dir_ / "srv").string(), "--listen", "127.0.0.1:0",
+                      "--grpc-listen", "127.0.0.1:0", "--agent-stale-after", "soon"});
+  EXPECT_EQ(stale.exit_code, 2);
+  EXPECT_NE(stale.err.find("--agent-stale-after 'soon'"), std::string::npos) << stale.err;
+  Result grace = Run({"server", "--data-dir", (dir_ / "srv").string(), "--listen", "127.0.0.1:0",
+                      "--grpc-listen", "127.0.0.1:0", "--endpoint-grace", "-5m"});
+  EXPECT_EQ(grace.exit_code, 2);
+  EXPECT_NE(grace.err.find("--endpoint-grace '-5m'"), std::string::npos) << grace.err;
 
   Result audit = Run({"audit", "--actor", "ro"});
   EXPECT_EQ(audit.exit_code, 0) << audit.err;
