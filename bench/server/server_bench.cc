@@ -5,19 +5,13 @@
 // there, on a three-member etcd cluster on loopback.
 //
 //   server_bench --bulkhead build/src/cli/bulkhead [--applies 200] [--policies 5000] [--quick]
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,10 +19,15 @@
 #include "etcd_cluster.h"
 #include "server/api_client.h"
 #include "server/server.h"
+#include "server_process.h"
 #include "store/store.h"
 
 namespace {
 
+using bulkhead::bench::CpuSeconds;
+using bulkhead::bench::Percentile;
+using bulkhead::bench::RssKiB;
+using bulkhead::bench::ServerProcess;
 using bulkhead::server::ApiClient;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -40,96 +39,6 @@ std::string Np(int i, int port) {
          "}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {tier: t" + std::to_string(i % 7) +
          "}}}]\n    ports: [{port: " + std::to_string(port) + ", protocol: TCP}]\n";
 }
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-// utime + stime of a process, seconds.
-double CpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(s.substr(close + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stod(field);
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-long RssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return 0;
-}
-
-class ServerProcess {
- public:
-  ServerProcess(std::string binary, std::filesystem::path dir, std::string store)
-      : binary_(std::move(binary)), dir_(std::move(dir)), store_(std::move(store)) {}
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  bool Start() {
-    std::string log = (dir_ / "server.log").string();
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::string d = dir_.string();
-      execl(binary_.c_str(), binary_.c_str(), "server", "--data-dir", d.c_str(), "--store",
-            store_.c_str(), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    std::regex re("serving https on port ([0-9]+)");
-    for (int i = 0; i < 500; ++i) {
-      std::ifstream in(log);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::smatch m;
-      if (std::regex_search(text, m, re)) {
-        port_ = std::stoi(m[1]);
-        return true;
-      }
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        std::fprintf(stderr, "server exited: %s\n", text.c_str());
-        pid_ = -1;
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
-  std::unique_ptr<ApiClient> Client() const {
-    std::ifstream in(dir_ / "admin.token");
-    std::string token;
-    std::getline(in, token);
-    auto c = ApiClient::Create(
-        {"https://127.0.0.1:" + std::to_string(port_), token, (dir_ / "ca.crt").string(), 120});
-    return c.ok() ? *std::move(c) : nullptr;
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  std::string binary_;
-  std::filesystem::path dir_;
-  std::string store_;
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
 
 struct Figures {
   double per_s = 0, p50_ms = 0, p99_ms = 0, cpu_ms = 0;
