@@ -887,6 +887,11 @@ TEST_F(AgentServiceTest, ANumberChangedInTheStoreIsSentAgainToItsHolders) {
 }
 
 TEST_F(AgentServiceTest, MoreKeysThanFreeNumbersAreRefusedAndNothingIsAllocated) {
+  // Restart with a narrow range. The REST listener must be up first: RestServer::Stop right
+  // after Start can lose httplib's stop (it hung once here).
+  auto rest = Rest();
+  ASSERT_TRUE(rest);
+  ASSERT_TRUE(rest->Get("/api/v1/status").ok());
   server_.reset();
   identity_range_.first = 256;
   identity_range_.last = 258;  // three numbers
