@@ -3,6 +3,8 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -238,6 +240,7 @@ struct RestServer::Impl {
   ApiContext ctx;
   std::unique_ptr<httplib::SSLServer> http;
   std::thread thread;
+  std::atomic<bool> listen_done{false};  // listen_after_bind returned
 
   // The caller's identity, or an answer (401) already sent and audited.
   std::optional<TokenInfo> Authenticate(const httplib::Request& req, httplib::Response& res,
@@ -688,13 +691,22 @@ absl::Status RestServer::Start(const std::string& listen) {
         absl::StrCat("cannot listen on ", listen, ": ", std::strerror(errno)));
   }
   port_ = port;
-  impl_->thread = std::thread([this] { impl_->http->listen_after_bind(); });
+  impl_->listen_done = false;
+  impl_->thread = std::thread([this] {
+    impl_->http->listen_after_bind();
+    impl_->listen_done = true;
+  });
   return absl::OkStatus();
 }
 
 void RestServer::Stop() {
   if (impl_->thread.joinable()) {
-    impl_->http->stop();
+    // httplib's stop() does nothing until the listen loop has begun (it checks is_running),
+    // so a Stop right after Start could leave the loop running forever: stop until it ends.
+    while (!impl_->listen_done) {
+      impl_->http->stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     impl_->thread.join();
   }
 }

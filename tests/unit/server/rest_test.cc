@@ -216,3 +216,24 @@ TEST_F(RestTest, ClientRefusesWrongCaAndBadUrl) {
 
 }  // namespace
 }  // namespace bulkhead::server
+
+namespace bulkhead::server {
+namespace {
+
+// A server stopped right after it started (before its REST listener loop may have begun)
+// stops: httplib ignores stop() until that loop runs, which once hung a test forever.
+TEST_F(RestTest, AServerStoppedRightAfterStartStops) {
+  server_.reset();
+  ServerOptions o;
+  o.data_dir = dir_.string();
+  o.listen = "127.0.0.1:0";
+  o.grpc_listen = "";
+  for (int i = 0; i < 20; ++i) {
+    auto s = Server::Start(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    s->reset();  // must return
+  }
+}
+
+}  // namespace
+}  // namespace bulkhead::server
