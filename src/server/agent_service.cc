@@ -110,7 +110,69 @@ class AgentService::Impl final : public v1::AgentService::Service {
   std::condition_variable sweeper_cv_;
   bool stopping_ = false;
   std::thread sweeper_;
+
+  // Registry records waiting for the record writer (see AgentServiceOptions::record_batch).
+  // A session's direct write of its record takes flush_mu_ and drops its pending one first,
+  // so an older pending record never lands after a newer direct one.
+  void QueueRecord(const std::string& node, std::string json);
+  absl::Status WriteRecordNow(const std::string& node, std::string json);
+  absl::Status FlushRecords();
+  std::mutex flush_mu_;    // one writer of agent records at a time; taken before pending_mu_
+  std::mutex pending_mu_;  // pending_records_
+  std::map<std::string, std::string> pending_records_;  // node -> record JSON
+  std::condition_variable writer_cv_;                   // with pending_mu_
+  bool writer_stopping_ = false;
+  std::thread writer_;
 };
+
+void AgentService::Impl::QueueRecord(const std::string& node, std::string json) {
+  if (options_.record_batch <= absl::ZeroDuration()) {
+    WriteRecordNow(node, std::move(json)).IgnoreError();
+    return;
+  }
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  pending_records_[node] = std::move(json);
+}
+
+absl::Status AgentService::Impl::WriteRecordNow(const std::string& node, std::string json) {
+  std::lock_guard<std::mutex> flush(flush_mu_);
+  {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    pending_records_.erase(node);
+  }
+  absl::StatusOr<store::TxnResult> t =
+      store_->Txn({}, {store::Op::Put(AgentKey(node), std::move(json))});
+  return t.ok() ? absl::OkStatus() : t.status();
+}
+
+absl::Status AgentService::Impl::FlushRecords() {
+  std::lock_guard<std::mutex> flush(flush_mu_);
+  std::map<std::string, std::string> batch;
+  {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    batch.swap(pending_records_);
+  }
+  // etcd takes at most 128 operations per transaction by default.
+  constexpr size_t kMaxOps = 64;
+  absl::Status first_error;
+  std::vector<store::Op> ops;
+  auto it = batch.begin();
+  while (it != batch.end()) {
+    ops.clear();
+    auto chunk_begin = it;
+    for (; it != batch.end() && ops.size() < kMaxOps; ++it) {
+      ops.push_back(store::Op::Put(AgentKey(it->first), it->second));
+    }
+    absl::StatusOr<store::TxnResult> t = store_->Txn({}, ops);
+    if (!t.ok()) {
+      if (first_error.ok()) first_error = t.status();
+      // Kept for the next flush unless a newer record was queued meanwhile.
+      std::lock_guard<std::mutex> lock(pending_mu_);
+      for (auto k = chunk_begin; k != it; ++k) pending_records_.emplace(k->first, k->second);
+    }
+  }
+  return first_error;
+}
 
 // One agent's stream. The handler's thread runs the session (every write and every store
 // write of the agent's record happen there); a reader thread turns the agent's messages into
@@ -323,12 +385,14 @@ class AgentService::Impl::Session {
           record_.error = m.ack().error();
         }
         record_.last_seen = now;
-        return ToGrpc(Save());
+        svc_->QueueRecord(node_, AgentRecordToJson(record_));
+        return grpc::Status::OK;
       case v1::AgentMessage::kStatus:
         record_.cpu_seconds = m.status().cpu_seconds();
         record_.rss_bytes = m.status().rss_bytes();
         record_.last_seen = now;
-        return ToGrpc(Save());
+        svc_->QueueRecord(node_, AgentRecordToJson(record_));
+        return grpc::Status::OK;
       case v1::AgentMessage::kIdentityKeys: {
         std::set<std::string> keys(m.identity_keys().keys().begin(),
                                    m.identity_keys().keys().end());
@@ -451,11 +515,7 @@ class AgentService::Impl::Session {
     return grpc::Status::OK;
   }
 
-  absl::Status Save() {
-    absl::StatusOr<store::TxnResult> t =
-        svc_->store_->Txn({}, {store::Op::Put(AgentKey(node_), AgentRecordToJson(record_))});
-    return t.ok() ? absl::OkStatus() : t.status();
-  }
+  absl::Status Save() { return svc_->WriteRecordNow(node_, AgentRecordToJson(record_)); }
 
   Impl* svc_;
   std::string node_;
@@ -627,6 +687,18 @@ absl::Status AgentService::Impl::Start(const std::string& listen) {
       }
     });
   }
+  if (options_.record_batch > absl::ZeroDuration()) {
+    writer_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(pending_mu_);
+      while (!writer_stopping_) {
+        writer_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.record_batch));
+        if (pending_records_.empty()) continue;
+        lock.unlock();
+        FlushRecords().IgnoreError();  // kept and retried at the next interval
+        lock.lock();
+      }
+    });
+  }
   return absl::OkStatus();
 }
 
@@ -644,6 +716,16 @@ void AgentService::Impl::Stop() {
     grpc_.reset();
   }
   if (sweeper_.joinable()) sweeper_.join();
+  if (writer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(pending_mu_);
+      writer_stopping_ = true;
+      writer_cv_.notify_all();
+    }
+    writer_.join();
+  }
+  // The sessions have ended: what they queued last goes to the store now.
+  FlushRecords().IgnoreError();
   std::lock_guard<std::mutex> lock(identity_watch_mu_);
   identity_watch_.reset();
 }

@@ -505,6 +505,44 @@ TEST_F(AgentServiceTest, EndpointsOfOneAgentReachTheOthers) {
   EXPECT_EQ(Record("node-a")->endpoints, 1);
 }
 
+// Acks only update the registry: the server writes the records of many agents together
+// (AgentServiceOptions::record_batch), not one store commit per ack.
+TEST_F(AgentServiceTest, AcksOfManyAgentsAreWrittenTogether) {
+  constexpr int kAgents = 8;
+  std::vector<std::unique_ptr<TestAgent>> agents;
+  for (int i = 0; i < kAgents; ++i) {
+    std::string node = "node-" + std::to_string(i);
+    agents.push_back(
+        std::make_unique<TestAgent>(port_, MustJoin(node), false,
+                                    std::vector<Endpoint>{Ep("shop", "web-" + std::to_string(i),
+                                                             "10.0.0." + std::to_string(i + 1))}));
+  }
+  ASSERT_EQ(Apply({Np("shop", "web", 80)}), 1);
+  for (auto& a : agents) ASSERT_TRUE(a->WaitForRevision(1));
+  // Let the connects' and endpoints' own writes land first.
+  ASSERT_TRUE(Eventually([&] {
+    for (int i = 0; i < kAgents; ++i) {
+      auto r = Record("node-" + std::to_string(i));
+      if (!r || !r->connected || r->endpoints != 1) return false;
+    }
+    return true;
+  }));
+  auto before = server_->store()->Get("/bulkhead/");
+  ASSERT_TRUE(before.ok());
+  for (auto& a : agents) a->client().Ack(1, absl::OkStatus());
+  ASSERT_TRUE(Eventually([&] {
+    for (int i = 0; i < kAgents; ++i) {
+      auto r = Record("node-" + std::to_string(i));
+      if (!r || r->enforced_revision != 1) return false;
+    }
+    return true;
+  }));
+  auto after = server_->store()->Get("/bulkhead/");
+  ASSERT_TRUE(after.ok());
+  EXPECT_LT(after->revision - before->revision, kAgents)
+      << "one store commit per ack: the records were not written together";
+}
+
 TEST_F(AgentServiceTest, AcksUpdateTheRegistryAndTheLagShows) {
   TestAgent agent(port_, MustJoin("node-1"), false, {Ep("shop", "web-1", "10.0.0.1")});
   ASSERT_TRUE(agent.WaitForRevision(0));
