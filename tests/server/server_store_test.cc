@@ -17,6 +17,7 @@
 #include <regex>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "etcd_cluster.h"
 #include "server/api_client.h"
 #include "server/policy_repo.h"
@@ -264,22 +265,23 @@ void KillDuringApplies(const std::string& store_url, const std::filesystem::path
 
 TEST(ServerFaultTest, KillDuringAppliesSqlite) {
   auto dir = TempDir("sqlite");
+  absl::Cleanup remove = [&] { std::filesystem::remove_all(dir); };  // also when it fails
   KillDuringApplies("sqlite:" + (dir / "server.db").string(), dir);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(ServerFaultTest, KillDuringAppliesEtcd) {
   REQUIRE_ETCD();
   CleanEtcdStore();
   auto dir = TempDir("etcd");
+  absl::Cleanup remove = [&] { std::filesystem::remove_all(dir); };  // also when it fails
   KillDuringApplies(g_cluster->Url(), dir);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(ServerFaultTest, EtcdMembersLost) {
   REQUIRE_ETCD();
   CleanEtcdStore();
   auto dir = TempDir("quorum");
+  absl::Cleanup remove = [&] { std::filesystem::remove_all(dir); };  // also when it fails
   ASSERT_TRUE(InitServer({dir.string(), g_cluster->Url(), {}}).ok());
   ServerProcess server(dir, g_cluster->Url());
   ASSERT_NO_FATAL_FAILURE(server.Start());
@@ -319,7 +321,6 @@ TEST(ServerFaultTest, EtcdMembersLost) {
   auto r4 = apply("four");
   ASSERT_TRUE(r4.ok());
   EXPECT_EQ(r4->status, 200) << r4->body.dump();
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
