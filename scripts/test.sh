@@ -54,8 +54,8 @@ if ! cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null |
   echo "release build failed"; echo "total: 0 passed, 1 failed"; exit 1
 fi
 
-step "tests: unit, conformance, bpf, netns"
-run_ctest build 'unit|conformance|bpf|netns' release
+step "tests: unit, etcd, conformance, bpf, netns"
+run_ctest build 'unit|etcd|conformance|bpf|netns' release
 
 if [ "$QUICK" -eq 0 ]; then
   step "build (ASan+UBSan)"
@@ -63,7 +63,7 @@ if [ "$QUICK" -eq 0 ]; then
      ninja -C build-asan -j "$JOBS"; then
     step "tests: unit under ASan+UBSan"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      run_ctest build-asan 'unit' asan
+      run_ctest build-asan 'unit|etcd' asan
   else
     echo "ASan build failed"; FAILED=$((FAILED + 1)); FAILED_STEPS+=("asan-build")
   fi
