@@ -22,6 +22,7 @@
 #include "agentlink/agentlink.h"
 #include "datapath/fake_datapath.h"
 #include "etcd_cluster.h"
+#include "etcd_environment.h"
 #include "server/agent_registry.h"
 #include "server/auth.h"
 #include "server/policy_repo.h"
@@ -37,30 +38,10 @@ using store::testing::EtcdCluster;
 // Waits are bounded only so that a broken build fails instead of hanging.
 constexpr auto kPatience = std::chrono::seconds(60);
 
-EtcdCluster* g_cluster = nullptr;
+BULKHEAD_SHARED_ETCD_CLUSTER();
 
-class ClusterEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (EtcdCluster::Binary().empty()) return;
-    auto c = EtcdCluster::Start(3);
-    if (!c.ok()) {
-      std::fprintf(stderr, "etcd cluster did not start: %s\n",
-                   std::string(c.status().message()).c_str());
-      return;
-    }
-    cluster_ = *std::move(c);
-    g_cluster = cluster_.get();
-  }
-  void TearDown() override {
-    g_cluster = nullptr;
-    cluster_.reset();
-  }
-
- private:
-  std::unique_ptr<EtcdCluster> cluster_;
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new ClusterEnvironment);
+// The shared cluster (nullptr without etcd).
+EtcdCluster* Cluster() { return store::testing::SharedEtcdCluster::Get(); }
 
 std::string Ns(const std::string& name) {
   return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + name + "}\n";
@@ -87,22 +68,18 @@ struct Node {
 class AgentsEtcdFaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (EtcdCluster::Binary().empty()) {
-      GTEST_SKIP() << "*** etcd is not installed (/usr/bin/etcd, package etcd-server): agents "
-                      "are NOT tested against etcd faults ***";
-    }
-    ASSERT_NE(g_cluster, nullptr) << "the etcd cluster did not start";
+    REQUIRE_ETCD("agents are");
     dir_ = fs::temp_directory_path() /
            ("bulkhead-agents-etcd-" + std::to_string(getpid()) + "-" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     // The test binary's cluster is shared by its tests: start from an empty keyspace.
-    auto clean = store::OpenStore(g_cluster->Url());
+    auto clean = store::OpenStore(Cluster()->Url());
     ASSERT_TRUE(clean.ok()) << clean.status();
     ASSERT_TRUE((*clean)->Txn({}, {store::Op::DeletePrefix("/bulkhead/")}).ok());
     // One data dir (the CA, the server certificate) for both replicas, as on shared storage.
-    auto init = InitServer({(dir_ / "server").string(), g_cluster->Url(), {}});
+    auto init = InitServer({(dir_ / "server").string(), Cluster()->Url(), {}});
     ASSERT_TRUE(init.ok()) << init.status();
     for (int i = 0; i < 2; ++i) {
       auto replica = StartReplica(0);
@@ -115,7 +92,7 @@ class AgentsEtcdFaultTest : public ::testing::Test {
   absl::StatusOr<std::unique_ptr<Server>> StartReplica(int grpc_port) {
     ServerOptions o;
     o.data_dir = (dir_ / "server").string();
-    o.store_url = g_cluster->Url();
+    o.store_url = Cluster()->Url();
     o.listen = "127.0.0.1:0";
     o.grpc_listen = "127.0.0.1:" + std::to_string(grpc_port);
     // The default sweep (2 s): it is also what re-opens the feeds' store watches after a
@@ -132,13 +109,13 @@ class AgentsEtcdFaultTest : public ::testing::Test {
     }
     nodes_.clear();
     replicas_.clear();
-    if (g_cluster != nullptr) {
-      for (int m = 0; m < g_cluster->size(); ++m) {
-        if (!g_cluster->Running(m)) {
-          EXPECT_TRUE(g_cluster->Restart(m).ok());
+    if (Cluster() != nullptr) {
+      for (int m = 0; m < Cluster()->size(); ++m) {
+        if (!Cluster()->Running(m)) {
+          EXPECT_TRUE(Cluster()->Restart(m).ok());
         }
       }
-      EXPECT_TRUE(g_cluster->WaitHealthy().ok());
+      EXPECT_TRUE(Cluster()->WaitHealthy().ok());
     }
     std::error_code ignored;
     if (!dir_.empty()) fs::remove_all(dir_, ignored);
@@ -307,11 +284,11 @@ TEST_F(AgentsEtcdFaultTest, AgentsKeepEnforcingThroughLostMembersAndConvergeAfte
 
   // One member lost: the one both replicas' stores talk to first (member 0), unless it leads;
   // then another follower.
-  auto leader = g_cluster->Leader();
+  auto leader = Cluster()->Leader();
   ASSERT_TRUE(leader.ok()) << leader.status();
   const int first = *leader == 0 ? 1 : 0;
   const int second = 3 - *leader - first;
-  g_cluster->Kill(first);
+  Cluster()->Kill(first);
   ASSERT_EQ(MustApply(1, 81), 2);
   ASSERT_TRUE(Pump([&] { return AllEnforce(2); })) << web->agent->StatusJson().dump() << "\n"
                                                    << api->agent->StatusJson().dump();
@@ -324,7 +301,7 @@ TEST_F(AgentsEtcdFaultTest, AgentsKeepEnforcingThroughLostMembersAndConvergeAfte
   const std::string api_kernel = KernelState(api->dp);
   ASSERT_NE(web->dp.policy_entries(), 0u);
   ASSERT_NE(api->dp.policy_entries(), 0u);
-  g_cluster->Kill(second);
+  Cluster()->Kill(second);
   auto failed = Apply(0, {Ns("shop"), ShopPolicy(82)});
   ASSERT_FALSE(failed.ok()) << "an apply without quorum was acknowledged, revision "
                             << failed->revision;
@@ -359,9 +336,9 @@ TEST_F(AgentsEtcdFaultTest, AgentsKeepEnforcingThroughLostMembersAndConvergeAfte
   // Members back: nothing was written meanwhile. Replica 2 starts again on its port; the next
   // apply reaches both agents (node-2 over a new stream; node-1 over its stream, or a new one
   // when replica 1 ended it because a store write of the session failed without quorum).
-  ASSERT_TRUE(g_cluster->Restart(first).ok());
-  ASSERT_TRUE(g_cluster->Restart(second).ok());
-  ASSERT_TRUE(g_cluster->WaitHealthy().ok());
+  ASSERT_TRUE(Cluster()->Restart(first).ok());
+  ASSERT_TRUE(Cluster()->Restart(second).ok());
+  ASSERT_TRUE(Cluster()->WaitHealthy().ok());
   auto head = PolicyRepository(replicas_[0]->store()).Read();
   ASSERT_TRUE(head.ok()) << head.status();
   EXPECT_EQ(head->first, 2) << "a revision was written without quorum";

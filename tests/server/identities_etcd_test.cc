@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etcd_cluster.h"
+#include "etcd_environment.h"
 #include "server/identities.h"
 #include "store/store.h"
 
@@ -24,46 +25,17 @@ namespace {
 using Pins = std::map<std::string, uint32_t>;
 using store::testing::EtcdCluster;
 
-EtcdCluster* g_cluster = nullptr;
+BULKHEAD_SHARED_ETCD_CLUSTER();
 
-class ClusterEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (EtcdCluster::Binary().empty()) return;
-    auto c = EtcdCluster::Start(3);
-    if (!c.ok()) {
-      std::fprintf(stderr, "etcd cluster did not start: %s\n",
-                   std::string(c.status().message()).c_str());
-      return;
-    }
-    cluster_ = *std::move(c);
-    g_cluster = cluster_.get();
-  }
-  void TearDown() override {
-    g_cluster = nullptr;
-    cluster_.reset();
-  }
-
- private:
-  std::unique_ptr<EtcdCluster> cluster_;
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new ClusterEnvironment);
-
-#define REQUIRE_ETCD()                                                                   \
-  do {                                                                                   \
-    if (EtcdCluster::Binary().empty()) {                                                 \
-      GTEST_SKIP() << "*** etcd is not installed (/usr/bin/etcd, package etcd-server): " \
-                      "identities are NOT tested on etcd ***";                           \
-    }                                                                                    \
-    ASSERT_NE(g_cluster, nullptr) << "the etcd cluster did not start";                   \
-  } while (false)
+// The shared cluster (nullptr without etcd).
+EtcdCluster* Cluster() { return store::testing::SharedEtcdCluster::Get(); }
 
 // One store per member, as replicas each talking to their nearest member; the identities
 // are deleted first (the tests share the cluster).
 std::vector<std::unique_ptr<store::IStore>> StoresOnEveryMember() {
   std::vector<std::unique_ptr<store::IStore>> out;
-  for (int m = 0; m < g_cluster->size(); ++m) {
-    auto s = store::OpenStore("etcd://" + g_cluster->Endpoint(m));
+  for (int m = 0; m < Cluster()->size(); ++m) {
+    auto s = store::OpenStore("etcd://" + Cluster()->Endpoint(m));
     EXPECT_TRUE(s.ok()) << s.status();
     if (!s.ok()) return {};
     out.push_back(*std::move(s));
@@ -96,7 +68,7 @@ std::map<std::string, IdentityRecord> CheckedRecords(store::IStore* store) {
 }
 
 TEST(IdentitiesOnEtcdTest, ReplicasRacingForTheSameNewKeysGiveThemTheSameNumbers) {
-  REQUIRE_ETCD();
+  REQUIRE_ETCD("identities are");
   auto stores = StoresOnEveryMember();
   ASSERT_EQ(stores.size(), 3u);
   std::set<std::string> keys;
@@ -135,7 +107,7 @@ TEST(IdentitiesOnEtcdTest, ReplicasRacingForTheSameNewKeysGiveThemTheSameNumbers
 }
 
 TEST(IdentitiesOnEtcdTest, RacingHoldsAndReleasesLeaveConsistentRecords) {
-  REQUIRE_ETCD();
+  REQUIRE_ETCD("identities are");
   auto stores = StoresOnEveryMember();
   ASSERT_EQ(stores.size(), 3u);
   std::set<std::string> anchor_keys;

@@ -19,6 +19,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "etcd_cluster.h"
+#include "etcd_environment.h"
 #include "server/api_client.h"
 #include "server/policy_repo.h"
 #include "server/server.h"
@@ -30,39 +31,10 @@ namespace {
 using nlohmann::json;
 using store::testing::EtcdCluster;
 
-EtcdCluster* g_cluster = nullptr;
+BULKHEAD_SHARED_ETCD_CLUSTER();
 
-class ClusterEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (EtcdCluster::Binary().empty()) return;
-    auto c = EtcdCluster::Start(3);
-    if (!c.ok()) {
-      std::fprintf(stderr, "etcd cluster did not start: %s\n",
-                   std::string(c.status().message()).c_str());
-      return;
-    }
-    cluster_ = *std::move(c);
-    g_cluster = cluster_.get();
-  }
-  void TearDown() override {
-    g_cluster = nullptr;
-    cluster_.reset();
-  }
-
- private:
-  std::unique_ptr<EtcdCluster> cluster_;
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new ClusterEnvironment);
-
-#define REQUIRE_ETCD()                                                                       \
-  do {                                                                                       \
-    if (EtcdCluster::Binary().empty()) {                                                     \
-      GTEST_SKIP() << "*** etcd is not installed (/usr/bin/etcd, package etcd-server): the " \
-                      "server is NOT tested on etcd ***";                                    \
-    }                                                                                        \
-    ASSERT_NE(g_cluster, nullptr) << "the etcd cluster did not start";                       \
-  } while (false)
+// The shared cluster (nullptr without etcd).
+EtcdCluster* Cluster() { return store::testing::SharedEtcdCluster::Get(); }
 
 std::string Np(const std::string& name, int port) {
   return "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: " + name +
@@ -82,7 +54,7 @@ std::filesystem::path TempDir(const std::string& tag) {
 // A store of its own on the shared cluster: every test writes under the same keys, so each
 // starts by deleting them.
 std::unique_ptr<store::IStore> CleanEtcdStore() {
-  auto s = store::OpenStore(g_cluster->Url());
+  auto s = store::OpenStore(Cluster()->Url());
   EXPECT_TRUE(s.ok()) << s.status();
   if (!s.ok()) return nullptr;
   auto r = (*s)->Txn({}, {store::Op::DeletePrefix("/bulkhead/")});
@@ -91,9 +63,9 @@ std::unique_ptr<store::IStore> CleanEtcdStore() {
 }
 
 TEST(RepositoryOnEtcdTest, TwoReplicasRacingEachLandOnceAndRollback) {
-  REQUIRE_ETCD();
+  REQUIRE_ETCD("the server is");
   auto a_store = CleanEtcdStore();
-  auto b_store = store::OpenStore(g_cluster->Url());
+  auto b_store = store::OpenStore(Cluster()->Url());
   ASSERT_TRUE(b_store.ok());
   PolicyRepository a(a_store.get()), b(b_store->get());
   Actor actor{"t", "editor", "test"};
@@ -270,20 +242,20 @@ TEST(ServerFaultTest, KillDuringAppliesSqlite) {
 }
 
 TEST(ServerFaultTest, KillDuringAppliesEtcd) {
-  REQUIRE_ETCD();
+  REQUIRE_ETCD("the server is");
   CleanEtcdStore();
   auto dir = TempDir("etcd");
   absl::Cleanup remove = [&] { std::filesystem::remove_all(dir); };  // also when it fails
-  KillDuringApplies(g_cluster->Url(), dir);
+  KillDuringApplies(Cluster()->Url(), dir);
 }
 
 TEST(ServerFaultTest, EtcdMembersLost) {
-  REQUIRE_ETCD();
+  REQUIRE_ETCD("the server is");
   CleanEtcdStore();
   auto dir = TempDir("quorum");
   absl::Cleanup remove = [&] { std::filesystem::remove_all(dir); };  // also when it fails
-  ASSERT_TRUE(InitServer({dir.string(), g_cluster->Url(), {}}).ok());
-  ServerProcess server(dir, g_cluster->Url());
+  ASSERT_TRUE(InitServer({dir.string(), Cluster()->Url(), {}}).ok());
+  ServerProcess server(dir, Cluster()->Url());
   ASSERT_NO_FATAL_FAILURE(server.Start());
   auto client = server.Client();
   auto apply = [&](const std::string& name) {
@@ -294,24 +266,24 @@ TEST(ServerFaultTest, EtcdMembersLost) {
   ASSERT_TRUE(r1.ok());
   ASSERT_EQ(r1->status, 200);
 
-  auto leader = g_cluster->Leader();
+  auto leader = Cluster()->Leader();
   ASSERT_TRUE(leader.ok());
   int follower = (*leader + 1) % 3, other = (*leader + 2) % 3;
-  g_cluster->Kill(follower);
+  Cluster()->Kill(follower);
   auto r2 = apply("two");
   ASSERT_TRUE(r2.ok());
   EXPECT_EQ(r2->status, 200) << r2->body.dump();
 
-  g_cluster->Kill(other);
+  Cluster()->Kill(other);
   auto r3 = apply("three");
   ASSERT_TRUE(r3.ok());
   EXPECT_EQ(r3->status, 503) << r3->body.dump();
   std::string msg = r3->body["error"]["message"];
   EXPECT_NE(msg.find("quorum"), std::string::npos) << msg;
 
-  ASSERT_TRUE(g_cluster->Restart(follower).ok());
-  ASSERT_TRUE(g_cluster->Restart(other).ok());
-  ASSERT_TRUE(g_cluster->WaitHealthy().ok());
+  ASSERT_TRUE(Cluster()->Restart(follower).ok());
+  ASSERT_TRUE(Cluster()->Restart(other).ok());
+  ASSERT_TRUE(Cluster()->WaitHealthy().ok());
   auto objects = client->Get("/api/v1/objects");
   ASSERT_TRUE(objects.ok());
   ASSERT_EQ(objects->status, 200);
