@@ -1,6 +1,7 @@
 // `bulkhead agents`: every agent the server knows, with the revision it enforces, its lag
 // behind the head, its health, endpoints and resource use (REST GET /api/v1/agents).
 #include <cstdio>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -45,15 +46,10 @@ class AgentsCommand : public Subcommand {
   const CLI::App* app() const override { return app_; }
 
   int Run(const GlobalOptions&, Terminal& term) override {
-    const std::string cmd = "bulkhead agents";
-    auto client = ConnectOrReport(flags_, cmd, term);
-    if (!client) return kExitInvalidInput;
-    auto r = client->Get("/api/v1/agents");
-    if (!r.ok() || r->status != 200) return ReportFailure(r, cmd, term);
-    if (output_ == "json") {
-      term.out << r->body.dump(2) << "\n";
-      return kExitOk;
-    }
+    int exit_code = kExitOk;
+    std::optional<json> body =
+        GetListing(flags_, "bulkhead agents", "/api/v1/agents", output_, term, &exit_code);
+    if (!body) return exit_code;
     Style style(term.color);
     std::vector<std::vector<Cell>> rows;
     rows.push_back({{"NODE", Color::kBold},
@@ -64,7 +60,7 @@ class AgentsCommand : public Subcommand {
                     {"CPU", Color::kBold},
                     {"RSS", Color::kBold},
                     {"LAST SEEN", Color::kBold}});
-    for (const json& a : r->body.value("agents", json::array())) {
+    for (const json& a : body->value("agents", json::array())) {
       std::string health = a.value("health", "");
       int64_t lag = a.value("lag", int64_t{0});
       Color hc = health == "ok"                            ? Color::kGreen

@@ -1,5 +1,6 @@
 // `bulkhead identities`: the cluster-wide identity numbers, the key each names and the nodes
 // holding it (REST GET /api/v1/identities).
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -25,19 +26,14 @@ class IdentitiesCommand : public Subcommand {
   const CLI::App* app() const override { return app_; }
 
   int Run(const GlobalOptions&, Terminal& term) override {
-    const std::string cmd = "bulkhead identities";
-    auto client = ConnectOrReport(flags_, cmd, term);
-    if (!client) return kExitInvalidInput;
-    auto r = client->Get("/api/v1/identities");
-    if (!r.ok() || r->status != 200) return ReportFailure(r, cmd, term);
-    if (output_ == "json") {
-      term.out << r->body.dump(2) << "\n";
-      return kExitOk;
-    }
+    int exit_code = kExitOk;
+    std::optional<json> body =
+        GetListing(flags_, "bulkhead identities", "/api/v1/identities", output_, term, &exit_code);
+    if (!body) return exit_code;
     Style style(term.color);
     std::vector<std::vector<Cell>> rows;
     rows.push_back({{"NUMBER", Color::kBold}, {"HOLDERS", Color::kBold}, {"KEY", Color::kBold}});
-    for (const json& id : r->body.value("identities", json::array())) {
+    for (const json& id : body->value("identities", json::array())) {
       std::string holders;
       for (const json& h : id.value("holders", json::array())) {
         if (!holders.empty()) holders += ",";

@@ -93,6 +93,27 @@ void PrintDiagnostics(const nlohmann::json& body, bool verbose, Terminal& term) 
   }
 }
 
+std::optional<nlohmann::json> GetListing(const ServerFlags& flags, const std::string& cmd,
+                                         const std::string& path, const std::string& output,
+                                         Terminal& term, int* exit_code) {
+  auto client = ConnectOrReport(flags, cmd, term);
+  if (!client) {
+    *exit_code = kExitInvalidInput;
+    return std::nullopt;
+  }
+  auto r = client->Get(path);
+  if (!r.ok() || r->status != 200) {
+    *exit_code = ReportFailure(r, cmd, term);
+    return std::nullopt;
+  }
+  if (output == "json") {
+    term.out << r->body.dump(2) << "\n";
+    *exit_code = kExitOk;
+    return std::nullopt;
+  }
+  return std::move(r->body);
+}
+
 int ReportFailure(const absl::StatusOr<server::ApiResponse>& r, const std::string& cmd,
                   Terminal& term) {
   if (!r.ok()) {

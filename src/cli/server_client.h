@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,13 @@ std::unique_ptr<server::ApiClient> ConnectOrReport(const ServerFlags& flags, con
 // diagnostics) and returns the exit code: 2 for invalid input (400, 422), 1 otherwise.
 int ReportFailure(const absl::StatusOr<server::ApiResponse>& r, const std::string& cmd,
                   Terminal& term);
+
+// For a listing command (`agents`, `identities`): GETs `path`. Returns the body to print as
+// text; or nullopt with *exit_code set when the command is done (the failure reported, or
+// the body printed as JSON for `-o json`).
+std::optional<nlohmann::json> GetListing(const ServerFlags& flags, const std::string& cmd,
+                                         const std::string& path, const std::string& output,
+                                         Terminal& term, int* exit_code);
 
 // Prints the server's diagnostics (errors always; warnings and notices with -v).
 void PrintDiagnostics(const nlohmann::json& body, bool verbose, Terminal& term);
