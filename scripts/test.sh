@@ -22,6 +22,8 @@ SKIPPED=0
 FAILED_STEPS=()
 FAILED_TESTS=()   # "step: test name", printed again in the summary (CI shows the log's tail)
 FAILED_DIRS=()
+FAILED_OUTPUT=$(mktemp)
+trap 'rm -f "$FAILED_OUTPUT"' EXIT
 
 # Runs ctest in a build dir with a label regex and adds its counts to the totals.
 run_ctest() {
@@ -39,8 +41,14 @@ run_ctest() {
     PASSED=$((PASSED + total - failed - skipped)); FAILED=$((FAILED + failed)); SKIPPED=$((SKIPPED + skipped))
     if [ "$failed" -ne 0 ]; then
       FAILED_STEPS+=("$name"); FAILED_DIRS+=("$dir")
-      while IFS= read -r t; do FAILED_TESTS+=("$name: $t"); done < <(
-        sed -n '/The following tests FAILED:/,$p' "$log" | sed -nE 's/^[[:space:]]+[0-9]+ - (.*)$/\1/p')
+      while IFS= read -r t; do
+        FAILED_TESTS+=("$name: $t")
+        # The failed run's own output (its last lines), kept for the end of the log.
+        { echo "---- $name: $t, first run's output (last 30 lines)"
+          awk -v t="${t% (*}" 'index($0, ": " t " ") && /Test +#[0-9]+:/ { cap = 1; next }
+                               cap && (/^ *Start +[0-9]+:/ || /Test +#[0-9]+:/) { cap = 0 }
+                               cap { print }' "$log" | tail -30; } >>"$FAILED_OUTPUT"
+      done < <(sed -n '/The following tests FAILED:/,$p' "$log" | sed -nE 's/^[[:space:]]+[0-9]+ - (.*)$/\1/p')
     fi
   fi
   rm -f "$log"
@@ -85,10 +93,11 @@ fi
 if [ "${#FAILED_DIRS[@]}" -ne 0 ]; then
   # For diagnosis only (the result stays failed): the failed tests once more, alone, with
   # their output, so that the end of the log shows why and whether they fail again.
-  step "failed tests, run again alone (diagnosis; does not change the result)"
+  step "failed tests: run again alone, then the first run's output (diagnosis; does not change the result)"
   for d in "${FAILED_DIRS[@]}"; do
-    ctest --test-dir "$d" --rerun-failed --output-on-failure --timeout 600 2>&1 | tail -80
+    ctest --test-dir "$d" --rerun-failed --output-on-failure --timeout 600 2>&1 | tail -25
   done
+  head -60 "$FAILED_OUTPUT"
 fi
 
 step "summary"

@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "SKIPPED: the CNI chain test needs root (network namespaces, bpffs, TC); run it as root" >&2
   exit 77
 fi
-for tool in ip nsenter socat timeout mount python3 tc bpftool; do
+for tool in ip ss nsenter socat timeout mount python3 tc bpftool; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
 done
 for p in "$CNI" "$PLUGINS/bridge" "$PLUGINS/host-local"; do
@@ -168,6 +168,17 @@ add_pod() {
   VETH[$i]=$(json_get '[x["name"] for x in d["interfaces"] if not x.get("sandbox") and x["name"] != "'"$BR"'"][0]' <"$T/prev$i.json")
   in_ns "${NETNS[$i]}" socat TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0 EXEC:/bin/cat &
   in_ns "${NETNS[$i]}" socat TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=0 EXEC:/bin/cat &
+  # The pod is ready for probes when both servers listen and its IPv6 address has left DAD
+  # (a probe sent before would see a refused or unroutable connect, not the policy).
+  local _ ready=""
+  for _ in $(seq 1 100); do
+    if [ "$(in_ns "${NETNS[$i]}" ss -Hltn '( sport = :80 or sport = :8080 )' | wc -l)" -ge 2 ] &&
+      [ -z "$(in_ns "${NETNS[$i]}" ip -6 addr show dev eth0 tentative)" ]; then
+      ready=1; break
+    fi
+    sleep 0.05
+  done
+  [ -n "$ready" ] || { fail "pod ${PODS[$i]} not ready in 5 s (servers or IPv6 DAD)"; return 1; }
 }
 for i in 0 1 2; do add_pod "$i" || exit 1; done
 echo "pods: client ${IP4[0]} ${IP6[0]}, web ${IP4[1]} ${IP6[1]}, other ${IP4[2]} ${IP6[2]} ($((SECONDS - START)) s)"
