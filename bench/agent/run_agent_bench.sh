@@ -130,10 +130,11 @@ mount -t bpf bpf "$T/bpffs" || exit 1
 cp "$T/scn/probe-deny.yaml" "$T/pol/probe.yaml"
 say "setup: $ENDPOINTS endpoints, $((REMOTE + ENDPOINTS)) workloads, $RULES rules ($(($(now_ms) - T_SETUP)) ms)"
 
+EVENTS_BATCH=10  # the agent's default; the event floods run again with 0 (a read per wake-up)
 start_agent() {
   nsenter --net="/var/run/netns/$R" "$BH" agent --policies "$T/pol" \
     --inventory "$T/scn/inventory.yaml" --state-dir "$T/state" --pin-root "$PIN" --socket "$SOCK" \
-    --metrics "127.0.0.1:$MPORT" --node "$NODE" >>"$LOG" 2>&1 &
+    --metrics "127.0.0.1:$MPORT" --node "$NODE" --events-batch-ms "$EVENTS_BATCH" >>"$LOG" 2>&1 &
   AGENT_PID=$!
   for _ in $(seq 1 600); do
     "$BH" agent status --socket "$SOCK" >/dev/null 2>&1 && return 0
@@ -252,29 +253,41 @@ LOSS_TABLE=""
 RSS_LOAD=0
 if [ "$QUICK" = 1 ]; then RATES="50000 100000 0"; else RATES="20000 50000 100000 150000 200000 0"; fi
 OBSERVER_PID=""
-for observed in no yes; do
-  if [ "$observed" = yes ]; then
-    "$BH" observe --socket "$SOCK" -o json >/dev/null 2>&1 &
-    OBSERVER_PID=$!
-    sleep 0.3
-  fi
-  for rate in $RATES; do
-    s0=$(metric 'bulkhead_datapath_events_total{result="sent"}')
-    l0=$(metric 'bulkhead_datapath_events_total{result="lost"}')
-    r0=$(metric 'bulkhead_agent_flow_events_total{verdict="deny"}')
-    cpu=$(cpu_during "$PROBE" flood --client "$C" --server "$S" --to "$SERVER_IP" --port 7001 \
-      --rate "$rate" --seconds "$FLOOD_SECONDS")
-    rss=$(agent_rss_kib); [ "$rss" -gt "$RSS_LOAD" ] && RSS_LOAD=$rss
+# Each flood with the agent restarted with --events-batch-ms 0 (it reads as soon as the ring
+# wakes it, the behaviour before batching), then again with its default batching (10 ms): the
+# same run, the same machine, so the two can be compared. The sections after run with 10.
+for batch in 0 10; do
+  if [ "$batch" != "$EVENTS_BATCH" ]; then
+    kill "$AGENT_PID" && wait "$AGENT_PID" 2>/dev/null
+    EVENTS_BATCH=$batch
+    start_agent
     sleep 0.5
-    s1=$(metric 'bulkhead_datapath_events_total{result="sent"}')
-    l1=$(metric 'bulkhead_datapath_events_total{result="lost"}')
-    r1=$(metric 'bulkhead_agent_flow_events_total{verdict="deny"}')
-    achieved=$(sed -nE 's/.* rate=([0-9]+).*/\1/p' "$T/run.out")
-    LOSS_TABLE+="$observed $rate $achieved $((s1 - s0)) $((l1 - l0)) $((r1 - r0)) $cpu"$'\n'
-    say "deny flood, observer $observed, at $rate/s (0: max): $achieved/s sent, events $((s1 - s0)) sent, $((l1 - l0)) lost, agent read $((r1 - r0)), agent CPU $cpu %"
+  fi
+  for observed in no yes; do
+    if [ "$observed" = yes ]; then
+      "$BH" observe --socket "$SOCK" -o json >/dev/null 2>&1 &
+      OBSERVER_PID=$!
+      sleep 0.3
+    fi
+    for rate in $RATES; do
+      s0=$(metric 'bulkhead_datapath_events_total{result="sent"}')
+      l0=$(metric 'bulkhead_datapath_events_total{result="lost"}')
+      r0=$(metric 'bulkhead_agent_flow_events_total{verdict="deny"}')
+      cpu=$(cpu_during "$PROBE" flood --client "$C" --server "$S" --to "$SERVER_IP" --port 7001 \
+        --rate "$rate" --seconds "$FLOOD_SECONDS")
+      rss=$(agent_rss_kib); [ "$rss" -gt "$RSS_LOAD" ] && RSS_LOAD=$rss
+      sleep 0.5
+      s1=$(metric 'bulkhead_datapath_events_total{result="sent"}')
+      l1=$(metric 'bulkhead_datapath_events_total{result="lost"}')
+      r1=$(metric 'bulkhead_agent_flow_events_total{verdict="deny"}')
+      achieved=$(sed -nE 's/.* rate=([0-9]+).*/\1/p' "$T/run.out")
+      LOSS_TABLE+="$batch $observed $rate $achieved $((s1 - s0)) $((l1 - l0)) $((r1 - r0)) $cpu"$'\n'
+      say "deny flood, batch $batch ms, observer $observed, at $rate/s (0: max): $achieved/s sent, events $((s1 - s0)) sent, $((l1 - l0)) lost, agent read $((r1 - r0)), agent CPU $cpu %"
+    done
   done
+  [ -n "$OBSERVER_PID" ] && kill "$OBSERVER_PID" 2>/dev/null && wait "$OBSERVER_PID" 2>/dev/null
+  OBSERVER_PID=""
 done
-[ -n "$OBSERVER_PID" ] && kill "$OBSERVER_PID" 2>/dev/null && wait "$OBSERVER_PID" 2>/dev/null
 
 # ---- events on vs off: new flows (one event each at both ends) and denies ----
 # What events cost on the packet path shows as the sender's CPU per packet: on veth the TC
@@ -334,10 +347,12 @@ echo "| $RULES rules, after $((2 * CHANGES)) changes | $RSS_RULES KiB | |"
 echo "| idle ${IDLE_SECONDS} s | $RSS_IDLE KiB | $IDLE_CPU % |"
 echo "| under event floods (max RSS) | $RSS_LOAD KiB | see below |"
 echo
-echo "| deny flood: observer, packets/s asked | sent/s | events sent | events lost | agent read | agent CPU % |"
-echo "|---|---|---|---|---|---|"
-echo -n "$LOSS_TABLE" | while read -r obs rate got sent lost read cpu; do
-  echo "| $obs, $([ "$rate" = 0 ] && echo max || echo "$rate") | $got | $sent | $lost | $read | $cpu |"
+echo "| deny flood: event batch, observer, packets/s asked | sent/s | events sent | events lost | agent read | agent CPU % | agent CPU µs per event read |"
+echo "|---|---|---|---|---|---|---|"
+echo -n "$LOSS_TABLE" | while read -r batch obs rate got sent lost read cpu; do
+  # CPU % of a core over the flood's seconds, per event read: what each event costs the agent.
+  per=$(awk -v c="$cpu" -v s="$FLOOD_SECONDS" -v n="$read" 'BEGIN {printf "%.2f", (n > 0 ? 1e4 * c * s / n : 0)}')
+  echo "| $batch ms, $obs, $([ "$rate" = 0 ] && echo max || echo "$rate") | $got | $sent | $lost | $read | $cpu | $per |"
 done
 echo
 echo "| events | traffic | packets/s (median) | sender us/packet (median) | agent CPU % (median) | runs |"

@@ -2,6 +2,7 @@
 // (docs/agent.md), and the loop that serves it next to the watches and the event reader.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -32,6 +33,13 @@ nlohmann::json HandleRequest(Agent& agent, const nlohmann::json& request,
 struct RunOptions {
   std::string socket_path;   // unix socket of the local API
   std::string metrics_addr;  // "127.0.0.1:9470"; empty: no metrics listener
+  // After a read that found flow events, the loop leaves the ring this long. The kernel wakes
+  // a reader only when the ring was empty at submit (adaptive wake-up), so events arriving
+  // meanwhile queue without a wake-up each and are read in one batch: under a flood the agent
+  // wakes ~1/events_batch times a second instead of for nearly every event, while an idle
+  // ring still wakes it at once. An event reaches observers at most this late. Zero: read
+  // every event as soon as it comes.
+  std::chrono::milliseconds events_batch{10};
   // When >= 0, the loop also stops once this fd is readable (an eventfd or pipe: lets a test
   // or an embedding program stop it without signals).
   int stop_fd = -1;

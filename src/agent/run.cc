@@ -317,6 +317,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
   Clock::time_point reload_at = Clock::now();
   Clock::time_point next_retry = Clock::now() + kRetryInterval;
   const int events_fd = agent.datapath().EventsFd();
+  Clock::time_point events_paused_until = Clock::now();
   ServerLink* server = options.server;
   bool stop = false;
   while (!stop) {
@@ -326,7 +327,8 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     fds.push_back({api.get(), POLLIN, 0});
     fds.push_back({metrics.valid() ? metrics.get() : -1, POLLIN, 0});
     fds.push_back({options.stop_fd, POLLIN, 0});
-    fds.push_back({events_fd, POLLIN, 0});
+    const bool events_paused = Clock::now() < events_paused_until;
+    fds.push_back({events_paused ? -1 : events_fd, POLLIN, 0});
     fds.push_back({server != nullptr ? server->fd() : -1, POLLIN, 0});
     for (auto& c : clients) {
       fds.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
@@ -342,6 +344,7 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     if (reload_pending) until(reload_at);
     if (agent.NeedsRetry()) until(next_retry);
     if (server != nullptr) until(server->next_deadline());
+    if (events_paused) until(events_paused_until);
     int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) {
       spdlog::error("poll: {}", strerror(errno));
@@ -389,7 +392,8 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
     if (reloaded) malloc_trim(0);
 
     // Flow events to observers.
-    if (events_fd < 0 || (fds[5].revents & POLLIN)) {
+    if (events_fd < 0 || (fds[5].revents & POLLIN) ||
+        (events_paused && now >= events_paused_until)) {
       const bool observed =
           std::any_of(clients.begin(), clients.end(), [](const Client& c) { return c.observe; });
       auto polled = agent.datapath().PollEvents(0, [&](const bh_flow_event& ev) {
@@ -409,8 +413,11 @@ int RunAgentLoop(Agent& agent, const AgentOptions& agent_options, const RunOptio
           c.out += line;
         }
       });
-      if (!polled.ok())
+      if (!polled.ok()) {
         spdlog::warn("reading flow events: {}", std::string(polled.status().message()));
+      } else if (*polled > 0 && events_fd >= 0 && options.events_batch.count() > 0) {
+        events_paused_until = Clock::now() + options.events_batch;  // see RunOptions
+      }
     }
 
     if (fds[2].revents & POLLIN) {
