@@ -239,10 +239,18 @@ struct PolicyCompiler::State {
   // UpdatePolicies added. A slot whose policy was removed or replaced stays (dead), so that
   // the predicates and rules that point into it stay valid.
   std::vector<PolicyRec> policies;
-  std::vector<uint8_t> slot_live;                 // per slot
-  std::vector<uint32_t> input_slots;              // live slots in input order
-  std::map<std::string, uint32_t> slot_by_id;     // Policy::Id() -> live slot
-  std::deque<policy::Policy> added_policies;      // UpdatePolicies' versions (stable addresses)
+  std::vector<uint8_t> slot_live;              // per slot
+  std::vector<uint32_t> input_slots;           // live slots in input order
+  std::map<std::string, uint32_t> slot_by_id;  // Policy::Id() -> live slot
+  // Who keeps each slot's policy alive: null for a slot of cluster->policies, else the
+  // shared version (given to Create or UpdatePolicies; a loader may hold the same object).
+  std::vector<std::shared_ptr<const policy::Policy>> slot_owner;
+  // Live slots by their policy's address: a caller that hands back the very object a slot
+  // holds (shared with its loader) is known unchanged without comparing it.
+  absl::flat_hash_map<const policy::Policy*, uint32_t> slot_by_address;
+  // The first compile's policies in input order (cluster->policies, or the shared ones).
+  std::vector<const policy::Policy*> input_policies;
+  bool shared_input = false;                      // created with policies apart from the cluster
   std::map<policy::Cidr, uint32_t> policy_cidrs;  // CIDRs live policies name, with counts
   std::map<std::string, uint32_t> unignored;      // PolicyUnignoredKeys of live policies, counted
   absl::flat_hash_map<std::string, uint32_t> pred_by_canon;  // canonical peer -> predicate
@@ -290,8 +298,11 @@ struct PolicyCompiler::State {
   void IndexPredicates();
   // The predicates of one policy's rules; those it creates are appended to new_preds.
   void IndexPolicyPredicates(uint32_t slot, std::vector<uint32_t>* new_preds);
-  absl::StatusOr<PolicyUpdate> UpdatePolicies(std::vector<policy::Policy>& next,
-                                              uint32_t table_id_base);
+  // `next` in input order; adopt(i) gives the owner of next[i] when it becomes a new slot.
+  absl::StatusOr<PolicyUpdate> UpdatePolicies(
+      const std::vector<const policy::Policy*>& next,
+      const std::function<std::shared_ptr<const policy::Policy>(size_t)>& adopt,
+      uint32_t table_id_base);
   bool PredMatches(const PredRec& pred, const PeerRec& peer) const;
   uint32_t AddPeer(PeerRec peer);
   TableKey KeyFor(const identity::IdentityKey& key) const;
@@ -355,7 +366,8 @@ policy::Mode PolicyCompiler::State::ModeOf(const policy::Workload& w) const {
 absl::Status PolicyCompiler::State::AssignRuleIds() {
   // The rules in the order IndexPolicies numbers them.
   std::vector<RuleKey> keys;
-  for (const policy::Policy& p : cluster->policies) {
+  for (const policy::Policy* pp : input_policies) {
+    const policy::Policy& p = *pp;
     for (int d = 0; d < 2; ++d) {
       Direction dir = ci::DirOf(d);
       if (p.tier == Tier::kDefault) {
@@ -411,21 +423,23 @@ absl::Status PolicyCompiler::State::AssignRuleIds() {
 }
 
 void PolicyCompiler::State::IndexPolicies() {
-  const auto& ps = cluster->policies;
+  const auto& ps = input_policies;
   policies.resize(ps.size());
   slot_live.assign(ps.size(), 1);
+  slot_owner.resize(ps.size());
   input_slots.clear();
   // Rule table: [0] none, then every rule of every policy in input order, so that rule
   // ids do not depend on workloads (and stay put when workloads are added). Pinned rules
   // keep their ids (AssignRuleIds).
   size_t next_rule = 0;
   for (uint32_t i = 0; i < ps.size(); ++i) {
-    IndexPolicy(i, ps[i], [&](Direction, int) { return rule_ids[next_rule++]; });
+    IndexPolicy(i, *ps[i], [&](Direction, int) { return rule_ids[next_rule++]; });
     input_slots.push_back(i);
-    slot_by_id.emplace(ps[i].Id(), i);
+    slot_by_id.emplace(ps[i]->Id(), i);
+    slot_by_address.emplace(ps[i], i);
     AddSubjectIndex(i);
-    for (const policy::Cidr& c : PolicyCidrs(ps[i])) ++policy_cidrs[c];
-    for (const std::string& k : PolicyUnignoredKeys(ps[i])) ++unignored[k];
+    for (const policy::Cidr& c : PolicyCidrs(*ps[i])) ++policy_cidrs[c];
+    for (const std::string& k : PolicyUnignoredKeys(*ps[i])) ++unignored[k];
   }
   ComputeEvalOrder();
 }
@@ -879,7 +893,15 @@ absl::Status PolicyCompiler::State::CompileAll() {
     return absl::InvalidArgumentError("compiler: table_id_base must be at least 1");
   }
   for (const auto& ns : cluster->namespaces) ns_labels[ns.name] = ns.labels;
-  filter = identity::LabelFilter::ForCluster(*cluster);
+  {
+    // LabelFilter::ForCluster over input_policies (which need not be cluster->policies).
+    std::set<std::string> ignored(identity::LabelFilter::DefaultIgnoredKeys().begin(),
+                                  identity::LabelFilter::DefaultIgnoredKeys().end());
+    for (const policy::Policy* p : input_policies) {
+      for (const std::string& k : PolicyUnignoredKeys(*p)) ignored.erase(k);
+    }
+    filter = identity::LabelFilter(std::move(ignored));
+  }
 
   // Workload identities.
   std::vector<identity::IdentityKey> keys;
@@ -904,8 +926,8 @@ absl::Status PolicyCompiler::State::CompileAll() {
 
   // CIDR identities: every CIDR policy names, and every node address.
   std::vector<policy::Cidr> cut;
-  for (const auto& p : cluster->policies) {
-    std::vector<policy::Cidr> named = PolicyCidrs(p);
+  for (const policy::Policy* p : input_policies) {
+    std::vector<policy::Cidr> named = PolicyCidrs(*p);
     cut.insert(cut.end(), named.begin(), named.end());
   }
   for (const auto& node : cluster->nodes) {
@@ -1134,6 +1156,7 @@ absl::StatusOr<std::unique_ptr<PolicyCompiler>> PolicyCompiler::Create(
   state->options = options;
   state->owned = cluster;
   state->cluster = &*state->owned;
+  for (const policy::Policy& p : state->cluster->policies) state->input_policies.push_back(&p);
   if (absl::Status s = state->CompileAll(); !s.ok()) return s;
   state->options.reuse_tables_of = nullptr;  // read during the compile only
   return std::unique_ptr<PolicyCompiler>(new PolicyCompiler(std::move(state)));
@@ -1145,7 +1168,31 @@ absl::StatusOr<std::unique_ptr<PolicyCompiler>> PolicyCompiler::Create(
   state->options = options;
   state->owned = std::move(cluster);
   state->cluster = &*state->owned;
+  for (const policy::Policy& p : state->cluster->policies) state->input_policies.push_back(&p);
   if (absl::Status s = state->CompileAll(); !s.ok()) return s;
+  state->options.reuse_tables_of = nullptr;  // read during the compile only
+  return std::unique_ptr<PolicyCompiler>(new PolicyCompiler(std::move(state)));
+}
+
+absl::StatusOr<std::unique_ptr<PolicyCompiler>> PolicyCompiler::Create(
+    policy::Cluster&& cluster, std::vector<std::shared_ptr<const policy::Policy>> policies,
+    const CompilerOptions& options) {
+  if (!cluster.policies.empty()) {
+    return absl::InvalidArgumentError(
+        "compiler: the cluster's policies must be empty when policies are given apart");
+  }
+  auto state = std::make_unique<State>();
+  state->options = options;
+  state->owned = std::move(cluster);
+  state->cluster = &*state->owned;
+  for (const auto& p : policies) {
+    if (p == nullptr) return absl::InvalidArgumentError("compiler: a policy is null");
+    state->input_policies.push_back(p.get());
+  }
+  if (absl::Status s = state->CompileAll(); !s.ok()) return s;
+  // Every slot keeps its shared policy alive (the caller may drop its own references).
+  for (size_t i = 0; i < policies.size(); ++i) state->slot_owner[i] = std::move(policies[i]);
+  state->shared_input = true;
   state->options.reuse_tables_of = nullptr;  // read during the compile only
   return std::unique_ptr<PolicyCompiler>(new PolicyCompiler(std::move(state)));
 }
@@ -1161,7 +1208,7 @@ void Free(T& container) {
 void PolicyCompiler::DropIncrementalState(bool keep_policies) {
   State& s = *state_;
   s.dropped = true;
-  if (s.owned && keep_policies && s.policies_updated) {
+  if (s.owned && keep_policies && (s.policies_updated || s.shared_input)) {
     // cluster() keeps the policies in force, not the first compile's.
     std::vector<policy::Policy> live;
     for (uint32_t slot : s.input_slots) live.push_back(*s.policies[slot].policy);
@@ -1187,7 +1234,9 @@ void PolicyCompiler::DropIncrementalState(bool keep_policies) {
   Free(s.unignored);
   Free(s.pred_by_canon);
   Free(s.input_slots);
-  Free(s.added_policies);
+  Free(s.slot_owner);
+  Free(s.slot_by_address);
+  Free(s.input_policies);
   Free(s.tables);
   Free(s.table_by_key);
   Free(s.table_of);
@@ -1373,7 +1422,46 @@ absl::StatusOr<CompileDelta> PolicyCompiler::AddWorkload(const policy::Workload&
 
 absl::StatusOr<PolicyUpdate> PolicyCompiler::UpdatePolicies(std::vector<policy::Policy>& policies,
                                                             uint32_t table_id_base) {
-  return state_->UpdatePolicies(policies, table_id_base);
+  std::vector<const policy::Policy*> next;
+  next.reserve(policies.size());
+  for (const policy::Policy& p : policies) next.push_back(&p);
+  return state_->UpdatePolicies(
+      next,
+      [&](size_t i) { return std::make_shared<const policy::Policy>(std::move(policies[i])); },
+      table_id_base);
+}
+
+absl::StatusOr<PolicyUpdate> PolicyCompiler::UpdatePolicies(
+    const std::vector<std::shared_ptr<const policy::Policy>>& policies, uint32_t table_id_base) {
+  std::vector<const policy::Policy*> next;
+  next.reserve(policies.size());
+  for (const auto& p : policies) {
+    if (p == nullptr) return absl::InvalidArgumentError("compiler: a policy is null");
+    next.push_back(p.get());
+  }
+  return state_->UpdatePolicies(
+      next, [&](size_t i) { return policies[i]; }, table_id_base);
+}
+
+std::vector<std::shared_ptr<const policy::Policy>> PolicyCompiler::shared_policies() const {
+  const State& s = *state_;
+  std::vector<std::shared_ptr<const policy::Policy>> out;
+  if (s.dropped) {
+    for (const policy::Policy& p : s.cluster->policies) {
+      out.push_back(std::make_shared<const policy::Policy>(p));
+    }
+    return out;
+  }
+  out.reserve(s.input_slots.size());
+  for (uint32_t slot : s.input_slots) {
+    // A slot of the first compile's own cluster: an aliasing pointer that keeps this
+    // compiler's state alive is not possible, so the policy is copied (and then compared,
+    // not recognised by address, when handed back).
+    out.push_back(s.slot_owner[slot] != nullptr
+                      ? s.slot_owner[slot]
+                      : std::make_shared<const policy::Policy>(*s.policies[slot].policy));
+  }
+  return out;
 }
 
 std::vector<const policy::Policy*> PolicyCompiler::policies() const {
@@ -1388,7 +1476,9 @@ std::vector<const policy::Policy*> PolicyCompiler::policies() const {
 }
 
 absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
-    std::vector<policy::Policy>& next, uint32_t table_id_base) {
+    const std::vector<const policy::Policy*>& next,
+    const std::function<std::shared_ptr<const policy::Policy>(size_t)>& adopt,
+    uint32_t table_id_base) {
   PolicyUpdate result;
   auto refuse = [&](std::string why) {
     result.why = std::move(why);
@@ -1400,28 +1490,46 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
     return absl::InvalidArgumentError("compiler: table_id_base must be at least 1");
   }
 
-  // 1. What changed: next[i] keeps the slot of an identical live policy of the same id;
-  // other versions take new slots. Nothing is changed before every check has passed.
+  // 1. What changed: next[i] keeps the slot of an identical live policy of the same id
+  // (the very object the slot holds, or an equal one); other versions take new slots.
+  // Nothing is changed before every check has passed.
   std::vector<uint32_t> slot_of(next.size());  // kNewSlot: needs a new slot
   constexpr uint32_t kNewSlot = std::numeric_limits<uint32_t>::max();
-  std::set<std::string> ids;
-  std::set<uint32_t> kept;
-  std::vector<size_t> added;  // indices into next
+  std::vector<uint8_t> kept(policies.size(), 0);          // by slot
+  absl::flat_hash_map<std::string, size_t> compared_ids;  // ids of next[i] not known by address
+  std::vector<size_t> added;                              // indices into next
   for (size_t i = 0; i < next.size(); ++i) {
-    std::string id = next[i].Id();
-    if (!ids.insert(id).second) return refuse(absl::StrCat("two policies are named ", id));
+    const policy::Policy& p = *next[i];
+    if (auto at = slot_by_address.find(&p); at != slot_by_address.end()) {
+      // Live slots have distinct ids: only the same object twice repeats one.
+      if (kept[at->second] != 0) return refuse(absl::StrCat("two policies are named ", p.Id()));
+      slot_of[i] = at->second;
+      kept[at->second] = 1;
+      continue;
+    }
+    std::string id = p.Id();
     auto it = slot_by_id.find(id);
-    if (it != slot_by_id.end() && *policies[it->second].policy == next[i]) {
+    if (!compared_ids.emplace(id, i).second || (it != slot_by_id.end() && kept[it->second] != 0)) {
+      return refuse(absl::StrCat("two policies are named ", id));
+    }
+    if (it != slot_by_id.end() && *policies[it->second].policy == p) {
       slot_of[i] = it->second;
-      kept.insert(it->second);
+      kept[it->second] = 1;
     } else {
       slot_of[i] = kNewSlot;
       added.push_back(i);
     }
   }
+  // An added version whose id a live slot kept by address also has: two policies of one id.
+  for (size_t i : added) {
+    auto it = slot_by_id.find(next[i]->Id());
+    if (it != slot_by_id.end() && kept[it->second] != 0) {
+      return refuse(absl::StrCat("two policies are named ", next[i]->Id()));
+    }
+  }
   std::vector<uint32_t> removed;  // live slots not kept
   for (uint32_t slot : input_slots) {
-    if (kept.count(slot) == 0) removed.push_back(slot);
+    if (kept[slot] == 0) removed.push_back(slot);
   }
   result.policies_changed = added.size() + removed.size();
   // The CIDR identities stay only if the set of CIDRs named stays.
@@ -1432,7 +1540,7 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
     }
   }
   for (size_t i : added) {
-    for (const policy::Cidr& c : PolicyCidrs(next[i])) ++cidrs_after[c];
+    for (const policy::Cidr& c : PolicyCidrs(*next[i])) ++cidrs_after[c];
   }
   if (cidrs_after.size() != policy_cidrs.size() ||
       !std::equal(cidrs_after.begin(), cidrs_after.end(), policy_cidrs.begin(),
@@ -1447,7 +1555,7 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
     }
   }
   for (size_t i : added) {
-    for (const std::string& k : PolicyUnignoredKeys(next[i])) ++unignored_after[k];
+    for (const std::string& k : PolicyUnignoredKeys(*next[i])) ++unignored_after[k];
   }
   {
     std::set<std::string> ignored_after(identity::LabelFilter::DefaultIgnoredKeys().begin(),
@@ -1464,13 +1572,13 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
   std::vector<const policy::Policy*> in_order;
   in_order.reserve(next.size());
   for (size_t i = 0; i < next.size(); ++i) {
-    in_order.push_back(slot_of[i] == kNewSlot ? &next[i] : policies[slot_of[i]].policy);
+    in_order.push_back(slot_of[i] == kNewSlot ? next[i] : policies[slot_of[i]].policy);
   }
   std::vector<uint32_t> new_eval = EvalOrderOf(in_order);
   {
     std::vector<uint32_t> before, after;
     for (uint32_t slot : eval_order) {
-      if (kept.count(slot) != 0) before.push_back(slot);
+      if (kept[slot] != 0) before.push_back(slot);
     }
     for (uint32_t position : new_eval) {
       if (slot_of[position] != kNewSlot) after.push_back(slot_of[position]);
@@ -1522,6 +1630,7 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
     const PolicyRec& rec = policies[slot];
     slot_live[slot] = 0;
     slot_by_id.erase(rec.policy->Id());
+    slot_by_address.erase(rec.policy);
     RemoveSubjectIndex(slot);
     dead_rules += rec.rules[0].size() + rec.rules[1].size();
   }
@@ -1530,10 +1639,11 @@ absl::StatusOr<PolicyUpdate> PolicyCompiler::State::UpdatePolicies(
   const size_t names_before = name_ids.size();
   for (size_t i : added) {
     const uint32_t slot = static_cast<uint32_t>(policies.size());
-    added_policies.push_back(std::move(next[i]));
-    const policy::Policy& p = added_policies.back();
+    slot_owner.push_back(adopt(i));
+    const policy::Policy& p = *slot_owner.back();
     policies.emplace_back();
     slot_live.push_back(1);
+    slot_by_address.emplace(&p, slot);
     slot_of[i] = slot;
     const std::string pid = p.Id();
     IndexPolicy(slot, p, [&](Direction dir, int index) {
@@ -1712,6 +1822,7 @@ absl::StatusOr<CompiledPolicy> CompilePolicy(const policy::Cluster& cluster,
   PolicyCompiler::State state;
   state.options = options;
   state.cluster = &cluster;
+  for (const policy::Policy& p : cluster.policies) state.input_policies.push_back(&p);
   if (absl::Status s = state.CompileAll(); !s.ok()) return s;
   return std::move(state.out);
 }

@@ -207,11 +207,19 @@ class PolicyCompiler {
   // The same, taking the cluster over instead of copying it (a large cluster is big).
   static absl::StatusOr<std::unique_ptr<PolicyCompiler>> Create(
       policy::Cluster&& cluster, const CompilerOptions& options = {});
+  // The same, with the policies given apart (the cluster's own must be empty) and shared:
+  // the compiler keeps these objects, not copies, so a loader that keeps them too (the
+  // agent's load cache) holds the input once, and an UpdatePolicies that hands the same
+  // objects back knows them unchanged without comparing them.
+  static absl::StatusOr<std::unique_ptr<PolicyCompiler>> Create(
+      policy::Cluster&& cluster, std::vector<std::shared_ptr<const policy::Policy>> policies,
+      const CompilerOptions& options = {});
   ~PolicyCompiler();
   PolicyCompiler(const PolicyCompiler&) = delete;
   PolicyCompiler& operator=(const PolicyCompiler&) = delete;
 
   const CompiledPolicy& compiled() const;
+  // The cluster compiled (its policies empty when they were given apart: see policies()).
   const policy::Cluster& cluster() const;
 
   // Adds one workload (its namespace must be in the cluster, or is implicit) and updates
@@ -241,6 +249,14 @@ class PolicyCompiler {
   // policies are moved out of `policies`. AddWorkload is not available afterwards.
   absl::StatusOr<PolicyUpdate> UpdatePolicies(std::vector<policy::Policy>& policies,
                                               uint32_t table_id_base);
+  // The same with shared policies: one that is the very object compiled() was made of (a
+  // loader's unchanged policy) is known unchanged without being compared, so an update in
+  // which one policy of many changed costs about that policy's tables, not a comparison of
+  // every policy. New versions are kept (shared), not copied; `policies` is never changed.
+  absl::StatusOr<PolicyUpdate> UpdatePolicies(
+      const std::vector<std::shared_ptr<const policy::Policy>>& policies, uint32_t table_id_base);
+  // policies() as shared objects (those of the first compile's own cluster are copied).
+  std::vector<std::shared_ptr<const policy::Policy>> shared_policies() const;
   // The policies compiled() is made of, in input order (cluster().policies is the first
   // compile's input, until DropIncrementalState).
   std::vector<const policy::Policy*> policies() const;
