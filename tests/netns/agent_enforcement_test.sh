@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "SKIPPED: the netns test needs root (network namespaces, bpffs, TC); run it as root" >&2
   exit 77
 fi
-for tool in ip nsenter socat timeout mount; do
+for tool in ip ss nsenter socat timeout mount; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
 done
 
@@ -74,6 +74,17 @@ for i in 0 1 2 3; do
     SERVER_PIDS+=($!)
     in_ns "${NS[$i]}" socat "UDP-LISTEN:$p,fork,reuseaddr" EXEC:/bin/cat &
     SERVER_PIDS+=($!)
+  done
+done
+# Nothing is probed before every server listens: a probe sent earlier meets a refused
+# connection or an unanswered datagram, not the policy. (Polled, bounded: a loaded machine
+# may take seconds to start 16 socats.)
+for i in 0 1 2 3; do
+  deadline=$((SECONDS + 60))
+  until [ "$(in_ns "${NS[$i]}" ss -Hltn '( sport = :80 or sport = :8080 )' | wc -l)" -ge 2 ] &&
+    [ "$(in_ns "${NS[$i]}" ss -Hlun '( sport = :80 or sport = :8080 )' | wc -l)" -ge 2 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "FAIL: the servers in ${NS[$i]} do not listen after 60 s" >&2; exit 1; }
+    sleep 0.05
   done
 done
 
@@ -234,15 +245,19 @@ grep -q ': allow$' "$T/explain.txt" && grep -q 'by NetworkPolicy alpha/db-ingres
   { fail "explain alpha/web -> alpha/db:80"; cat "$T/explain.txt" >&2; }
 # observe streams the events of real flows with verdict, workload, peer, policy and rule.
 # --workload matches either side: the egress event on alpha/web and the ingress one on alpha/db.
-timeout 10 "$BH" observe --socket "$SOCK" --workload alpha/db --verdict allow --port 80 -n 2 -o json \
+timeout 60 "$BH" observe --socket "$SOCK" --workload alpha/db --verdict allow --port 80 -n 2 -o json \
   >"$T/observe-allow.json" 2>&1 &
 OBS1=$!
-timeout 10 "$BH" observe --socket "$SOCK" --verdict deny --port 80 -n 1 -o json \
+timeout 60 "$BH" observe --socket "$SOCK" --verdict deny --port 80 -n 1 -o json \
   >"$T/observe-deny.json" 2>&1 &
 OBS2=$!
-sleep 0.5
-probe 0 1 tcp 80 >/dev/null  # alpha/web -> alpha/db:80: allowed by db-ingress
-probe 0 2 tcp 80 >/dev/null  # alpha/web -> beta/web:80: beta/web is isolated, TCP 80 not allowed
+# An observer sees only the events after its subscription, which it makes some time after it
+# starts (a fixed pause lost that race on a loaded machine): the two flows are offered again
+# until both observers have their events and exit (or their timeout ends them).
+while kill -0 "$OBS1" 2>/dev/null || kill -0 "$OBS2" 2>/dev/null; do
+  probe 0 1 tcp 80 >/dev/null  # alpha/web -> alpha/db:80: allowed by db-ingress
+  probe 0 2 tcp 80 >/dev/null  # alpha/web -> beta/web:80: beta/web is isolated, TCP 80 not allowed
+done
 wait "$OBS1" "$OBS2"
 for want in '"workload":"alpha/db"' '"peer":"alpha/web"' '"verdict":"allow"' \
             '"policy":"NetworkPolicy alpha/db-ingress"' '"rule":"ingress[0]"'; do
@@ -264,17 +279,24 @@ open_conn 7 0 1 80
 [ "$(conn_echo 7 before-change)" = alive ] || fail "alpha/web -> alpha/db:80 should be open before the change"
 REV1=$(revision)
 sed -i 's/ports: \[{port: 80, protocol: TCP}\]/ports: [{port: 8080, protocol: TCP}]/' "$T/policies/alpha-db.yaml"
-for _ in $(seq 1 50); do [ "$(revision)" != "$REV1" ] && break; sleep 0.1; done
-[ "$(revision)" != "$REV1" ] || fail "the agent did not apply the changed policy (revision $REV1)"
+# Polled with a generous bound: inotify, the settle delay and the reload take longer when
+# the machine is loaded.
+deadline=$((SECONDS + 60))
+while [ "$(revision)" = "$REV1" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+[ "$(revision)" != "$REV1" ] || fail "the agent did not apply the changed policy in 60 s (revision $REV1)"
 [ "$(conn_echo 7 after-change)" = alive ] && fail "the connection that lost its allow was not cut"
 check_matrix "after the policy change"
 
 # An invalid file keeps the last good policy in force and is reported.
 REV2=$(revision)
 printf 'kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: bad}\nspec: {podSelector: 7}\n' >"$T/policies/zz-bad.yaml"
-sleep 1
+# Once the status reports the file the agent has read it; only then is the revision checked.
+# (Matched in bash, not by grep -q: with pipefail, a SIGPIPE of the writer fails the pipe.)
+reports_bad() { [[ "$("$BH" agent status --socket "$SOCK" -o json 2>/dev/null)" == *zz-bad.yaml* ]]; }
+deadline=$((SECONDS + 60))
+until reports_bad || [ "$SECONDS" -ge "$deadline" ]; do sleep 0.1; done
+reports_bad || fail "status does not show the invalid file after 60 s"
 [ "$(revision)" = "$REV2" ] || fail "an invalid file changed the revision"
-"$BH" agent status --socket "$SOCK" -o json | grep -q 'zz-bad.yaml' || fail "status does not show the invalid file"
 rm -f "$T/policies/zz-bad.yaml"
 
 # ---- 3. kill -9: enforcement goes on, an established allowed connection survives ----

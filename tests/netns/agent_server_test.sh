@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "SKIPPED: the netns test needs root (network namespaces, bpffs, TC); run it as root" >&2
   exit 77
 fi
-for tool in ip nsenter socat timeout mount python3; do
+for tool in ip ss nsenter socat timeout mount python3; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
 done
 
@@ -62,6 +62,15 @@ for i in 0 1; do
   in_ns "$R" ip route add "${IP[$i]}/32" dev "${HV[$i]}"
   in_ns "${NS[$i]}" socat "TCP-LISTEN:80,fork,reuseaddr" EXEC:/bin/cat &
 done
+# Nothing is probed before both servers listen (a probe sent earlier meets a refused
+# connection, not the policy); polled with a generous bound for a loaded machine.
+for i in 0 1; do
+  deadline=$((SECONDS + 60))
+  until [ -n "$(in_ns "${NS[$i]}" ss -Hltn '( sport = :80 )')" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "FAIL: the server in ${NS[$i]} does not listen after 60 s" >&2; exit 1; }
+    sleep 0.05
+  done
+done
 
 # ---- the control plane, on the host netns's loopback (nobody else's) ----
 mkdir -p "$T/state" "$T/bpffs"
@@ -75,13 +84,16 @@ export BULKHEAD_SERVER=https://127.0.0.1:8443 BULKHEAD_CA="$T/server/ca.crt"
 BULKHEAD_TOKEN=$(cat "$T/server/admin.token")
 export BULKHEAD_TOKEN NO_COLOR=1
 start_server
+# Every wait below polls its condition with a generous bound (seconds): a loaded machine is
+# slow, and a wait that succeeds ends at once.
 JOIN=""
-for _ in $(seq 1 100); do
+deadline=$((SECONDS + 60))
+while [ "$SECONDS" -lt "$deadline" ]; do
   JOIN=$(in_ns "$R" "$BH" token create 2>/dev/null) && [ -n "$JOIN" ] && break
   kill -0 "$SERVER_PID" 2>/dev/null || break
   sleep 0.1
 done
-[ -n "$JOIN" ] || { echo "FAIL: server did not come up; log:" >&2; cat "$T/server.log" >&2; exit 1; }
+[ -n "$JOIN" ] || { echo "FAIL: server did not come up in 60 s; log:" >&2; cat "$T/server.log" >&2; exit 1; }
 
 # db admits web on 80 (revision 1).
 cat >"$T/policy-open.yaml" <<'POL'
@@ -125,7 +137,8 @@ status_field() {  # status_field KEY: a field of the agent's server status
 }
 # Waits until the agent enforces server revision $1 with no namespace held.
 wait_enforced() {
-  for _ in $(seq 1 200); do
+  local deadline=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     [ "$(status_field enforced_revision)" = "$1" ] && [ "$(status_field held_namespaces)" = "[]" ] && return 0
     kill -0 "$AGENT_PID" 2>/dev/null || break
     sleep 0.1
@@ -162,7 +175,8 @@ expect "revision 1" 0 1 allow
 expect "revision 1" 1 0 allow
 [ "$(status_field connected)" = "true" ] || fail "status does not say connected"
 # `bulkhead agents` on the server lists node-1 at revision 1.
-for _ in $(seq 1 50); do
+deadline=$((SECONDS + 60))
+while [ "$SECONDS" -lt "$deadline" ]; do
   in_ns "$R" "$BH" agents -o json 2>/dev/null | grep -q '"node-1"' && break
   sleep 0.1
 done
@@ -181,7 +195,8 @@ grep -q "^server rev:  2 received, 2 enforced" "$T/status.txt" &&
 kill -9 "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null
 SERVER_PID=""
-for _ in $(seq 1 100); do
+deadline=$((SECONDS + 60))
+while [ "$SECONDS" -lt "$deadline" ]; do
   [ "$(status_field connected)" = "false" ] && break
   sleep 0.1
 done
@@ -201,7 +216,8 @@ expect "restart, server gone" 1 0 allow
 
 # The server is back: the agent converges to the newest revision.
 start_server
-for _ in $(seq 1 100); do
+deadline=$((SECONDS + 60))
+while [ "$SECONDS" -lt "$deadline" ]; do
   in_ns "$R" "$BH" apply -f "$T/policy-open.yaml" >>"$T/cli.log" 2>&1 && break
   sleep 0.1
 done

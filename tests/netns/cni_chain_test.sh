@@ -170,15 +170,16 @@ add_pod() {
   in_ns "${NETNS[$i]}" socat TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=0 EXEC:/bin/cat &
   # The pod is ready for probes when both servers listen and its IPv6 address has left DAD
   # (a probe sent before would see a refused or unroutable connect, not the policy).
-  local _ ready=""
-  for _ in $(seq 1 100); do
+  # Polled with a generous bound: a loaded machine may take seconds to start the servers.
+  local ready="" deadline=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     if [ "$(in_ns "${NETNS[$i]}" ss -Hltn '( sport = :80 or sport = :8080 )' | wc -l)" -ge 2 ] &&
       [ -z "$(in_ns "${NETNS[$i]}" ip -6 addr show dev eth0 tentative)" ]; then
       ready=1; break
     fi
     sleep 0.05
   done
-  [ -n "$ready" ] || { fail "pod ${PODS[$i]} not ready in 5 s (servers or IPv6 DAD)"; return 1; }
+  [ -n "$ready" ] || { fail "pod ${PODS[$i]} not ready in 60 s (servers or IPv6 DAD)"; return 1; }
 }
 for i in 0 1 2; do add_pod "$i" || exit 1; done
 echo "pods: client ${IP4[0]} ${IP6[0]}, web ${IP4[1]} ${IP6[1]}, other ${IP4[2]} ${IP6[2]} ($((SECONDS - START)) s)"

@@ -199,8 +199,11 @@ chmod +x "$T/cni/bridge"
 "$BH" lab up -f "$SRC/examples/lab/small.yaml" --policies "$SRC/examples/lab/small-policies" \
   --name "$LAB2" --cni-path "$T/cni:$(dirname "$BH"):/usr/lib/cni" >"$T/up-killed.out" 2>&1 &
 UP_PID=$!
-for _ in $(seq 1 200); do [ -e "$T/hung" ] && break; sleep 0.05; done
-[ -e "$T/hung" ] || { cat "$T/up-killed.out" >&2; fail "lab up never reached the hanging plugin"; }
+# Polled with a generous bound: on a loaded machine the agent's start and the first workload
+# take seconds.
+deadline=$((SECONDS + 60))
+until [ -e "$T/hung" ] || [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$UP_PID" 2>/dev/null; do sleep 0.05; done
+[ -e "$T/hung" ] || { cat "$T/up-killed.out" >&2; fail "lab up never reached the hanging plugin (60 s)"; }
 kill -9 "$UP_PID"
 wait "$UP_PID" 2>/dev/null
 UP_PID=""
