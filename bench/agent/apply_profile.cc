@@ -136,6 +136,38 @@ int Main(int argc, char** argv) {
         "(+%.2f)\n",
         h1 - h0, h2 - h1, h3 - h2, h4 - h3, h4 - h0, h5 - h0, h6 - h0, h6 - h4);
     (void)files;
+    compiler = nullptr;
+    rules_copy.clear();
+    ids_copy.clear();
+    malloc_trim(0);
+    {
+      // The same with the policies shared between the load cache and the compiler
+      // (LoadPathsShared, PolicyCompiler::Create with policies apart), as the agent keeps them.
+      const double s0 = heap();
+      policy::LoadCache shared_cache;
+      policy::SharedLoadResult sl = policy::LoadPathsShared(paths, &shared_cache);
+      if (!sl.ok()) return 1;
+      policy::Cluster kept_files = sl.result.cluster;  // the agent's last good files
+      auto shared_compiler = engine::PolicyCompiler::Create(std::move(sl.result.cluster),
+                                                            std::move(sl.policies), copts);
+      if (!shared_compiler.ok()) return 1;
+      sl = policy::SharedLoadResult{};
+      const double s1 = heap();
+      { std::ofstream(dir / "rules" / "probe.yaml") << ProbePolicy(o, true); }
+      policy::SharedLoadResult next = policy::LoadPathsShared(paths, &shared_cache);
+      if (!next.ok()) return 1;
+      const double s2 = heap();
+      auto u =
+          (*shared_compiler)
+              ->UpdatePolicies(next.policies, (*shared_compiler)->compiled().NextTableIdBase());
+      if (!u.ok() || !u->incremental) return 1;
+      next = policy::SharedLoadResult{};
+      const double s3 = heap();
+      std::printf(
+          "shared policies: load cache + files + compiler %.1f; one policy change: load result "
+          "in flight %.1f, after the update in place %.1f (+%.2f)\n",
+          s1 - s0, s2 - s0, s3 - s0, s3 - s1);
+    }
     if (keep.empty()) fs::remove_all(dir);
     return 0;
   }
@@ -163,10 +195,26 @@ int Main(int argc, char** argv) {
   Timing cached{"load, one file changed (policy::LoadCache)", {}, {}};
   Timing recompile{"recompile, pinned + tables reused", {}, {}};
   Timing update{"policy update in place (UpdatePolicies)", {}, {}};
+  Timing shared_load{"load, one file changed, shared (LoadPathsShared)", {}, {}};
+  Timing shared_update{"update in place, shared policies (UpdatePolicies)", {}, {}};
+  size_t shared_unread = 0;
   size_t reused_tables = 0, rewritten_tables = 0;
   size_t updated_tables = 0;
   policy::LoadCache cache;
   (void)policy::LoadPaths(paths, &cache);  // warm
+  // What the agent does now: one cache whose policies the compile in force shares.
+  policy::LoadCache shared_cache;
+  std::unique_ptr<engine::PolicyCompiler> shared_compiler;
+  {
+    policy::SharedLoadResult first = policy::LoadPathsShared(paths, &shared_cache);
+    if (!first.ok()) return 1;
+    engine::CompilerOptions copts;
+    copts.node = o.node;
+    auto c = engine::PolicyCompiler::Create(std::move(first.result.cluster),
+                                            std::move(first.policies), copts);
+    if (!c.ok()) return 1;
+    shared_compiler = std::move(*c);
+  }
   engine::CompileStats stats;
   size_t rules = 0, workloads = 0;
   for (int run = 0; run < runs; ++run) {
@@ -256,6 +304,33 @@ int Main(int argc, char** argv) {
     }
     update.ms.push_back(Ms(t9 - t8));
     update.cpu.push_back(c9 - c8);
+    // The same change through the shared path (the files were rewritten above; the probe's
+    // is the one changed since this cache's last load).
+    auto t10 = Clock::now();
+    const double c10 = CpuMs();
+    policy::SharedLoadResult shared = policy::LoadPathsShared(paths, &shared_cache);
+    auto t11 = Clock::now();
+    const double c11 = CpuMs();
+    if (!shared.ok() || shared_cache.parsed() != 1) {
+      std::fprintf(stderr, "shared load: %zu parsed\n", shared_cache.parsed());
+      return 1;
+    }
+    shared_unread = shared_cache.unread();
+    auto t12 = Clock::now();
+    const double c12 = CpuMs();
+    auto supd = shared_compiler->UpdatePolicies(shared.policies,
+                                                shared_compiler->compiled().NextTableIdBase());
+    auto t13 = Clock::now();
+    const double c13 = CpuMs();
+    if (!supd.ok() || !supd->incremental || supd->policies_changed != 2) {
+      std::fprintf(stderr, "shared update not incremental or not one policy: %s\n",
+                   supd.ok() ? supd->why.c_str() : std::string(supd.status().message()).c_str());
+      return 1;
+    }
+    shared_load.ms.push_back(Ms(t11 - t10));
+    shared_load.cpu.push_back(c11 - c10);
+    shared_update.ms.push_back(Ms(t13 - t12));
+    shared_update.cpu.push_back(c13 - c12);
     updated_tables = upd->tables_written.size();
     reused_tables = rewritten_tables = 0;
     for (const auto& t : re->tables) {
@@ -278,7 +353,9 @@ int Main(int argc, char** argv) {
   std::printf("after one policy change: %zu tables reused, %zu rewritten\n", reused_tables,
               rewritten_tables);
   std::printf("policy update in place: %zu tables written\n", updated_tables);
-  for (const Timing* t : {&read, &load, &compile, &entries, &cached, &recompile, &update}) {
+  std::printf("shared load: %zu files reused without reading them (last run)\n", shared_unread);
+  for (const Timing* t : {&read, &load, &compile, &entries, &cached, &recompile, &update,
+                          &shared_load, &shared_update}) {
     std::printf("%-52s %10.2f %10.2f %10.2f %7.1fx\n", t->name.c_str(), t->MedianCpu(), t->Median(),
                 t->Max(), base > 0 ? t->MedianCpu() / base : 0);
   }

@@ -10,12 +10,106 @@
 namespace bulkhead::policy::internal {
 namespace {
 
+void Report(std::vector<Diagnostic>* diags, Diagnostic::Severity severity, const SourceRef& where,
+            std::string object, std::string field, std::string message) {
+  Diagnostic d;
+  d.severity = severity;
+  d.where = where;
+  d.object = std::move(object);
+  d.field = std::move(field);
+  d.message = std::move(message);
+  diags->push_back(std::move(d));
+}
+
+bool NamespaceInScope(const Cluster& cluster, const std::string& ns_name,
+                      const std::string& same_namespace,
+                      const std::optional<LabelSelector>& selector) {
+  if (selector) {
+    const Namespace* ns = cluster.FindNamespace(ns_name);
+    return ns != nullptr && selector->Matches(ns->labels);
+  }
+  return same_namespace.empty() || same_namespace == ns_name;
+}
+
+// Warns when a selector picks some objects of a merged workload but not others: then the
+// workload-level answer cannot be exact for all of its pods.
+void CheckGap(const Cluster& cluster, const Policy& p, const Workload& w, const LabelGap& gap,
+              std::vector<Diagnostic>* diags) {
+  auto splits = [&](const LabelSelector& sel) {
+    size_t matched = std::count_if(gap.label_sets.begin(), gap.label_sets.end(),
+                                   [&](const Labels& l) { return sel.Matches(l); });
+    return matched > 0 && matched < gap.label_sets.size();
+  };
+  auto warn = [&](const SourceRef& where, const std::string& what) {
+    Report(diags, Diagnostic::Severity::kWarning, where, p.Id(), "",
+           what + " selects some pods of workload " + w.Id() +
+               " but not others; Bulkhead evaluates the workload with the labels of " +
+               gap.objects.front());
+  };
+  const Subject& s = p.subject;
+  if (NamespaceInScope(cluster, w.namespace_name, s.namespace_name, s.namespace_selector) &&
+      splits(s.pod_selector)) {
+    warn(p.source, "the policy's subject");
+  }
+  for (Direction dir : {Direction::kIngress, Direction::kEgress}) {
+    const std::vector<Rule>& rules = p.Rules(dir);
+    for (size_t r = 0; r < rules.size(); ++r) {
+      for (const Peer& peer : rules[r].peers) {
+        if (peer.kind != Peer::Kind::kPods || !peer.pod_selector) continue;
+        if (!NamespaceInScope(cluster, w.namespace_name, peer.same_namespace,
+                              peer.namespace_selector)) {
+          continue;
+        }
+        if (splits(*peer.pod_selector)) {
+          warn(peer.source, std::string(DirectionName(dir)) + " rule " + std::to_string(r) +
+                                " peer " + peer.pod_selector->ToString());
+        }
+      }
+    }
+  }
+}
+
+// The notice for a workload whose objects have different labels, then a warning for each
+// selector of `policies` that tells them apart.
+void ReportLabelGap(const Cluster& cluster, const LabelGap& gap,
+                    const std::vector<const Policy*>& policies, std::vector<Diagnostic>* diags) {
+  const Workload& w = cluster.workloads[gap.workload];
+  LabelSelector shown;
+  shown.match_labels = w.labels;
+  Report(diags, Diagnostic::Severity::kNotice, w.source, gap.objects.front(), "metadata.labels",
+         "the " + std::to_string(gap.objects.size()) + " objects of workload " + w.Id() +
+             " have different labels; the workload uses these: " + shown.ToString());
+  for (const Policy* p : policies) CheckGap(cluster, *p, w, gap, diags);
+}
+
 class Assembler {
  public:
   Assembler(Collected collected, std::vector<Diagnostic>* diags)
       : in_(std::move(collected)), diags_(diags) {}
 
   Cluster Run() {
+    RunRest();
+    WarnAboutLabelGaps();
+    return std::move(cluster_);
+  }
+
+  // What Run does for input without policies, but for the label-gap diagnostics, which
+  // AssemblePolicies reports with the policies (LoadPathsShared reuses this between loads).
+  RestAssembly Rest() {
+    RunRest();
+    RestAssembly rest;
+    for (size_t i = 0; i < cluster_.workloads.size(); ++i) {
+      const Members& m = members_[i];
+      bool differ = std::any_of(m.label_sets.begin(), m.label_sets.end(),
+                                [&](const Labels& l) { return l != m.label_sets.front(); });
+      if (differ) rest.gaps.push_back(LabelGap{i, m.label_sets, m.objects});
+    }
+    rest.cluster = std::move(cluster_);
+    return rest;
+  }
+
+ private:
+  void RunRest() {
     CheckDuplicateObjects();
     AddNamespaces();
     AddNodes();
@@ -24,11 +118,8 @@ class Assembler {
     AddWorkloadModes();
     AddImplicitNamespaces();
     CheckDuplicateIps();
-    WarnAboutLabelGaps();
-    return std::move(cluster_);
   }
 
- private:
   // One workload of the cluster and what it was made of.
   struct Members {
     std::vector<Labels> label_sets;    // one per contributing object, in input order
@@ -215,64 +306,15 @@ class Assembler {
     }
   }
 
-  bool NamespaceInScope(const std::string& ns_name, const std::string& same_namespace,
-                        const std::optional<LabelSelector>& selector) const {
-    if (selector) {
-      const Namespace* ns = cluster_.FindNamespace(ns_name);
-      return ns != nullptr && selector->Matches(ns->labels);
-    }
-    return same_namespace.empty() || same_namespace == ns_name;
-  }
-
   void WarnAboutLabelGaps() {
     for (size_t i = 0; i < cluster_.workloads.size(); ++i) {
       const Members& m = members_[i];
-      const Workload& w = cluster_.workloads[i];
       bool differ = std::any_of(m.label_sets.begin(), m.label_sets.end(),
                                 [&](const Labels& l) { return l != m.label_sets.front(); });
       if (!differ) continue;
-      LabelSelector shown;
-      shown.match_labels = w.labels;
-      Report(Diagnostic::Severity::kNotice, w.source, m.objects.front(), "metadata.labels",
-             "the " + std::to_string(m.objects.size()) + " objects of workload " + w.Id() +
-                 " have different labels; the workload uses these: " + shown.ToString());
-      for (const Policy& p : cluster_.policies) CheckGap(p, w, m);
-    }
-  }
-
-  // Warns when a selector picks some objects of a merged workload but not others: then the
-  // workload-level answer cannot be exact for all of its pods.
-  void CheckGap(const Policy& p, const Workload& w, const Members& m) {
-    auto splits = [&](const LabelSelector& sel) {
-      size_t matched = std::count_if(m.label_sets.begin(), m.label_sets.end(),
-                                     [&](const Labels& l) { return sel.Matches(l); });
-      return matched > 0 && matched < m.label_sets.size();
-    };
-    auto warn = [&](const SourceRef& where, const std::string& what) {
-      Report(Diagnostic::Severity::kWarning, where, p.Id(), "",
-             what + " selects some pods of workload " + w.Id() +
-                 " but not others; Bulkhead evaluates the workload with the labels of " +
-                 m.objects.front());
-    };
-    const Subject& s = p.subject;
-    if (NamespaceInScope(w.namespace_name, s.namespace_name, s.namespace_selector) &&
-        splits(s.pod_selector)) {
-      warn(p.source, "the policy's subject");
-    }
-    for (Direction dir : {Direction::kIngress, Direction::kEgress}) {
-      const std::vector<Rule>& rules = p.Rules(dir);
-      for (size_t r = 0; r < rules.size(); ++r) {
-        for (const Peer& peer : rules[r].peers) {
-          if (peer.kind != Peer::Kind::kPods || !peer.pod_selector) continue;
-          if (!NamespaceInScope(w.namespace_name, peer.same_namespace, peer.namespace_selector)) {
-            continue;
-          }
-          if (splits(*peer.pod_selector)) {
-            warn(peer.source, std::string(DirectionName(dir)) + " rule " + std::to_string(r) +
-                                  " peer " + peer.pod_selector->ToString());
-          }
-        }
-      }
+      std::vector<const Policy*> policies;
+      for (const Policy& p : cluster_.policies) policies.push_back(&p);
+      ReportLabelGap(cluster_, LabelGap{i, m.label_sets, m.objects}, policies, diags_);
     }
   }
 
@@ -286,6 +328,31 @@ class Assembler {
 
 Cluster Assemble(Collected collected, std::vector<Diagnostic>* diagnostics) {
   return Assembler(std::move(collected), diagnostics).Run();
+}
+
+RestAssembly AssembleRest(Collected rest) {
+  std::vector<Diagnostic> diags;
+  RestAssembly out = Assembler(std::move(rest), &diags).Rest();
+  out.diagnostics = std::move(diags);
+  return out;
+}
+
+void AssemblePolicies(const RestAssembly& rest, const std::vector<const Policy*>& policies,
+                      std::vector<Namespace>* namespaces, std::vector<Diagnostic>* diagnostics) {
+  // AddImplicitNamespaces: the rest's namespaces already hold those of its workloads, so
+  // the policies' come after them, as in a full assembly.
+  std::set<std::string> known;
+  for (const Namespace& ns : *namespaces) known.insert(ns.name);
+  for (const Policy* p : policies) {
+    if (p->namespace_name.empty() || !known.insert(p->namespace_name).second) continue;
+    Namespace ns;
+    ns.name = p->namespace_name;
+    ns.labels[std::string(kNamespaceNameLabel)] = p->namespace_name;
+    ns.implicit = true;
+    ns.source = p->source;
+    namespaces->push_back(std::move(ns));
+  }
+  for (const LabelGap& gap : rest.gaps) ReportLabelGap(rest.cluster, gap, policies, diagnostics);
 }
 
 }  // namespace bulkhead::policy::internal

@@ -116,6 +116,27 @@ std::optional<ProcessSelector> DecodeProcessSelector(Decoder& d, const Field& f)
 // Cross-object checks, defaulting and merging into the Cluster (assemble.cc).
 Cluster Assemble(Collected collected, std::vector<Diagnostic>* diagnostics);
 
+// A workload merged from objects with different labels (their label sets, display names).
+struct LabelGap {
+  size_t workload = 0;  // index in the cluster's workloads
+  std::vector<Labels> label_sets;
+  std::vector<std::string> objects;
+};
+
+// Assemble's work on input without policies, but for the label-gap diagnostics, which need
+// the policies: what LoadPathsShared keeps while only policies change.
+struct RestAssembly {
+  Cluster cluster;  // no policies; namespaces implied by workloads included
+  std::vector<Diagnostic> diagnostics;
+  std::vector<LabelGap> gaps;
+};
+RestAssembly AssembleRest(Collected rest);
+// Completes `rest` with `policies` (in input order) as Assemble would for input whose
+// policies have no duplicate names or admin priorities: appends the namespaces the policies
+// imply to *namespaces (a copy of rest.cluster.namespaces) and the label-gap diagnostics.
+void AssemblePolicies(const RestAssembly& rest, const std::vector<const Policy*>& policies,
+                      std::vector<Namespace>* namespaces, std::vector<Diagnostic>* diagnostics);
+
 // The fields every native policy kind shares: spec.description, spec.owner and spec.mode
 // (which must agree with the bulkhead.io/mode annotation when both are given).
 void DecodeNativePolicyFields(Decoder& d, const Field& spec, std::optional<Mode> annotation_mode,

@@ -2,14 +2,20 @@
 // objects (unwrapping List kinds), dispatches each to its kind decoder, then assembles.
 #include "policy/loader.h"
 
+#include <sys/stat.h>
+#include <time.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <system_error>
+#include <tuple>
 
 #include "policy/kinds.h"
 #include "policy/yaml_reader.h"
@@ -165,17 +171,38 @@ class Dispatcher;
 struct LoadCache::Impl {
   struct File {
     std::string content;
+    // The file's objects; its policies are in `policies` (the pieces' own are empty), shared
+    // with whoever LoadPathsShared gave them to.
     internal::Collected collected;
+    std::vector<std::shared_ptr<const Policy>> policies;
     std::vector<Diagnostic> diagnostics;
-    bool seen = false;  // by the current load
+    std::optional<FileStamp> stamp;  // taken before `content` was read (files only)
+    int64_t read_at_ns = 0;          // when `content` was read (CLOCK_REALTIME, before the read)
+    uint64_t version = 0;            // a new one each time the file is parsed
+    bool has_rest = false;           // objects other than policies (namespaces, workloads, ...)
+    bool seen = false;               // by the current load
   };
   std::map<std::string, File> files;
   size_t parsed = 0;
   size_t reused = 0;
+  size_t unread = 0;
+  uint64_t next_version = 1;
+  // The assembly of everything but the policies at the last LoadPathsShared, and the files
+  // (name, version) with such objects it was made of, in input order.
+  std::vector<std::pair<std::string, uint64_t>> rest_files;
+  std::optional<internal::RestAssembly> rest;
 };
 
 namespace internal {
 namespace {
+
+// The kinds whose objects are policies (Policy::kind): their names are checked for
+// duplicates among themselves only, since an ObjectKey names its kind.
+bool IsPolicyKind(std::string_view kind) {
+  return kind == "NetworkPolicy" || kind == "AdminNetworkPolicy" ||
+         kind == "BaselineAdminNetworkPolicy" || kind == "BulkheadPolicy" ||
+         kind == "BulkheadClusterPolicy" || kind == "DefaultDeny";
+}
 
 void Append(Collected& to, const Collected& from) {
   to.keys.insert(to.keys.end(), from.keys.begin(), from.keys.end());
@@ -189,16 +216,41 @@ void Append(Collected& to, const Collected& from) {
 
 class Dispatcher {
  public:
-  Dispatcher(Collected* out, std::vector<Diagnostic>* diags, LoadCache::Impl* cache = nullptr)
-      : out_(out), diags_(diags), cache_(cache) {}
+  Dispatcher(Collected* out, std::vector<Diagnostic>* diags, LoadCache::Impl* cache = nullptr,
+             std::vector<LoadCache::Impl::File*>* record = nullptr)
+      : out_(out), diags_(diags), cache_(cache), record_(record) {}
 
   // LoadContent, or what it produced for the same file and bytes at the last load.
-  void LoadFileContent(std::string content, const std::string& file) {
+  bool caching() const { return cache_ != nullptr; }
+
+  // What the last load read of `file`, without reading it again, when its metadata says its
+  // bytes are those (FileStamp). False: read it.
+  bool ReuseUnread(const std::string& file, const FileStamp& stamp) {
+    if (cache_ == nullptr) return false;
+    auto it = cache_->files.find(file);
+    if (it == cache_->files.end()) return false;
+    LoadCache::Impl::File& f = it->second;
+    if (f.seen || f.content.empty() || !f.stamp || !(*f.stamp == stamp) ||
+        !StampSettled(*f.stamp, f.read_at_ns)) {
+      return false;
+    }
+    ++cache_->reused;
+    ++cache_->unread;
+    Use(f);
+    return true;
+  }
+
+  // LoadContent, or what it produced for the same file and bytes at the last load. `stamp`
+  // and `read_at_ns`: the file's metadata and the time, both taken before it was read.
+  void LoadFileContent(std::string content, const std::string& file,
+                       std::optional<FileStamp> stamp = std::nullopt, int64_t read_at_ns = 0) {
     if (cache_ == nullptr) {
       LoadContent(content, file);
       return;
     }
     LoadCache::Impl::File& f = cache_->files[file];
+    f.stamp = stamp;
+    f.read_at_ns = read_at_ns;
     if (!f.seen && f.content == content && !f.content.empty()) {
       ++cache_->reused;
     } else {
@@ -207,11 +259,33 @@ class Dispatcher {
       Dispatcher parse(&f.collected, &f.diagnostics);
       parse.LoadContent(content, file);
       f.content = std::move(content);
+      f.policies.clear();
+      for (PolicyPiece& piece : f.collected.policies) {
+        f.policies.push_back(std::make_shared<const Policy>(std::move(piece.policy)));
+        piece.policy = Policy{};
+      }
+      f.has_rest = !f.collected.namespaces.empty() || !f.collected.workloads.empty() ||
+                   !f.collected.nodes.empty() || !f.collected.workload_modes.empty() ||
+                   std::any_of(f.collected.keys.begin(), f.collected.keys.end(),
+                               [](const ObjectKey& k) { return !IsPolicyKind(k.kind); });
+      f.version = cache_->next_version++;
       ++cache_->parsed;
     }
+    Use(f);
+  }
+
+  // The file's objects and diagnostics into this load.
+  void Use(LoadCache::Impl::File& f) {
     f.seen = true;
-    Append(*out_, f.collected);
     diags_->insert(diags_->end(), f.diagnostics.begin(), f.diagnostics.end());
+    if (record_ != nullptr) {
+      record_->push_back(&f);
+      return;
+    }
+    const size_t first = out_->policies.size();
+    Append(*out_, f.collected);
+    for (size_t k = 0; k < f.policies.size(); ++k)
+      out_->policies[first + k].policy = *f.policies[k];
   }
 
   void LoadContent(std::string_view content, const std::string& file) {
@@ -423,6 +497,7 @@ class Dispatcher {
   Collected* out_;
   std::vector<Diagnostic>* diags_;
   LoadCache::Impl* cache_;
+  std::vector<LoadCache::Impl::File*>* record_;  // LoadPathsShared: the files, not their objects
 };
 
 // Manifests larger than this are refused rather than risking memory exhaustion.
@@ -444,6 +519,13 @@ bool IsManifestName(const std::filesystem::path& p) {
 }
 
 void LoadFile(const std::string& file, Dispatcher& dispatcher, std::vector<Diagnostic>* diags) {
+  std::optional<FileStamp> stamp;
+  int64_t read_at_ns = 0;
+  if (dispatcher.caching()) {
+    stamp = StampFile(file);
+    if (stamp && dispatcher.ReuseUnread(file, *stamp)) return;
+    read_at_ns = RealtimeNs();
+  }
   std::error_code ec;
   std::uintmax_t size = std::filesystem::file_size(file, ec);
   if (!ec && size > kMaxFileBytes) {
@@ -462,7 +544,7 @@ void LoadFile(const std::string& file, Dispatcher& dispatcher, std::vector<Diagn
     diags->push_back(FileError(file, "cannot read"));
     return;
   }
-  dispatcher.LoadFileContent(std::move(content).str(), file);
+  dispatcher.LoadFileContent(std::move(content).str(), file, stamp, read_at_ns);
 }
 
 void LoadPath(const std::string& path, Dispatcher& dispatcher, std::vector<Diagnostic>* diags) {
@@ -498,14 +580,24 @@ void LoadPath(const std::string& path, Dispatcher& dispatcher, std::vector<Diagn
   for (const std::string& f : files) LoadFile(f, dispatcher, diags);
 }
 
-LoadResult Finish(Collected collected, std::vector<Diagnostic> diags) {
-  LoadResult result;
-  Cluster cluster = Assemble(std::move(collected), &diags);
+void EscapeDiagnostics(std::vector<Diagnostic>& diags) {
   for (Diagnostic& d : diags) {
     for (std::string* text : {&d.where.file, &d.object, &d.field, &d.message}) {
       if (!IsValidUtf8(*text)) *text = EscapeInvalidUtf8(*text);
     }
   }
+}
+
+bool HasError(const std::vector<Diagnostic>& diags) {
+  return std::any_of(diags.begin(), diags.end(), [](const Diagnostic& d) {
+    return d.severity == Diagnostic::Severity::kError;
+  });
+}
+
+LoadResult Finish(Collected collected, std::vector<Diagnostic> diags) {
+  LoadResult result;
+  Cluster cluster = Assemble(std::move(collected), &diags);
+  EscapeDiagnostics(diags);
   result.diagnostics = std::move(diags);
   // Nothing is applied in part: a cluster with any error in its input stays empty.
   if (result.ok()) result.cluster = std::move(cluster);
@@ -517,15 +609,42 @@ LoadResult Finish(Collected collected, std::vector<Diagnostic> diags) {
 
 LoadResult LoadPaths(const std::vector<std::string>& paths) { return LoadPaths(paths, nullptr); }
 
+std::optional<FileStamp> StampFile(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  FileStamp s;
+  s.device = static_cast<uint64_t>(st.st_dev);
+  s.inode = static_cast<uint64_t>(st.st_ino);
+  s.size = static_cast<int64_t>(st.st_size);
+  s.mtime_ns = int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
+  s.ctime_ns = int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec;
+  return s;
+}
+
+int64_t RealtimeNs() {
+  timespec t{};
+  clock_gettime(CLOCK_REALTIME, &t);
+  return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
+}
+
+bool StampSettled(const FileStamp& stamp, int64_t read_at_ns) {
+  // File times come from a coarse clock (a timer tick, up to 10 ms): a write within the
+  // same tick as the one read may leave every field of the stamp as it was. A write after
+  // the read, when the read came a second after the last change, cannot.
+  constexpr int64_t kMargin = 1'000'000'000;
+  return stamp.ctime_ns + kMargin < read_at_ns && stamp.mtime_ns + kMargin < read_at_ns;
+}
+
 LoadCache::LoadCache() : impl_(std::make_unique<Impl>()) {}
 LoadCache::~LoadCache() = default;
 size_t LoadCache::parsed() const { return impl_->parsed; }
 size_t LoadCache::reused() const { return impl_->reused; }
+size_t LoadCache::unread() const { return impl_->unread; }
 
 LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache) {
   LoadCache::Impl* impl = cache == nullptr ? nullptr : cache->impl_.get();
   if (impl != nullptr) {
-    impl->parsed = impl->reused = 0;
+    impl->parsed = impl->reused = impl->unread = 0;
     for (auto& [file, f] : impl->files) f.seen = false;
   }
   internal::Collected collected;
@@ -535,6 +654,109 @@ LoadResult LoadPaths(const std::vector<std::string>& paths, LoadCache* cache) {
   for (const std::string& p : paths) internal::LoadPath(p, dispatcher, &diags);
   if (impl != nullptr) std::erase_if(impl->files, [](const auto& kv) { return !kv.second.seen; });
   return internal::Finish(std::move(collected), std::move(diags));
+}
+
+namespace {
+
+// LoadPathsShared without the fast path: a full load, its policies made shared.
+SharedLoadResult SharedFromFull(LoadResult full) {
+  SharedLoadResult out;
+  if (full.ok()) {
+    out.policies.reserve(full.cluster.policies.size());
+    for (Policy& p : full.cluster.policies) {
+      out.policies.push_back(std::make_shared<const Policy>(std::move(p)));
+    }
+    full.cluster.policies.clear();
+  }
+  out.result = std::move(full);
+  return out;
+}
+
+}  // namespace
+
+SharedLoadResult LoadPathsShared(const std::vector<std::string>& paths, LoadCache* cache) {
+  if (cache == nullptr || paths.empty()) return SharedFromFull(LoadPaths(paths, cache));
+  LoadCache::Impl* impl = cache->impl_.get();
+  impl->parsed = impl->reused = impl->unread = 0;
+  for (auto& [file, f] : impl->files) f.seen = false;
+  internal::Collected unused;
+  std::vector<Diagnostic> diags;
+  std::vector<LoadCache::Impl::File*> order;
+  internal::Dispatcher dispatcher(&unused, &diags, impl, &order);
+  for (const std::string& p : paths) internal::LoadPath(p, dispatcher, &diags);
+  std::erase_if(impl->files, [](const auto& kv) { return !kv.second.seen; });
+  // Errors, or a file read twice: the full load says exactly what (its files are cached now).
+  std::set<const LoadCache::Impl::File*> distinct(order.begin(), order.end());
+  auto full = [&] {
+    impl->rest.reset();
+    const size_t parsed = impl->parsed;
+    SharedLoadResult r = SharedFromFull(LoadPaths(paths, cache));
+    impl->parsed += parsed;
+    return r;
+  };
+  if (internal::HasError(diags) || distinct.size() != order.size()) return full();
+
+  // Everything but the policies: assembled again only when a file with such objects changed.
+  // In input order, which need not be the map's (paths are given in any order).
+  std::map<const LoadCache::Impl::File*, const std::string*> name_of;
+  for (const auto& [name, f] : impl->files) name_of.emplace(&f, &name);
+  std::vector<std::pair<std::string, uint64_t>> rest_files;
+  for (const LoadCache::Impl::File* f : order) {
+    if (f->has_rest) rest_files.emplace_back(*name_of.at(f), f->version);
+  }
+  if (!impl->rest || rest_files != impl->rest_files) {
+    internal::Collected rest;
+    for (const LoadCache::Impl::File* f : order) {
+      if (!f->has_rest) continue;
+      const internal::Collected& c = f->collected;
+      for (const internal::ObjectKey& k : c.keys) {
+        if (!internal::IsPolicyKind(k.kind)) rest.keys.push_back(k);
+      }
+      rest.namespaces.insert(rest.namespaces.end(), c.namespaces.begin(), c.namespaces.end());
+      rest.workloads.insert(rest.workloads.end(), c.workloads.begin(), c.workloads.end());
+      rest.nodes.insert(rest.nodes.end(), c.nodes.begin(), c.nodes.end());
+      rest.workload_modes.insert(rest.workload_modes.end(), c.workload_modes.begin(),
+                                 c.workload_modes.end());
+    }
+    impl->rest = internal::AssembleRest(std::move(rest));
+    impl->rest_files = std::move(rest_files);
+  }
+  const internal::RestAssembly& rest = *impl->rest;
+  if (internal::HasError(rest.diagnostics)) return full();
+
+  // The policies against each other: duplicate names, admin priorities (errors: the full
+  // load reports them, in its order).
+  SharedLoadResult out;
+  std::vector<const Policy*> policies;
+  std::set<std::tuple<std::string_view, std::string_view, std::string_view>> names;
+  std::set<int32_t> priorities;
+  for (const LoadCache::Impl::File* f : order) {
+    for (const internal::ObjectKey& k : f->collected.keys) {
+      if (internal::IsPolicyKind(k.kind) &&
+          !names.emplace(k.kind, k.namespace_name, k.name).second) {
+        return full();
+      }
+    }
+    for (size_t i = 0; i < f->policies.size(); ++i) {
+      const internal::PolicyPiece& piece = f->collected.policies[i];
+      const Policy& p = *f->policies[i];
+      if (p.tier == Tier::kAdmin && piece.priority_valid && !priorities.insert(p.priority).second) {
+        return full();
+      }
+      policies.push_back(&p);
+      out.policies.push_back(f->policies[i]);
+    }
+  }
+  Cluster& cluster = out.result.cluster;
+  cluster.namespaces = rest.cluster.namespaces;
+  cluster.workloads = rest.cluster.workloads;
+  cluster.nodes = rest.cluster.nodes;
+  cluster.workload_modes = rest.cluster.workload_modes;
+  diags.insert(diags.end(), rest.diagnostics.begin(), rest.diagnostics.end());
+  internal::AssemblePolicies(rest, policies, &cluster.namespaces, &diags);
+  internal::EscapeDiagnostics(diags);
+  out.result.diagnostics = std::move(diags);
+  return out;
 }
 
 LoadResult LoadString(std::string_view content, std::string_view file_name) {
@@ -570,7 +792,7 @@ LoadResult LoadSources(const std::vector<Source>& sources) { return LoadSources(
 LoadResult LoadSources(const std::vector<Source>& sources, LoadCache* cache) {
   LoadCache::Impl* impl = cache == nullptr ? nullptr : cache->impl_.get();
   if (impl != nullptr) {
-    impl->parsed = impl->reused = 0;
+    impl->parsed = impl->reused = impl->unread = 0;
     for (auto& [name, f] : impl->files) f.seen = false;
   }
   internal::Collected collected;
