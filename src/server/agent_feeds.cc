@@ -9,6 +9,26 @@
 
 namespace bulkhead::server {
 
+v1::PolicyObject PolicyObjectProto(const StoredObject& o) {
+  v1::PolicyObject p;
+  p.set_group(o.id.group);
+  p.set_kind(o.id.kind);
+  p.set_namespace_(o.id.namespace_name);
+  p.set_name(o.id.name);
+  p.set_api_version(o.api_version);
+  p.set_json(o.json);
+  return p;
+}
+
+v1::ObjectRef ObjectRefProto(const ObjectId& id) {
+  v1::ObjectRef r;
+  r.set_group(id.group);
+  r.set_kind(id.kind);
+  r.set_namespace_(id.namespace_name);
+  r.set_name(id.name);
+  return r;
+}
+
 PolicyFeed::PolicyFeed(store::IStore* store, PolicyRepository* policies)
     : store_(store), policies_(policies) {}
 
@@ -90,11 +110,26 @@ absl::Status PolicyFeed::CatchUp() {
       }
     }
     set = next;
-    Change change{n, std::move(rec->changes), set};
+    auto change = std::make_shared<Change>();
+    change->revision = n;
+    change->changes = std::move(rec->changes);
+    change->set = set;
+    v1::Delta* d = change->delta.mutable_delta();
+    d->set_revision(n);
+    for (const ObjectChange& c : change->changes) {
+      if (c.action == ObjectChange::Action::kDelete) {
+        *d->add_deletes() = ObjectRefProto(c.id);
+      } else {
+        *d->add_upserts() = PolicyObjectProto(StoredObject{c.id, c.api_version, c.after});
+      }
+    }
+    // Caches the size now: the sessions then only read the message, from their own threads.
+    change->delta.ByteSizeLong();
+    std::shared_ptr<const Change> shared = std::move(change);
     std::lock_guard<std::mutex> lock(mu_);
     revision_ = n;
     set_ = set;
-    for (auto& [id, listener] : listeners_) listener(change);
+    for (auto& [id, listener] : listeners_) listener(shared);
   }
   return absl::OkStatus();
 }
@@ -164,19 +199,20 @@ absl::Status EndpointFeed::Resync() {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Change c;
+    auto c = std::make_unique<Change>();
+    v1::EndpointChanges* ec = c->message.mutable_endpoints();
     for (const auto& [key, e] : now) {
       auto it = endpoints_.find(key);
       if (it == endpoints_.end() || it->second.SerializeAsString() != e.SerializeAsString()) {
-        c.upserts.push_back(e);
+        *ec->add_upserts() = e;
       }
     }
     for (const auto& [key, e] : endpoints_) {
       v1::EndpointRef ref;
-      if (now.count(key) == 0 && RefOfKey(key, &ref)) c.deletes.push_back(ref);
+      if (now.count(key) == 0 && RefOfKey(key, &ref)) *ec->add_deletes() = std::move(ref);
     }
     endpoints_ = std::move(now);
-    if (!c.upserts.empty() || !c.deletes.empty()) Publish(c);
+    Publish(std::move(c));
   }
   absl::StatusOr<std::unique_ptr<store::IWatch>> w =
       store_->Watch(kEndpointsPrefix, r->revision + 1,
@@ -196,25 +232,33 @@ absl::Status EndpointFeed::Resync() {
 
 void EndpointFeed::OnEvents(const std::vector<store::Event>& events) {
   std::lock_guard<std::mutex> lock(mu_);
-  Change c;
+  auto c = std::make_unique<Change>();
+  v1::EndpointChanges* ec = c->message.mutable_endpoints();
   for (const store::Event& ev : events) {
     v1::EndpointRef ref;
     if (!RefOfKey(ev.kv.key, &ref)) continue;
     if (ev.type == store::Event::Type::kDelete) {
-      if (endpoints_.erase(ev.kv.key) > 0) c.deletes.push_back(ref);
+      if (endpoints_.erase(ev.kv.key) > 0) *ec->add_deletes() = std::move(ref);
       continue;
     }
     absl::StatusOr<v1::Endpoint> e = EndpointFromJson(ev.kv.value);
     if (!e.ok()) continue;  // written by something else than a session: not an endpoint
     e->set_node(ref.node());
     endpoints_[ev.kv.key] = *e;
-    c.upserts.push_back(*std::move(e));
+    *ec->add_upserts() = *std::move(e);
   }
-  if (!c.upserts.empty() || !c.deletes.empty()) Publish(c);
+  Publish(std::move(c));
 }
 
-void EndpointFeed::Publish(const Change& c) {
-  for (auto& [id, listener] : listeners_) listener(c);
+void EndpointFeed::Publish(std::unique_ptr<Change> c) {
+  const v1::EndpointChanges& ec = c->message.endpoints();
+  if (ec.upserts_size() == 0 && ec.deletes_size() == 0) return;
+  for (const v1::Endpoint& e : ec.upserts()) c->nodes.insert(e.node());
+  for (const v1::EndpointRef& r : ec.deletes()) c->nodes.insert(r.node());
+  // Caches the size now: the sessions then only read the message, from their own threads.
+  c->message.ByteSizeLong();
+  std::shared_ptr<const Change> shared = std::move(c);
+  for (auto& [id, listener] : listeners_) listener(shared);
 }
 
 std::vector<v1::Endpoint> EndpointFeed::Subscribe(uint64_t id, Listener listener) {

@@ -3,6 +3,11 @@
 // key, so that several replicas on one etcd all push every revision, whoever applied it) and
 // the cluster's endpoints (a watch on /bulkhead/endpoints/). Sessions subscribe and receive
 // every change after the state they were given, in order.
+//
+// A change is built once and shared, immutable, by every session (a shared_ptr in each
+// session's queue): with 200 agents, one endpoint report or one revision is one copy, and the
+// message that carries all of it to an agent is built once; a session that must leave part of
+// it out (objects of namespaces it has no endpoint in, its own node's endpoints) builds its own.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,15 +28,20 @@
 
 namespace bulkhead::server {
 
+// A stored object as the agents receive it, and its reference.
+v1::PolicyObject PolicyObjectProto(const StoredObject& o);
+v1::ObjectRef ObjectRefProto(const ObjectId& id);
+
 class PolicyFeed {
  public:
   struct Change {
     int64_t revision = 0;
     std::vector<ObjectChange> changes;     // from the revision's record
     std::shared_ptr<const ObjectSet> set;  // the whole set at `revision`
+    v1::ServerMessage delta;               // a Delta of every change of `changes`
   };
   // Called with the feed's lock held, on a store thread: must only hand the change over.
-  using Listener = std::function<void(const Change&)>;
+  using Listener = std::function<void(const std::shared_ptr<const Change>&)>;
 
   PolicyFeed(store::IStore* store, PolicyRepository* policies);
   ~PolicyFeed();
@@ -66,10 +77,11 @@ class PolicyFeed {
 class EndpointFeed {
  public:
   struct Change {
-    std::vector<v1::Endpoint> upserts;     // node set
-    std::vector<v1::EndpointRef> deletes;  // node set
+    // EndpointChanges of every upsert and delete (each with its node set).
+    v1::ServerMessage message;
+    std::set<std::string> nodes;  // the nodes they belong to
   };
-  using Listener = std::function<void(const Change&)>;
+  using Listener = std::function<void(const std::shared_ptr<const Change>&)>;
 
   explicit EndpointFeed(store::IStore* store);
   ~EndpointFeed();
@@ -85,7 +97,8 @@ class EndpointFeed {
   // Re-reads every endpoint, publishes the difference to the cache and watches from there.
   absl::Status Resync();
   void OnEvents(const std::vector<store::Event>& events);
-  void Publish(const Change& c);
+  // Publishes the upserts and deletes collected in `c` (nothing when it is empty).
+  void Publish(std::unique_ptr<Change> c);
 
   store::IStore* store_;
   std::mutex mu_;

@@ -31,25 +31,8 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-v1::PolicyObject ToProto(const StoredObject& o) {
-  v1::PolicyObject p;
-  p.set_group(o.id.group);
-  p.set_kind(o.id.kind);
-  p.set_namespace_(o.id.namespace_name);
-  p.set_name(o.id.name);
-  p.set_api_version(o.api_version);
-  p.set_json(o.json);
-  return p;
-}
-
-v1::ObjectRef RefOf(const ObjectId& id) {
-  v1::ObjectRef r;
-  r.set_group(id.group);
-  r.set_kind(id.kind);
-  r.set_namespace_(id.namespace_name);
-  r.set_name(id.name);
-  return r;
-}
+v1::PolicyObject ToProto(const StoredObject& o) { return PolicyObjectProto(o); }
+v1::ObjectRef RefOf(const ObjectId& id) { return ObjectRefProto(id); }
 
 std::string OwnKey(const std::string& ns, const std::string& name) {
   return absl::StrCat(ns, "/", name);
@@ -185,8 +168,10 @@ class AgentService::Impl::Session {
   struct IdentityChanges {
     std::shared_ptr<const std::map<std::string, uint32_t>> records;
   };
-  using Event = std::variant<v1::AgentMessage, PolicyFeed::Change, EndpointFeed::Change,
-                             IdentityChanges, Touch, Closed>;
+  // The feeds' changes are shared by every session, never copied per session.
+  using Event =
+      std::variant<v1::AgentMessage, std::shared_ptr<const PolicyFeed::Change>,
+                   std::shared_ptr<const EndpointFeed::Change>, IdentityChanges, Touch, Closed>;
 
   Session(Impl* svc, std::string node, grpc::ServerContext* ctx, Stream* stream)
       : svc_(svc), node_(std::move(node)), ctx_(ctx), stream_(stream), id_(svc->next_id_++) {}
@@ -284,12 +269,12 @@ class AgentService::Impl::Session {
 
     // Subscribe, then send the state the subscriptions start from: every later change
     // arrives as an event, in order.
-    auto [revision, set] =
-        svc_->policy_feed_.Subscribe(id_, [this](const PolicyFeed::Change& c) { Post(c); });
+    auto [revision, set] = svc_->policy_feed_.Subscribe(
+        id_, [this](const std::shared_ptr<const PolicyFeed::Change>& c) { Post(c); });
     revision_ = revision;
     set_ = set;
-    std::vector<v1::Endpoint> endpoints =
-        svc_->endpoint_feed_.Subscribe(id_, [this](const EndpointFeed::Change& c) { Post(c); });
+    std::vector<v1::Endpoint> endpoints = svc_->endpoint_feed_.Subscribe(
+        id_, [this](const std::shared_ptr<const EndpointFeed::Change>& c) { Post(c); });
     v1::ServerMessage snap;
     v1::Snapshot* s = snap.mutable_snapshot();
     s->set_revision(revision_);
@@ -320,12 +305,18 @@ class AgentService::Impl::Session {
 
   grpc::Status Handle(Event& ev) {
     if (auto* m = std::get_if<v1::AgentMessage>(&ev)) return HandleAgent(*m);
-    if (auto* c = std::get_if<PolicyFeed::Change>(&ev)) {
-      if (c->revision <= revision_) return grpc::Status::OK;
+    if (auto* p = std::get_if<std::shared_ptr<const PolicyFeed::Change>>(&ev)) {
+      const PolicyFeed::Change& c = **p;
+      if (c.revision <= revision_) return grpc::Status::OK;
+      revision_ = c.revision;
+      set_ = c.set;
+      bool all = true;
+      for (const ObjectChange& ch : c.changes) all = all && Wanted(ch.id);
+      if (all) return Write(c.delta);  // the message every such session shares
       v1::ServerMessage out;
       v1::Delta* d = out.mutable_delta();
-      d->set_revision(c->revision);
-      for (const ObjectChange& ch : c->changes) {
+      d->set_revision(c.revision);
+      for (const ObjectChange& ch : c.changes) {
         if (!Wanted(ch.id)) continue;
         if (ch.action == ObjectChange::Action::kDelete) {
           *d->add_deletes() = RefOf(ch.id);
@@ -333,17 +324,18 @@ class AgentService::Impl::Session {
           *d->add_upserts() = ToProto(StoredObject{ch.id, ch.api_version, ch.after});
         }
       }
-      revision_ = c->revision;
-      set_ = c->set;
       return Write(out);
     }
-    if (auto* c = std::get_if<EndpointFeed::Change>(&ev)) {
+    if (auto* p = std::get_if<std::shared_ptr<const EndpointFeed::Change>>(&ev)) {
+      const EndpointFeed::Change& c = **p;
+      // Other nodes' changes go as they are; its own endpoints are left out.
+      if (c.nodes.count(node_) == 0) return Write(c.message);
       v1::ServerMessage out;
       v1::EndpointChanges* ec = out.mutable_endpoints();
-      for (const v1::Endpoint& e : c->upserts) {
+      for (const v1::Endpoint& e : c.message.endpoints().upserts()) {
         if (e.node() != node_) *ec->add_upserts() = e;
       }
-      for (const v1::EndpointRef& r : c->deletes) {
+      for (const v1::EndpointRef& r : c.message.endpoints().deletes()) {
         if (r.node() != node_) *ec->add_deletes() = r;
       }
       if (ec->upserts_size() == 0 && ec->deletes_size() == 0) return grpc::Status::OK;

@@ -200,18 +200,92 @@ absl::StatusOr<PolicyRepository::Current> PolicyRepository::ReadCurrent() {
   return c;
 }
 
-absl::StatusOr<std::pair<int64_t, ObjectSet>> PolicyRepository::Read(int64_t revision) {
+absl::StatusOr<std::pair<int64_t, ObjectSet>> PolicyRepository::ReadFromStore() {
   absl::StatusOr<Current> current = ReadCurrent();
+  if (!current.ok()) return current.status();
+  return std::make_pair(current->head.revision, std::move(current->set));
+}
+
+void PolicyRepository::Install(Cached c, int64_t stale_mod_revision) {
+  std::lock_guard lock(cache_mu_);
+  // A slower caller must not replace a later state with its older one; but a cache found
+  // stale (the store went back: restored, or recreated) is replaced whatever it holds.
+  if (!cache_ || c.head.read_at >= cache_->head.read_at ||
+      cache_->head.mod_revision == stale_mod_revision) {
+    cache_ = std::move(c);
+  }
+}
+
+PolicyRepository::CacheStats PolicyRepository::cache_stats() {
+  std::lock_guard lock(cache_mu_);
+  return stats_;
+}
+
+absl::StatusOr<PolicyRepository::Cached> PolicyRepository::CurrentSet() {
+  absl::StatusOr<Head> head = ReadHead();
+  if (!head.ok()) return head.status();
+  std::optional<Cached> have;
+  {
+    std::lock_guard lock(cache_mu_);
+    have = cache_;
+  }
+  if (have && have->head.mod_revision == head->mod_revision &&
+      have->head.revision == head->revision) {
+    std::lock_guard lock(cache_mu_);
+    ++stats_.hits;
+    have->head.read_at = head->read_at;
+    return *std::move(have);
+  }
+  int64_t stale = have ? have->head.mod_revision : -1;
+  if (have && head->revision > have->head.revision &&
+      head->mod_revision > have->head.mod_revision) {
+    // Moved forward: the records in between say what changed (they are immutable once the
+    // head names them). Any failure falls back to reading every object.
+    auto next = std::make_shared<ObjectSet>(*have->set);
+    bool complete = true;
+    for (int64_t n = have->head.revision + 1; n <= head->revision && complete; ++n) {
+      absl::StatusOr<RevisionRecord> rec = Revision(n);
+      if (!rec.ok()) {
+        complete = false;
+        break;
+      }
+      for (const ObjectChange& c : rec->changes) {
+        if (c.action == ObjectChange::Action::kDelete) {
+          next->erase(c.id);
+        } else {
+          (*next)[c.id] = StoredObject{c.id, c.api_version, c.after};
+        }
+      }
+    }
+    if (complete) {
+      Cached c{*head, std::move(next)};
+      Install(c, stale);
+      std::lock_guard lock(cache_mu_);
+      ++stats_.catch_ups;
+      return c;
+    }
+  }
+  absl::StatusOr<ObjectSet> set = ReadObjects(head->read_at);
+  if (!set.ok()) return set.status();
+  Cached c{*head, std::make_shared<const ObjectSet>(*std::move(set))};
+  Install(c, stale);
+  std::lock_guard lock(cache_mu_);
+  ++stats_.full_reads;
+  return c;
+}
+
+absl::StatusOr<std::pair<int64_t, ObjectSet>> PolicyRepository::Read(int64_t revision) {
+  absl::StatusOr<Cached> current = CurrentSet();
   if (!current.ok()) return current.status();
   const Head* head = &current->head;
   if (revision == 0 || revision == head->revision) {
-    return std::make_pair(head->revision, std::move(current->set));
+    return std::make_pair(head->revision, ObjectSet(*current->set));
   }
   if (revision < 0 || revision > head->revision) {
     return absl::NotFoundError(
         absl::StrCat("revision ", revision, " does not exist (head is ", head->revision, ")"));
   }
-  ObjectSet at = std::move(current->set);
+  ObjectSet at = *current->set;
   for (int64_t n = head->revision; n > revision; --n) {
     absl::StatusOr<RevisionRecord> rec = Revision(n);
     if (!rec.ok()) return rec.status();
@@ -250,10 +324,10 @@ absl::StatusOr<ChangeResult> PolicyRepository::Change(
     const RevisionInfo& info, const Actor& actor, bool dry_run) {
   std::lock_guard lock(change_mu_);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    absl::StatusOr<Current> read = ReadCurrent();
+    absl::StatusOr<Cached> read = CurrentSet();
     if (!read.ok()) return read.status();
     const Head* head = &read->head;
-    const ObjectSet* current = &read->set;
+    const ObjectSet* current = read->set.get();
 
     ChangeResult result;
     result.revision = head->revision;
@@ -319,6 +393,13 @@ absl::StatusOr<ChangeResult> PolicyRepository::Change(
         store_->Txn({store::Compare{std::string(kPolicyHeadKey), head->mod_revision}}, ops);
     if (!txn.ok()) return txn.status();
     if (!txn->succeeded) continue;  // another writer committed first: recompute on its result
+    // The head key was written by this transaction, so its store revision is the head's.
+    Install(Cached{Head{record.info.number, txn->revision, txn->revision},
+                   std::make_shared<const ObjectSet>(*std::move(target))});
+    {
+      std::lock_guard cache_lock(cache_mu_);
+      ++stats_.commits;
+    }
     result.revision = record.info.number;
     result.committed = true;
     return result;

@@ -6,11 +6,18 @@
 // after) and the new head, guarded by the head's store revision, so two servers applying at
 // once never interleave and a crash never leaves half a revision. Revisions are numbered
 // 1, 2, 3, ... and never erased; rollback is a new revision whose content is an old one's.
+//
+// The set at the head is kept in memory, so that a change reads only the head key (not every
+// object): the cache is the set at one head, tagged with the head key's store revision. Every
+// use reads the head key first; when it moved (another replica, or a write this process did
+// not see), the cache catches up by the revision records in between, or re-reads the whole
+// set when that fails. The head's compare-and-swap orders the commit as before.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -104,6 +111,19 @@ class PolicyRepository {
   absl::StatusOr<std::vector<RevisionInfo>> History(int limit = 0);
   absl::StatusOr<RevisionRecord> Revision(int64_t number);
 
+  // The head and its set read from the store alone (every object), bypassing the cache: what
+  // Read() must always equal. For tests and diagnostics.
+  absl::StatusOr<std::pair<int64_t, ObjectSet>> ReadFromStore();
+
+  // How the cached set was brought up to date, for tests and the benchmark's explanations.
+  struct CacheStats {
+    int64_t hits = 0;        // the head had not moved
+    int64_t catch_ups = 0;   // moved: caught up by revision records
+    int64_t full_reads = 0;  // every object read (the first use, or a catch-up that failed)
+    int64_t commits = 0;     // updated by this repository's own commit
+  };
+  CacheStats cache_stats();
+
  private:
   struct Head {
     int64_t revision = 0;
@@ -118,6 +138,14 @@ class PolicyRepository {
   // The head and the set, read at one store revision.
   absl::StatusOr<Current> ReadCurrent();
   absl::StatusOr<ObjectSet> ReadObjects(int64_t at_store_revision);
+  // The head (read now) and the set at it, from the cache when the head key has not moved.
+  struct Cached {
+    Head head;
+    std::shared_ptr<const ObjectSet> set;
+  };
+  absl::StatusOr<Cached> CurrentSet();
+  // Installs `c` unless the cache already holds a later head.
+  void Install(Cached c, int64_t stale_mod_revision = -1);
   // Validates `target` in full and commits target - current as one revision. `compute`
   // builds the target from the current set (called again when another writer got first).
   absl::StatusOr<ChangeResult> Change(
@@ -136,6 +164,9 @@ class PolicyRepository {
   std::mutex change_mu_;
   policy::LoadCache validate_cache_;
   std::map<ObjectId, std::pair<std::string, std::string>> pretty_;  // json -> pretty text
+  std::mutex cache_mu_;  // cache_ and stats_ (Read does not take change_mu_)
+  std::optional<Cached> cache_;
+  CacheStats stats_;
 };
 
 // Revision records as JSON (the store's value, and the REST API's).

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -674,6 +675,60 @@ TEST_F(AgentServiceTest, TwoReplicasOnOneStoreBothPushEveryRevisionAndEveryEndpo
     return ra && rb && ra->enforced_revision == 2 && rb->enforced_revision == 2;
   }));
   replica.Stop();
+}
+
+// Many sessions on one change (the feeds share one message among them): agents with endpoints
+// in every namespace of a revision get all of it, the others only their namespaces' part; an
+// endpoint report reaches every other agent and is not echoed to its own.
+TEST_F(AgentServiceTest, ManyAgentsGetEachRevisionAndEndpointChangeWithTheirShare) {
+  constexpr int kAgents = 12;
+  std::vector<std::unique_ptr<TestAgent>> agents;
+  for (int i = 0; i < kAgents; ++i) {
+    std::vector<Endpoint> eps = {Ep("shop", "web-" + std::to_string(i), "10.0.0.1")};
+    if (i % 2 == 0) eps.push_back(Ep("bank", "vault-" + std::to_string(i), "10.0.1.1"));
+    agents.push_back(
+        std::make_unique<TestAgent>(port_, MustJoin("node-" + std::to_string(i)), true, eps));
+  }
+  for (auto& a : agents) ASSERT_TRUE(a->WaitForRevision(0));
+  ASSERT_EQ(Apply({Np("shop", "web", 80), Np("bank", "vault", 443)}), 1);
+  ASSERT_EQ(Apply({Np("shop", "web", 81)}), 2);
+  for (int i = 0; i < kAgents; ++i) {
+    TestAgent& a = *agents[i];
+    ASSERT_TRUE(a.WaitForRevision(2)) << i;
+    auto seen = a.seen();
+    ASSERT_EQ(seen.size(), 3u) << i;
+    std::vector<std::string> want = {"networking.k8s.io/NetworkPolicy/shop/web"};
+    if (i % 2 == 0) want.insert(want.begin(), "networking.k8s.io/NetworkPolicy/bank/vault");
+    std::sort(seen[1].upserts.begin(), seen[1].upserts.end());
+    EXPECT_EQ(seen[1].upserts, want) << "agent " << i;
+    EXPECT_EQ(seen[2].upserts, std::vector<std::string>{"networking.k8s.io/NetworkPolicy/shop/web"})
+        << "agent " << i;
+    EXPECT_NE(
+        a.client().policy().objects["networking.k8s.io/NetworkPolicy/shop/web"].json.find("81"),
+        std::string::npos);
+  }
+  // Each agent holds every other agent's endpoints and none of its own.
+  for (int i = 0; i < kAgents; ++i) {
+    ASSERT_TRUE(Eventually([&] {
+      return agents[i]->client().endpoints().size() ==
+             static_cast<size_t>((kAgents - 1) + (kAgents / 2) - (i % 2 == 0 ? 1 : 0));
+    })) << "agent "
+        << i << " holds " << agents[i]->client().endpoints().size();
+    EXPECT_EQ(agents[i]->client().endpoints().count("node-" + std::to_string(i) + "/shop/web-" +
+                                                    std::to_string(i)),
+              0u);
+  }
+  // One agent's change reaches the other eleven.
+  ASSERT_TRUE(agents[0]->client().SetEndpoints({Ep("shop", "web-new", "10.0.0.9")}).ok());
+  for (int i = 1; i < kAgents; ++i) {
+    ASSERT_TRUE(Eventually([&] {
+      auto m = agents[i]->client().endpoints();
+      return m.count("node-0/shop/web-new") == 1 && m.count("node-0/shop/web-0") == 0 &&
+             m.count("node-0/bank/vault-0") == 0;
+    })) << "agent "
+        << i;
+  }
+  EXPECT_EQ(agents[0]->client().endpoints().count("node-0/shop/web-new"), 0u);
 }
 
 TEST_F(AgentServiceTest, ASecondListenerOnTheSamePortIsRefused) {

@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/str_format.h"
 #include "store/store.h"
 
 namespace bulkhead::server {
@@ -261,6 +264,193 @@ TEST_F(PolicyRepositoryTest, ConcurrentAppliesEachLandOnce) {
   ASSERT_TRUE(history.ok());
   ASSERT_EQ(history->size(), static_cast<size_t>(kThreads * kEach));
   EXPECT_EQ((*history)[0].number, kThreads * kEach);
+}
+
+// A store that fails on demand, for the cache's recovery: reads that fail, and transactions
+// that commit but whose answer is lost (as with etcd when a member dies mid-request).
+class FaultyStore : public store::IStore {
+ public:
+  explicit FaultyStore(store::IStore* real) : real_(real) {}
+  absl::StatusOr<store::Range> GetRange(std::string_view begin, std::string_view end,
+                                        const store::ReadOptions& options) override {
+    if (begin.substr(0, std::string_view(kPolicyObjectsPrefix).size()) == kPolicyObjectsPrefix) {
+      ++object_reads;
+    }
+    if (fail_reads) return absl::UnavailableError("injected: store unreachable");
+    return real_->GetRange(begin, end, options);
+  }
+  absl::StatusOr<store::TxnResult> Txn(const std::vector<store::Compare>& conditions,
+                                       const std::vector<store::Op>& ops) override {
+    if (fail_reads) return absl::UnavailableError("injected: store unreachable");
+    auto r = real_->Txn(conditions, ops);
+    if (lose_txn_answers && r.ok()) {
+      return absl::UnavailableError("injected: no answer (the transaction may have committed)");
+    }
+    return r;
+  }
+  absl::StatusOr<std::unique_ptr<store::IWatch>> Watch(std::string prefix, int64_t start,
+                                                       store::WatchCallback cb) override {
+    return real_->Watch(std::move(prefix), start, std::move(cb));
+  }
+  absl::Status Compact(int64_t revision) override { return real_->Compact(revision); }
+  std::string Describe() const override { return "faulty:" + real_->Describe(); }
+
+  std::atomic<bool> fail_reads{false};
+  std::atomic<bool> lose_txn_answers{false};
+  std::atomic<int> object_reads{0};  // reads of the objects' prefix (or of one object)
+
+ private:
+  store::IStore* real_;
+};
+
+// The cached set equals what the store holds, object for object.
+void ExpectCacheEqualsStore(PolicyRepository& repo, const std::string& where) {
+  auto cached = repo.Read();
+  auto stored = repo.ReadFromStore();
+  ASSERT_TRUE(cached.ok()) << where << ": " << cached.status();
+  ASSERT_TRUE(stored.ok()) << where << ": " << stored.status();
+  EXPECT_EQ(cached->first, stored->first) << where;
+  ASSERT_EQ(cached->second.size(), stored->second.size()) << where;
+  for (const auto& [id, o] : stored->second) {
+    auto it = cached->second.find(id);
+    ASSERT_NE(it, cached->second.end()) << where << ": " << id.Display() << " not cached";
+    EXPECT_EQ(it->second.api_version, o.api_version) << where << ": " << id.Display();
+    EXPECT_EQ(it->second.json, o.json) << where << ": " << id.Display();
+  }
+}
+
+// Two repositories on one store are two server replicas: each keeps the set in memory and
+// follows the other's revisions by their records, without reading every object again.
+TEST_F(PolicyRepositoryTest, TheCachedSetFollowsAnotherReplicaByItsRecords) {
+  FaultyStore counted(store_.get());
+  PolicyRepository a(&counted, [this] { return now_; });
+  PolicyRepository b(store_.get(), [this] { return now_; });
+  auto apply = [&](PolicyRepository& repo, std::vector<policy::Source> files) {
+    auto r = repo.Apply(ApplyRequest{std::move(files), false, false, ""}, alice_);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->committed);
+  };
+  apply(a, {{"ns.yaml", kNs}, {"web.yaml", Np("web", 80)}});
+  ExpectCacheEqualsStore(a, "a after its first apply");
+  apply(b, {{"db.yaml", Np("db", 5432)}});
+  apply(a, {{"web.yaml", Np("web", 81)}});  // a catches up on b's revision 2 first
+  ExpectCacheEqualsStore(a, "a after b's apply and its own");
+  ExpectCacheEqualsStore(b, "b after a's apply");
+  auto rolled = b.Rollback(1, false, "", alice_);
+  ASSERT_TRUE(rolled.ok()) << rolled.status();
+  ASSERT_TRUE(rolled->committed);
+  ExpectCacheEqualsStore(a, "a after b's rollback");
+  auto deleted =
+      a.Delete({ObjectId{"networking.k8s.io", "NetworkPolicy", "shop", "web"}}, false, "", alice_);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  ASSERT_TRUE(deleted->committed);
+  auto mode = b.SetMode(ObjectId{"", "Namespace", "", "shop"}, "audit", alice_);
+  ASSERT_TRUE(mode.ok()) << mode.status();
+  ASSERT_TRUE(mode->committed);
+  ExpectCacheEqualsStore(a, "a after b's mode");
+  ExpectCacheEqualsStore(b, "b after a's delete and its mode");
+  // A dry run and a diff see b's last revision too.
+  auto diff = a.Diff({{"web.yaml", Np("web", 81)}}, false);
+  ASSERT_TRUE(diff.ok()) << diff.status();
+  EXPECT_EQ(diff->revision, 6);
+  ASSERT_EQ(diff->changes.size(), 1u);
+  EXPECT_EQ(diff->changes[0].action, ObjectChange::Action::kCreate);
+
+  // Only the first use read every object (ReadFromStore's own reads aside).
+  PolicyRepository::CacheStats stats = a.cache_stats();
+  EXPECT_EQ(stats.full_reads, 1);
+  EXPECT_GE(stats.catch_ups, 2);
+  EXPECT_EQ(stats.commits, 3);
+  int reads_before = counted.object_reads.load();
+  apply(a, {{"api.yaml", Np("api", 8080)}});
+  EXPECT_EQ(counted.object_reads.load(), reads_before) << "an apply read the stored objects";
+}
+
+// Replicas applying at once: every apply lands once and both caches equal the store.
+TEST_F(PolicyRepositoryTest, ConcurrentAppliesFromTwoReplicasKeepBothCachesExact) {
+  PolicyRepository a(store_.get(), [this] { return now_; });
+  PolicyRepository b(store_.get(), [this] { return now_; });
+  constexpr int kEach = 6;
+  std::vector<std::thread> threads;
+  for (PolicyRepository* repo : {&a, &b}) {
+    threads.emplace_back([&, repo] {
+      for (int i = 0; i < kEach; ++i) {
+        std::string name = (repo == &a ? "a" : "b") + std::to_string(i);
+        auto r = repo->Apply(ApplyRequest{{{"f", Np(name, 80 + i)}}, false, false, ""}, alice_);
+        ASSERT_TRUE(r.ok()) << r.status();
+        ASSERT_TRUE(r->committed);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ExpectCacheEqualsStore(a, "a");
+  ExpectCacheEqualsStore(b, "b");
+  auto r = a.Read();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->first, 2 * kEach);
+  EXPECT_EQ(r->second.size(), static_cast<size_t>(2 * kEach));
+}
+
+// After store errors the cache is brought back to the store's state: a transaction that
+// committed though its answer was lost, reads that failed, a revision record that is gone.
+TEST_F(PolicyRepositoryTest, AfterAStoreErrorTheCacheIsReadAgain) {
+  FaultyStore faulty(store_.get());
+  PolicyRepository repo(&faulty, [this] { return now_; });
+  auto apply = [&](const std::string& name, int port) {
+    return repo.Apply(ApplyRequest{{{"f", Np(name, port)}}, false, false, ""}, alice_);
+  };
+  ASSERT_TRUE(apply("web", 80).ok());
+
+  faulty.lose_txn_answers = true;
+  auto lost = apply("db", 5432);
+  EXPECT_FALSE(lost.ok());
+  faulty.lose_txn_answers = false;
+  // It did commit: the cache must not keep the set without it.
+  ExpectCacheEqualsStore(repo, "after a lost answer");
+  auto read = repo.Read();
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->first, 2);
+  EXPECT_EQ(read->second.size(), 2u);
+
+  faulty.fail_reads = true;
+  auto failed = apply("api", 8080);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_TRUE(absl::IsUnavailable(failed.status())) << failed.status();
+  EXPECT_FALSE(repo.Read().ok());
+  faulty.fail_reads = false;
+  ExpectCacheEqualsStore(repo, "after failed reads");
+
+  // Another writer's revision whose record cannot be read: the whole set is read again.
+  PolicyRepository other(store_.get(), [this] { return now_; });
+  auto r = other.Apply(ApplyRequest{{{"f", Np("cache", 6379)}}, false, false, ""}, alice_);
+  ASSERT_TRUE(r.ok() && r->committed);
+  auto gone = store_->Txn(
+      {}, {store::Op::Put(absl::StrFormat("%s%020d", kPolicyRevisionsPrefix, r->revision),
+                          "not a record")});
+  ASSERT_TRUE(gone.ok());
+  int64_t full_reads = repo.cache_stats().full_reads;
+  ExpectCacheEqualsStore(repo, "after an unreadable record");
+  EXPECT_EQ(repo.cache_stats().full_reads, full_reads + 1);
+  ASSERT_TRUE(apply("api", 8080).ok());
+  ExpectCacheEqualsStore(repo, "after the next apply");
+}
+
+// The store went back (restored from a backup, or recreated): the cache follows it back.
+TEST_F(PolicyRepositoryTest, AStoreThatWentBackIsReadAgain) {
+  ASSERT_TRUE(Apply({{"f", kNs}}).committed);
+  ASSERT_TRUE(Apply({{"f", Np("web", 80)}}).committed);
+  ASSERT_EQ(Count(), 2u);
+  // Revision 2 undone behind the repository's back, as a restore of revision 1 would.
+  auto undo = store_->Txn(
+      {}, {store::Op::Delete(std::string(kPolicyObjectsPrefix) +
+                             ObjectId{"networking.k8s.io", "NetworkPolicy", "shop", "web"}.Key()),
+           store::Op::Delete(absl::StrFormat("%s%020d", kPolicyRevisionsPrefix, 2)),
+           store::Op::Put(kPolicyHeadKey, nlohmann::json{{"revision", 1}}.dump())});
+  ASSERT_TRUE(undo.ok());
+  ExpectCacheEqualsStore(*repo_, "after the store went back");
+  EXPECT_EQ(Count(), 1u);
+  ASSERT_TRUE(Apply({{"f", Np("db", 5432)}}).committed);
+  ExpectCacheEqualsStore(*repo_, "after the next apply");
 }
 
 }  // namespace
