@@ -43,7 +43,9 @@ TEST(LabProcess, RunCapturedFeedsStdinAndCapturesBothStreams) {
 }
 
 TEST(LabProcess, TimeoutKills) {
-  auto r = RunCaptured(Shell("sleep 30"), "", milliseconds(200));
+  // exec: the child itself sleeps (RunCaptured kills the child, not a grandchild that the
+  // shell would fork, which the test left running for 30 s).
+  auto r = RunCaptured(Shell("exec sleep 30"), "", milliseconds(200));
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::IsDeadlineExceeded(r.status()));
 }
