@@ -308,17 +308,38 @@ absl::StatusOr<std::string> Agent::HashInputs() const {
   if (ec) return absl::UnavailableError(absl::StrCat(options_.policies_dir, ": ", ec.message()));
   std::sort(files.begin(), files.end());
   files.emplace_back(options_.inventory_file);
+  // Each file's bytes are hashed only when its metadata cannot tell that they are those
+  // hashed before (policy::FileStamp): a change reads the changed file, not all of them.
+  std::map<std::string, HashedFile> hashed;
   uint64_t h = kFnvOffset;
   for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", f.string()));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    h = Fnv1a(h, f.string());
+    const std::string name = f.string();
+    std::optional<policy::FileStamp> stamp = policy::StampFile(name);
+    auto known = file_hashes_.find(name);
+    HashedFile entry;
+    if (stamp && known != file_hashes_.end() && known->second.stamp == *stamp &&
+        policy::StampSettled(*stamp, known->second.read_at_ns)) {
+      entry = known->second;
+    } else {
+      entry.read_at_ns = policy::RealtimeNs();
+      std::ifstream in(f, std::ios::binary);
+      if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", name));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      entry.hash = Fnv1a(kFnvOffset, ss.str());
+      if (stamp) entry.stamp = *stamp;
+    }
+    char file_hash[17];
+    snprintf(file_hash, sizeof(file_hash), "%016llx", static_cast<unsigned long long>(entry.hash));
+    h = Fnv1a(h, name);
     h = Fnv1a(h, std::string_view("\0", 1));
-    h = Fnv1a(h, ss.str());
+    h = Fnv1a(h, file_hash);
     h = Fnv1a(h, std::string_view("\0", 1));
+    // A file that could not be stamped is never taken as known (its read_at_ns is 0).
+    if (!stamp) entry.read_at_ns = 0;
+    hashed.emplace(name, entry);
   }
+  file_hashes_ = std::move(hashed);  // files gone are forgotten
   char buf[17];
   snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
   return std::string(buf);
@@ -549,15 +570,17 @@ absl::StatusOr<policy::Cluster> Agent::Compose(policy::Cluster files) const {
   return cluster;
 }
 
-policy::Cluster Agent::LastGoodFiles() const {
+policy::Cluster Agent::LastGoodFiles(std::vector<SharedPolicy>* policies) const {
   policy::Cluster files;
   files.namespaces = files_cluster_->namespaces;
   files.workloads = files_cluster_->workloads;
   files.nodes = files_cluster_->nodes;
   files.workload_modes = files_cluster_->workload_modes;
+  policies->clear();
   if (compiler_ != nullptr) {
-    for (const policy::Policy* p : compiler_->policies()) {
-      if (!IsHeld(*p)) files.policies.push_back(*p);  // Compose decides those again
+    // The compile's own objects: an update in place knows them unchanged by their address.
+    for (SharedPolicy& p : compiler_->shared_policies()) {
+      if (!IsHeld(*p)) policies->push_back(std::move(p));  // Compose decides those again
     }
   }
   return files;
@@ -569,9 +592,11 @@ absl::Status Agent::ApplyRegistrations() {
         absl::StrCat("no valid policy input has been applied yet",
                      last_error_.empty() ? std::string() : absl::StrCat(" (", last_error_, ")")));
   }
-  auto cluster = Compose(LastGoodFiles());
+  std::vector<SharedPolicy> policies;
+  auto cluster = Compose(LastGoodFiles(&policies));
   if (!cluster.ok()) return cluster.status();
-  absl::Status st = ApplyComposed(std::move(*cluster), CombinedHash(files_hash_));
+  absl::Status st =
+      ApplyComposed(std::move(*cluster), std::move(policies), CombinedHash(files_hash_));
   // The files on disk may be invalid while the last good ones are applied with the new
   // registrations: status keeps saying so.
   if (last_error_.empty() && !input_error_.empty()) last_error_ = input_error_;
@@ -786,16 +811,22 @@ absl::Status Agent::Reload(bool force) {
     if (!progress) return absl::OkStatus();
   }
 
-  // Unchanged files are not parsed again (a registration changed, or a retry).
+  // Unchanged files are not parsed again (a registration changed, or a retry). The files'
+  // policies are shared objects: those of unchanged files are the ones the compile holds.
   policy::LoadResult loaded;
+  std::vector<SharedPolicy> policies;
   const bool reuse = files_cluster_ != nullptr && *hash == files_hash_;
   last_load_ms_ = 0;
   if (!reuse) {
     const auto load_start = Clock::now();
-    loaded =
-        options_.server_mode
-            ? LoadServerInput()
-            : policy::LoadPaths({options_.policies_dir, options_.inventory_file}, &load_cache_);
+    if (options_.server_mode) {
+      loaded = LoadServerInput();
+    } else {
+      policy::SharedLoadResult shared =
+          policy::LoadPathsShared({options_.policies_dir, options_.inventory_file}, &load_cache_);
+      loaded = std::move(shared.result);
+      policies = std::move(shared.policies);
+    }
     last_load_ms_ = MsSince(load_start);
     std::vector<std::string> errors;
     for (const auto& d : loaded.diagnostics) {
@@ -825,7 +856,7 @@ absl::Status Agent::Reload(bool force) {
     files_now->nodes = loaded.cluster.nodes;
     files_now->workload_modes = loaded.cluster.workload_modes;
   }
-  auto cluster = Compose(reuse ? LastGoodFiles() : std::move(loaded.cluster));
+  auto cluster = Compose(reuse ? LastGoodFiles(&policies) : std::move(loaded.cluster));
   if (!cluster.ok()) {
     last_error_ = std::string(cluster.status().message());
     input_error_ = last_error_;
@@ -834,7 +865,7 @@ absl::Status Agent::Reload(bool force) {
     needs_retry_ = false;
     return cluster.status();
   }
-  absl::Status st = ApplyComposed(std::move(*cluster), combined);
+  absl::Status st = ApplyComposed(std::move(*cluster), std::move(policies), combined);
   if (applied_hash_ == combined) {
     // Applied (an endpoint may still have failed its switch: Apply's error names it).
     input_error_.clear();
@@ -851,7 +882,14 @@ absl::Status Agent::Reload(bool force) {
   return st;
 }
 
-absl::Status Agent::ApplyComposed(policy::Cluster composed, const std::string& hash) {
+absl::Status Agent::ApplyComposed(policy::Cluster composed, std::vector<SharedPolicy> policies,
+                                  const std::string& hash) {
+  // The policies Compose added (held namespaces) and those of a loader that does not share
+  // its policies (server mode) come after the files' shared ones, in their order.
+  for (policy::Policy& p : composed.policies) {
+    policies.push_back(std::make_shared<const policy::Policy>(std::move(p)));
+  }
+  composed.policies.clear();
   // Only policies changed: update the compile in force in place (only the tables whose
   // policies changed are computed and written; identities, rule ids and the ipcache stay).
   if (compiler_ != nullptr && !rebuild_next_ &&
@@ -860,7 +898,7 @@ absl::Status Agent::ApplyComposed(policy::Cluster composed, const std::string& h
       composed.nodes == compiler_->cluster().nodes) {
     const auto apply_start = Clock::now();
     const uint32_t base = next_table_base_;
-    auto update = compiler_->UpdatePolicies(composed.policies, base);
+    auto update = compiler_->UpdatePolicies(policies, base);
     if (!update.ok()) return update.status();
     if (update->incremental) {
       const engine::CompiledPolicy& compiled = compiler_->compiled();
@@ -894,10 +932,15 @@ absl::Status Agent::ApplyComposed(policy::Cluster composed, const std::string& h
     }
     spdlog::info("full compile: {}", update->why);
   }
-  return Apply(std::move(composed), hash);
+  return Apply(std::move(composed), std::move(policies), hash);
 }
 
-absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
+absl::Status Agent::Apply(policy::Cluster composed, std::vector<SharedPolicy> policies,
+                          const std::string& hash) {
+  for (policy::Policy& p : composed.policies) {
+    policies.push_back(std::make_shared<const policy::Policy>(std::move(p)));
+  }
+  composed.policies.clear();
   const auto apply_start = Clock::now();
   engine::CompilerOptions copts;
   copts.table_id_base = next_table_base_;
@@ -920,6 +963,7 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     copts.pinned_rules = state_rule_pins_;
     spare = composed;
   }
+  const std::vector<SharedPolicy> spare_policies = policies;  // the objects, not copies
   // The cluster's numbers win over this node's own (SetClusterIdentities).
   auto pin_cluster = [this](engine::PinnedIdentities& pins) {
     for (const auto& [key, id] : cluster_pins_) {
@@ -931,14 +975,14 @@ absl::Status Agent::Apply(policy::Cluster composed, const std::string& hash) {
     pin_cluster(copts.pinned_identities);
     if (!spare) spare = composed;
   }
-  auto compiler = engine::PolicyCompiler::Create(std::move(composed), copts);
+  auto compiler = engine::PolicyCompiler::Create(std::move(composed), std::move(policies), copts);
   if (!compiler.ok() && spare) {
     spdlog::warn("identity and rule numbers from state.json not used: {}",
                  std::string(compiler.status().message()));
     copts.pinned_identities = {};
     copts.pinned_rules.clear();
     pin_cluster(copts.pinned_identities);
-    compiler = engine::PolicyCompiler::Create(std::move(*spare), copts);
+    compiler = engine::PolicyCompiler::Create(std::move(*spare), spare_policies, copts);
   }
   if (!compiler.ok()) return compiler.status();
   const policy::Cluster& cluster = (*compiler)->cluster();
@@ -1516,10 +1560,11 @@ absl::Status Agent::SetClusterIdentities(const std::map<std::string, uint32_t>& 
   cluster_pins_ = std::move(wanted);
   if (!differs || files_cluster_ == nullptr) return absl::OkStatus();
   spdlog::info("renumbering identities to the cluster's numbers");
-  auto cluster = Compose(LastGoodFiles());
+  std::vector<SharedPolicy> policies;
+  auto cluster = Compose(LastGoodFiles(&policies));
   if (!cluster.ok()) return cluster.status();
   // A full compile: an in-place update keeps the numbers it has.
-  absl::Status st = Apply(std::move(*cluster), CombinedHash(files_hash_));
+  absl::Status st = Apply(std::move(*cluster), std::move(policies), CombinedHash(files_hash_));
   if (last_error_.empty() && !input_error_.empty()) last_error_ = input_error_;
   return st;
 }

@@ -171,9 +171,14 @@ class Agent {
   void LoadServerState();
   // Applies `composed` (taken over): an incremental update of the compile in force when only
   // policies changed (UpdatePolicies), else a full compile (Apply).
-  absl::Status ApplyComposed(policy::Cluster composed, const std::string& hash);
+  // The policies are `policies` (shared with the load cache and the compile in force)
+  // followed by composed.policies.
+  using SharedPolicy = std::shared_ptr<const policy::Policy>;
+  absl::Status ApplyComposed(policy::Cluster composed, std::vector<SharedPolicy> policies,
+                             const std::string& hash);
   // Compiles `composed` (taken over) and applies it.
-  absl::Status Apply(policy::Cluster composed, const std::string& hash);
+  absl::Status Apply(policy::Cluster composed, std::vector<SharedPolicy> policies,
+                     const std::string& hash);
   // The kernel phase of an apply: writes `fresh_tables` of `compiled`, the ipcache entries
   // that differ from `prev` (all when prev is nullptr; none when ipcache_unchanged), switches
   // the endpoints whose binding changed, removes what is gone. An error before any endpoint
@@ -190,8 +195,9 @@ class Agent {
   // The files' cluster with the registered endpoints added (and inventory workloads without
   // a node placed on this one); an error when a registration collides with the files.
   absl::StatusOr<policy::Cluster> Compose(policy::Cluster files) const;
-  // The last good files: their namespaces, workloads and nodes, and the compile's policies.
-  policy::Cluster LastGoodFiles() const;
+  // The last good files: their namespaces, workloads and nodes; *policies: the compile's
+  // policies (its objects), but for those Compose adds.
+  policy::Cluster LastGoodFiles(std::vector<SharedPolicy>* policies) const;
   // Applies the last good files with the current registrations.
   absl::Status ApplyRegistrations();
   std::string CombinedHash(const std::string& files_hash) const;
@@ -250,6 +256,13 @@ class Agent {
   nlohmann::json server_status_;
   // Files parsed by earlier loads: a change re-parses only the files it touched.
   policy::LoadCache load_cache_;
+  // The content hash of each input file, with its metadata when hashed (HashInputs).
+  struct HashedFile {
+    policy::FileStamp stamp;
+    int64_t read_at_ns = 0;
+    uint64_t hash = 0;
+  };
+  mutable std::map<std::string, HashedFile> file_hashes_;
   // What the last apply took (milliseconds; load: the files' read before it), for the log
   // and the metrics.
   struct ApplyTimes {
