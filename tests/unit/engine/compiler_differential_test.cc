@@ -901,9 +901,39 @@ std::string CompareUpdate(const CompiledPolicy& inc, const CompiledPolicy& full)
   return o.str();
 }
 
-TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
+// The compile's policies as shared objects, as the agent's load cache hands them over: an
+// unchanged policy is the object the compiler holds (known by its address), except now and
+// then an equal copy (compared); a changed or new one is a new object.
+std::vector<std::shared_ptr<const Policy>> SharedNext(const PolicyCompiler& inc,
+                                                      const std::vector<Policy>& policies, Gen& g) {
+  std::map<std::string, std::shared_ptr<const Policy>> held;
+  for (auto& p : inc.shared_policies()) held[p->Id()] = p;
+  std::vector<std::shared_ptr<const Policy>> next;
+  for (const Policy& p : policies) {
+    auto it = held.find(p.Id());
+    if (it != held.end() && *it->second == p && !g.Chance(0.1)) {
+      next.push_back(it->second);
+    } else {
+      next.push_back(std::make_shared<const Policy>(p));
+    }
+  }
+  return next;
+}
+
+absl::StatusOr<std::unique_ptr<PolicyCompiler>> CreateShared(
+    const Cluster& cluster, const CompilerOptions& options,
+    std::vector<std::shared_ptr<const Policy>> policies) {
+  Cluster rest = cluster;
+  rest.policies.clear();
+  return PolicyCompiler::Create(std::move(rest), std::move(policies), options);
+}
+
+// `shared`: the compiler is created and updated with shared policy objects
+// (PolicyCompiler::Create with policies apart, UpdatePolicies of shared objects).
+void RunPolicyUpdates(bool shared) {
   uint64_t seed = EnvU64("BULKHEAD_SEED", std::random_device{}());
-  std::cout << "policy updates: seed " << seed << " (replay with BULKHEAD_SEED=" << seed << ")\n";
+  std::cout << "policy updates" << (shared ? " (shared)" : "") << ": seed " << seed
+            << " (replay with BULKHEAD_SEED=" << seed << ")\n";
   int incremental = 0, refused = 0, flows = 0, tables_computed = 0;
   std::map<std::string, int> why_refused;
   for (int round = 0; round < 150 && !::testing::Test::HasFailure(); ++round) {
@@ -911,9 +941,13 @@ TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
     Cluster cluster = RandomCluster(g);
     CompilerOptions options;
     if (round % 2 == 1) options.node = "h1";
-    auto created = PolicyCompiler::Create(cluster, options);
+    std::vector<std::shared_ptr<const Policy>> first;
+    for (const Policy& p : cluster.policies) first.push_back(std::make_shared<const Policy>(p));
+    auto created =
+        shared ? CreateShared(cluster, options, first) : PolicyCompiler::Create(cluster, options);
     ASSERT_TRUE(created.ok()) << created.status();
     std::unique_ptr<PolicyCompiler> inc = std::move(*created);
+    first.clear();  // the compiler keeps what it needs
     int next_name = 0;
     std::string history;
     for (int step = 0; step < 8; ++step) {
@@ -931,7 +965,10 @@ TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
                "\ncluster now:\n" + DescribeCluster(cluster);
       };
       std::vector<Policy> next = cluster.policies;
-      auto update = inc->UpdatePolicies(next, ref_options.table_id_base);
+      std::vector<std::shared_ptr<const Policy>> next_shared;
+      if (shared) next_shared = SharedNext(*inc, cluster.policies, g);
+      auto update = shared ? inc->UpdatePolicies(next_shared, ref_options.table_id_base)
+                           : inc->UpdatePolicies(next, ref_options.table_id_base);
       ASSERT_TRUE(update.ok()) << update.status() << "\n" << where();
       if (update->incremental) {
         ++incremental;
@@ -949,7 +986,8 @@ TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
         ++refused;
         why_refused[update->why]++;
         // As the agent does: compile afresh with the numbers pinned.
-        auto again = PolicyCompiler::Create(cluster, ref_options);
+        auto again = shared ? CreateShared(cluster, ref_options, next_shared)
+                            : PolicyCompiler::Create(cluster, ref_options);
         ASSERT_TRUE(again.ok()) << again.status() << "\n" << where();
         inc = std::move(*again);
       }
@@ -1007,6 +1045,14 @@ TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
     std::cout << "  afresh because " << why << ": " << n << "\n";
   EXPECT_GT(incremental, refused) << "the generator rarely reaches the incremental path";
   EXPECT_GT(tables_computed, 0);
+}
+
+TEST(CompilerDifferential, PolicyUpdatesEqualAFullCompileWithTheSameNumbers) {
+  RunPolicyUpdates(/*shared=*/false);
+}
+
+TEST(CompilerDifferential, PolicyUpdatesOfSharedPoliciesEqualAFullCompileWithTheSameNumbers) {
+  RunPolicyUpdates(/*shared=*/true);
 }
 
 }  // namespace
