@@ -261,6 +261,7 @@ class AgentServiceTest : public ::testing::Test {
     std::vector<std::string> argv_s = {BULKHEAD_BINARY};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
+    argv.reserve(argv_s.size() + 1);
     for (auto& a : argv_s) argv.push_back(a.data());
     argv.push_back(nullptr);
     std::vector<std::string> env_s = {
@@ -268,6 +269,7 @@ class AgentServiceTest : public ::testing::Test {
         "BULKHEAD_CA=" + (dir_ / "server" / "ca.crt").string(), "BULKHEAD_TOKEN=" + admin_token_,
         "NO_COLOR=1"};
     std::vector<char*> envp;
+    envp.reserve(env_s.size() + 1);
     for (auto& e : env_s) envp.push_back(e.data());
     envp.push_back(nullptr);
     std::string out = (dir_ / "cli.out").string();

@@ -247,6 +247,7 @@ TEST_F(PolicyRepositoryTest, ModeOnPolicyAndNamespace) {
 TEST_F(PolicyRepositoryTest, ConcurrentAppliesEachLandOnce) {
   constexpr int kThreads = 4, kEach = 5;
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kEach; ++i) {
