@@ -219,7 +219,9 @@ TEST_F(AgentLoopTest, ObserveStreamsFilteredEvents) {
   });
   // Keep offering an allow and a deny event until the reader has its one deny event (the
   // subscription races with the first pushes; events before it are not for this client).
-  for (int i = 0; i < 500; ++i) {
+  // Bounded by time, generously for a loaded machine.
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < end) {
     bh_flow_event allow{};
     allow.ifindex = 21;
     allow.kind = BH_EV_NEW_FLOW;
@@ -237,6 +239,12 @@ TEST_F(AgentLoopTest, ObserveStreamsFilteredEvents) {
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (received) break;
+  }
+  if (!received) {
+    // The reader would wait forever: stopping the loop closes its stream.
+    ADD_FAILURE() << "the observer got no deny event in 60 s";
+    uint64_t one = 1;
+    EXPECT_EQ(write(stop_fd_, &one, sizeof(one)), 8);
   }
   reader.join();
   ASSERT_EQ(got.size(), 1u);
