@@ -174,7 +174,22 @@ wait_flow() {
   done
 }
 
+# Waits (30 s at most) until every agent enforces the server's head and is healthy: one
+# agent's flow in force does not mean the others' acks have reached the server yet.
+wait_agents() {
+  for _ in $(seq 300); do
+    nsenter --net="/run/netns/bhlab-${LAB2}_core" "$BIN_ABS" agents -o json \
+      --server https://127.0.0.1:8443 --ca "$SERVER_DIR/ca.crt" \
+      --token-file "$SERVER_DIR/admin.token" 2>/dev/null | python3 -c '
+import json, sys
+a = json.load(sys.stdin).get("agents", [])
+sys.exit(0 if a and all(x.get("lag") == 0 and x.get("health") == "ok" for x in a) else 1)' && return 0
+    sleep 0.1
+  done
+}
+
 heading "Every agent enforces the server's revision (enforced, lag, health, endpoints, CPU, memory)"
+wait_agents
 server_cli agents
 
 heading "Traffic across hosts: web on host-1, db on host-2, monitor on host-3"
@@ -189,6 +204,7 @@ server_cli diff -f "$WORK/mh" -f "/run/bulkhead/lab/$LAB2/namespaces.yaml" || tr
 server_cli apply -f "$WORK/mh" -f "/run/bulkhead/lab/$LAB2/namespaces.yaml" -m "db: 9999 instead of 8080"
 wait_flow 1
 probe2 --from shop/web --to shop/db --port 8080
+wait_agents
 server_cli agents
 
 heading "History and rollback: revision 1 again, as a new revision; host-2's agent enforces it"
@@ -204,6 +220,7 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 probe2 --from shop/web --to shop/db --port 80
+wait_agents
 server_cli agents
 server_cli audit --limit 5
 
