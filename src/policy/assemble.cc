@@ -130,13 +130,8 @@ class Assembler {
 
   void Report(Diagnostic::Severity severity, const SourceRef& where, std::string object,
               std::string field, std::string message) {
-    Diagnostic d;
-    d.severity = severity;
-    d.where = where;
-    d.object = std::move(object);
-    d.field = std::move(field);
-    d.message = std::move(message);
-    diags_->push_back(std::move(d));
+    internal::Report(diags_, severity, where, std::move(object), std::move(field),
+                     std::move(message));
   }
 
   void CheckDuplicateObjects() {

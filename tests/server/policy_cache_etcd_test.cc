@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "etcd_cluster.h"
 #include "etcd_environment.h"
+#include "policy_repo_testing.h"
 #include "server/policy_repo.h"
 #include "store/store.h"
 
@@ -18,31 +19,12 @@ namespace bulkhead::server {
 namespace {
 
 using store::testing::EtcdCluster;
+using testing::ExpectCacheEqualsStore;
+using testing::Np;
 
 BULKHEAD_SHARED_ETCD_CLUSTER();
 
 EtcdCluster* Cluster() { return store::testing::SharedEtcdCluster::Get(); }
-
-std::string Np(const std::string& name, int port) {
-  return "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: " + name +
-         ", namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: " + name +
-         "}}\n  ingress:\n  - ports: [{port: " + std::to_string(port) + "}]\n";
-}
-
-void ExpectCacheEqualsStore(PolicyRepository& repo, const std::string& where) {
-  auto cached = repo.Read();
-  auto stored = repo.ReadFromStore();
-  ASSERT_TRUE(cached.ok()) << where << ": " << cached.status();
-  ASSERT_TRUE(stored.ok()) << where << ": " << stored.status();
-  EXPECT_EQ(cached->first, stored->first) << where;
-  ASSERT_EQ(cached->second.size(), stored->second.size()) << where;
-  for (const auto& [id, o] : stored->second) {
-    auto it = cached->second.find(id);
-    ASSERT_NE(it, cached->second.end()) << where << ": " << id.Display() << " not cached";
-    EXPECT_EQ(it->second.api_version, o.api_version) << where << ": " << id.Display();
-    EXPECT_EQ(it->second.json, o.json) << where << ": " << id.Display();
-  }
-}
 
 TEST(PolicyCacheOnEtcdTest, ReplicasApplyingAtOnceKeepTheirSetsEqualToTheStore) {
   REQUIRE_ETCD("the policy set cache of replicas is");

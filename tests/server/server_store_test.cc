@@ -20,6 +20,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "etcd_cluster.h"
 #include "etcd_environment.h"
+#include "policy_repo_testing.h"
 #include "server/api_client.h"
 #include "server/policy_repo.h"
 #include "server/server.h"
@@ -30,17 +31,12 @@ namespace {
 
 using nlohmann::json;
 using store::testing::EtcdCluster;
+using testing::Np;
 
 BULKHEAD_SHARED_ETCD_CLUSTER();
 
 // The shared cluster (nullptr without etcd).
 EtcdCluster* Cluster() { return store::testing::SharedEtcdCluster::Get(); }
-
-std::string Np(const std::string& name, int port) {
-  return "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: " + name +
-         ", namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: " + name +
-         "}}\n  ingress:\n  - ports: [{port: " + std::to_string(port) + "}]\n";
-}
 
 std::filesystem::path TempDir(const std::string& tag) {
   auto dir = std::filesystem::path(::testing::TempDir()) /

@@ -11,21 +11,19 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "server/policy_repo_testing.h"
 #include "store/store.h"
 
 namespace bulkhead::server {
 namespace {
 
+using testing::ExpectCacheEqualsStore;
+using testing::Np;
+
 constexpr const char* kNs = R"(apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {team: shop}}
 )";
-
-std::string Np(const std::string& name, int port) {
-  return "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: " + name +
-         ", namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: " + name +
-         "}}\n  ingress:\n  - ports: [{port: " + std::to_string(port) + "}]\n";
-}
 
 std::string Anp(const std::string& name, int priority) {
   return "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: "
@@ -303,22 +301,6 @@ class FaultyStore : public store::IStore {
  private:
   store::IStore* real_;
 };
-
-// The cached set equals what the store holds, object for object.
-void ExpectCacheEqualsStore(PolicyRepository& repo, const std::string& where) {
-  auto cached = repo.Read();
-  auto stored = repo.ReadFromStore();
-  ASSERT_TRUE(cached.ok()) << where << ": " << cached.status();
-  ASSERT_TRUE(stored.ok()) << where << ": " << stored.status();
-  EXPECT_EQ(cached->first, stored->first) << where;
-  ASSERT_EQ(cached->second.size(), stored->second.size()) << where;
-  for (const auto& [id, o] : stored->second) {
-    auto it = cached->second.find(id);
-    ASSERT_NE(it, cached->second.end()) << where << ": " << id.Display() << " not cached";
-    EXPECT_EQ(it->second.api_version, o.api_version) << where << ": " << id.Display();
-    EXPECT_EQ(it->second.json, o.json) << where << ": " << id.Display();
-  }
-}
 
 // Two repositories on one store are two server replicas: each keeps the set in memory and
 // follows the other's revisions by their records, without reading every object again.
