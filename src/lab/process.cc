@@ -187,6 +187,9 @@ absl::StatusOr<RunResult> RunCaptured(SpawnSpec spec, std::string_view input,
   spec.stdin_fd = in[0];
   spec.stdout_fd = out[1];
   spec.stderr_fd = err[1];
+  // Its own session, hence its own process group: a timeout kills what it started too (a
+  // plugin's helpers, a shell's children), which would otherwise outlive it.
+  spec.new_session = true;
   auto pid = Spawn(spec);
   ::close(in[0]);
   ::close(out[1]);
@@ -251,6 +254,7 @@ absl::StatusOr<RunResult> RunCaptured(SpawnSpec spec, std::string_view input,
     if (fd >= 0) ::close(fd);
   }
   if (timed_out) {
+    ::kill(-*pid, SIGKILL);  // the process group: the child and everything it started
     ::kill(*pid, SIGKILL);
     ::waitpid(*pid, nullptr, 0);
     return absl::DeadlineExceededError(

@@ -55,7 +55,8 @@ struct RunResult {
 };
 
 // Runs to completion, writing `input` to its stdin and capturing stdout and stderr. A process
-// still running after `timeout` is killed and reported as an error.
+// still running after `timeout` is killed with the processes it started (it runs in its own
+// session and process group) and reported as an error.
 absl::StatusOr<RunResult> RunCaptured(SpawnSpec spec, std::string_view input,
                                       std::chrono::milliseconds timeout);
 

@@ -8,6 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 
 #include "lab/netns.h"
@@ -43,11 +48,39 @@ TEST(LabProcess, RunCapturedFeedsStdinAndCapturesBothStreams) {
 }
 
 TEST(LabProcess, TimeoutKills) {
-  // exec: the child itself sleeps (RunCaptured kills the child, not a grandchild that the
-  // shell would fork, which the test left running for 30 s).
   auto r = RunCaptured(Shell("exec sleep 30"), "", milliseconds(200));
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::IsDeadlineExceeded(r.status()));
+}
+
+// A process's state letter from /proc ('\0' once it is gone).
+char ProcessState(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() ? '\0' : stat[close + 2];
+}
+
+TEST(LabProcess, TimeoutKillsWhatTheProcessStarted) {
+  // The shell forks a sleep that holds the output pipe; the timeout must not leave it.
+  const std::string pid_file =
+      ::testing::TempDir() + "/bh_lab_grandchild_" + std::to_string(::getpid());
+  auto r = RunCaptured(Shell("sleep 30 & echo $! > " + pid_file + "; wait"), "", milliseconds(500));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsDeadlineExceeded(r.status()));
+  std::ifstream in(pid_file);
+  pid_t grandchild = 0;
+  in >> grandchild;
+  std::remove(pid_file.c_str());
+  ASSERT_GT(grandchild, 0) << "the shell did not write its child's pid";
+  // Killed: gone, or a zombie until whoever inherited it reaps it.
+  char state = ProcessState(grandchild);
+  for (int i = 0; i < 100 && state != '\0' && state != 'Z'; ++i) {
+    std::this_thread::sleep_for(milliseconds(20));
+    state = ProcessState(grandchild);
+  }
+  EXPECT_TRUE(state == '\0' || state == 'Z') << "grandchild " << grandchild << " state " << state;
+  if (state != '\0' && state != 'Z') ::kill(grandchild, SIGKILL);
 }
 
 TEST(LabProcess, ExecFailureIsAnError) {
